@@ -1,0 +1,247 @@
+"""ChatEndpoint, OpenAITeacher and EndpointAgent against a real local chat-completions server."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("openai")
+
+from chat_server import ChatServer, derived_reply
+
+from reflectrl.envs.base import Observation
+from reflectrl.eval.endpoint_agent import AGENT_INSTRUCTION, EndpointAgent
+from reflectrl.teachers.openai_compat import (
+    MAX_REFLECTION_WORDS,
+    ChatEndpoint,
+    EndpointError,
+    OpenAITeacher,
+    clean_teacher_reply,
+)
+
+TAXI_STATE = Observation(
+    text="Task: pick up the passenger at Y and drop them at G.\n+---------+\n|R: | : :G|\n| : | : : |\n|T: : : : |\n| | : | : |\n|Y| : |B: |\n+---------+",
+    actions=["south", "north", "east", "west", "pickup", "dropoff"],
+)
+REPO_STATE = Observation(
+    text="Task: which file lists the package's dependencies?\nCurrent working directory: /repo",
+    actions=["cd ..", "cd src", "cat README.md", "cat setup.py", "id setup.py"],
+)
+
+
+@pytest.fixture
+def server():
+    with ChatServer() as chat_server:
+        yield chat_server
+
+
+def endpoint_for(server: ChatServer, **kwargs) -> ChatEndpoint:
+    kwargs.setdefault("backoff", 0.001)
+    kwargs.setdefault("timeout", 10)
+    return ChatEndpoint(server.base_url, "test-model", **kwargs)
+
+
+def test_complete_returns_server_reply_and_sends_request_fields(server, monkeypatch):
+    monkeypatch.setenv("REFLECTRL_TEST_KEY", "sk-local-123")
+    endpoint = endpoint_for(server, api_key_env="REFLECTRL_TEST_KEY", temperature=0.5, max_tokens=77)
+    messages = [{"role": "user", "content": "hello there server"}]
+    assert endpoint.complete(messages) == derived_reply({"messages": messages})
+    (body,) = server.requests
+    assert body["model"] == "test-model"
+    assert body["messages"] == messages
+    assert body["temperature"] == 0.5 and body["max_tokens"] == 77
+    assert server.headers[0]["authorization"] == "Bearer sk-local-123"
+
+
+def test_missing_key_uses_placeholder(server, monkeypatch):
+    monkeypatch.delenv("REFLECTRL_UNSET_KEY", raising=False)
+    endpoint_for(server, api_key_env="REFLECTRL_UNSET_KEY").complete([{"role": "user", "content": "hi"}])
+    assert server.headers[0]["authorization"].startswith("Bearer ") and len(server.headers[0]["authorization"]) > 7
+
+
+def test_teacher_analyze_prompt(server):
+    teacher = OpenAITeacher(endpoint_for(server), env_description="The taxi must deliver a passenger.")
+    reflection = teacher.reflect(TAXI_STATE, [], "", False)
+    (body,) = server.requests
+    system, user = body["messages"]
+    assert system["role"] == "system" and "The taxi must deliver a passenger." in system["content"]
+    assert TAXI_STATE.text.splitlines()[0] in user["content"]
+    assert all(f"- {action}" in user["content"] for action in TAXI_STATE.actions)
+    assert "Analyze the situation" in user["content"]
+    assert "Hint for you only" not in user["content"] and "was a mistake" not in user["content"]
+    assert reflection == derived_reply(body)
+
+
+def test_teacher_spoiler_prompt(server):
+    server.queue_replies("# Analyze:\n The passenger waits at Y, straight below the taxi.  Head down there.\n# Action: 0")
+    teacher = OpenAITeacher(endpoint_for(server))
+    reflection = teacher.reflect(TAXI_STATE, ["north"], "south", False)
+    user = server.requests[0]["messages"][1]["content"]
+    assert '"south"' in user and "Do NOT reveal" in user
+    assert "was a mistake" not in user
+    assert reflection == "The passenger waits at Y, straight below the taxi. Head down there."
+
+
+def test_teacher_wrong_choice_prompt(server):
+    server.queue_replies("Moving east bumped into nothing useful; the passenger is below, so go down instead.")
+    teacher = OpenAITeacher(endpoint_for(server))
+    reflection = teacher.reflect(TAXI_STATE, ["north", "east"], "south", True)
+    user = server.requests[0]["messages"][1]["content"]
+    assert 'last action, "east", was a mistake' in user
+    assert "Actions taken so far: north; east" in user
+    assert '"south"' in user and "Do NOT reveal" in user
+    assert reflection.startswith("Moving east bumped")
+    with pytest.raises(ValueError, match="history is empty"):
+        teacher.reflect(TAXI_STATE, [], "south", True)
+
+
+def test_teacher_limits_length_and_rejects_empty_reflection(server):
+    long_reply = " ".join(f"Sentence {i} says something about the map." for i in range(40))
+    server.queue_replies(long_reply, "# Action: 3")
+    teacher = OpenAITeacher(endpoint_for(server))
+    reflection = teacher.reflect(TAXI_STATE, [], "south", False)
+    assert len(reflection.split()) <= MAX_REFLECTION_WORDS and reflection.endswith(".")
+    with pytest.raises(EndpointError, match="no reflection"):
+        teacher.reflect(TAXI_STATE, ["north"], "south", False)
+    assert clean_teacher_reply("Analysis: go left.") == "go left."
+
+
+def test_cache_answers_without_network_even_from_fresh_instance(server, tmp_path):
+    messages = [{"role": "user", "content": "cache me"}]
+    first = endpoint_for(server, cache_dir=tmp_path).complete(messages)
+    assert server.request_count == 1
+    assert endpoint_for(server, cache_dir=tmp_path).complete(messages) == first
+    assert endpoint_for(server, cache_dir=tmp_path).complete(messages) == first
+    assert server.request_count == 1
+    endpoint_for(server, cache_dir=tmp_path, temperature=0.7).complete(messages)
+    assert server.request_count == 2
+    assert not list(tmp_path.glob("*.tmp")), "temp files must be renamed into place"
+
+
+def test_corrupt_cache_entry_is_ignored_and_rewritten(server, tmp_path):
+    endpoint = endpoint_for(server, cache_dir=tmp_path)
+    messages = [{"role": "user", "content": "fragile"}]
+    good = endpoint.complete(messages)
+    path = endpoint.cache_path(messages)
+    path.write_text('{"request": {"trunc', encoding="utf-8")
+    with pytest.warns(UserWarning, match="corrupt chat cache entry"):
+        assert endpoint.complete(messages) == good
+    assert server.request_count == 2
+    assert json.loads(path.read_text(encoding="utf-8"))["reply"] == good
+    assert endpoint.complete(messages) == good and server.request_count == 2
+
+
+@pytest.mark.parametrize("status", [500, 429])
+def test_retries_recover_from_two_failures(server, status):
+    server.fail_next(2, status=status)
+    reply = endpoint_for(server, max_retries=2).complete([{"role": "user", "content": "retry"}])
+    assert reply == derived_reply(server.requests[-1])
+    assert server.request_count == 3
+
+
+def test_retry_after_header_is_honoured(server):
+    server.fail_next(1, status=429, retry_after=0.3)
+    start = time.monotonic()
+    endpoint_for(server, max_retries=1).complete([{"role": "user", "content": "slow down"}])
+    assert time.monotonic() - start >= 0.3
+    assert server.request_count == 2
+
+
+def test_exhausted_retries_name_status_url_and_message(server):
+    server.fail_next(3, status=503)
+    endpoint = endpoint_for(server, max_retries=2)
+    with pytest.raises(EndpointError) as info:
+        endpoint.complete([{"role": "user", "content": "doomed"}])
+    message = str(info.value)
+    assert "HTTP 503" in message and server.base_url in message and "test-model" in message
+    assert "injected failure with status 503" in message and "3 attempts" in message
+    assert server.request_count == 3
+
+
+def test_client_errors_are_not_retried(server):
+    server.fail_next(1, status=401)
+    with pytest.raises(EndpointError, match=r"HTTP 401.*REFLECTRL_NO_KEY"):
+        endpoint_for(server, api_key_env="REFLECTRL_NO_KEY").complete([{"role": "user", "content": "who am i"}])
+    assert server.request_count == 1
+
+
+def test_connection_failure_is_retried_then_reported():
+    with ChatServer() as gone:
+        url = gone.base_url
+    endpoint = ChatEndpoint(url, "test-model", max_retries=2, backoff=0.001, timeout=5)
+    with pytest.raises(EndpointError, match=r"failed after 3 attempts") as info:
+        endpoint.complete([{"role": "user", "content": "anyone?"}])
+    assert url in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"), [("not-json", "not JSON"), ("no-choices", "no choices"), ("empty-content", "empty content")]
+)
+def test_malformed_reply_is_a_clear_error(server, kind, problem):
+    server.malform_next(kind)
+    with pytest.raises(EndpointError, match="malformed reply") as info:
+        endpoint_for(server).complete([{"role": "user", "content": "broken"}])
+    assert problem in str(info.value) and server.base_url in str(info.value)
+
+
+def test_bad_arguments_are_rejected(server):
+    with pytest.raises(ValueError, match="base_url"):
+        ChatEndpoint("localhost:8000", "m")
+    with pytest.raises(ValueError, match=r"messages\[0\]"):
+        endpoint_for(server).complete([{"role": "robot", "content": "x"}])
+    assert server.request_count == 0
+
+
+def test_missing_openai_client_says_how_to_install(server, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openai", None)
+    with pytest.raises(ImportError, match=r"pip install 'reflectrl\[openai\]'"):
+        endpoint_for(server).complete([{"role": "user", "content": "x"}])
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [("Action 3", 3), ("cat setup.py", 3), ("4.", 4), ("I would choose option 1 here.", 1), ("banana split", None)],
+)
+def test_endpoint_agent_parses_replies(server, reply, expected):
+    server.queue_replies(reply)
+    agent = EndpointAgent(endpoint_for(server))
+    index, raw = agent.act(REPO_STATE)
+    assert (index, raw) == (expected, reply)
+    assert (agent.last_parse_error is None) == (expected is not None)
+    system, user = server.requests[0]["messages"]
+    assert system["content"] == AGENT_INSTRUCTION
+    assert user["content"].startswith(REPO_STATE.text)
+    assert "0. cd ..\n1. cd src\n2. cat README.md\n3. cat setup.py\n4. id setup.py\n" in user["content"]
+
+
+def test_endpoint_agent_custom_instruction(server):
+    server.queue_replies("2")
+    agent = EndpointAgent(endpoint_for(server), instruction="Pick wisely.")
+    assert agent.act(REPO_STATE) == (2, "2")
+    assert server.requests[0]["messages"][0]["content"] == "Pick wisely."
+
+
+def test_endpoint_agent_and_teacher_on_a_real_taxi_episode(server):
+    from reflectrl.envs.registry import make_env
+
+    env = make_env("taxi")
+    observation = env.reset(seed=0)
+    good = env.oracle_action()
+    teacher = OpenAITeacher(endpoint_for(server), env_description="A 5x5 taxi grid.")
+    server.queue_replies("The passenger is up and to the right, so start moving that way.")
+    assert teacher.reflect(observation, [], observation.actions[good], False).startswith("The passenger is up")
+    assert f'"{observation.actions[good]}"' in server.requests[-1]["messages"][1]["content"]
+
+    server.queue_replies(f"I will {observation.actions[good]}.", "Let me think about it.")
+    agent = EndpointAgent(endpoint_for(server))
+    index, _ = agent.act(observation)
+    assert index == good
+    _, _, terminated, _, _ = env.step(index)
+    assert not terminated
+    index, reply = agent.act(env.observation)
+    assert index is None
+    _, reward, _, _, _ = env.invalid_step(reply)
+    assert reward < 0
