@@ -1,0 +1,251 @@
+"""The ``reflectrl`` command line: tasks, play, data, sft, rl, eval, run, bench."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from typing import Any
+
+import yaml
+
+from reflectrl.envs.registry import list_envs, make_env
+
+
+def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {pair!r}")
+        values[key] = yaml.safe_load(raw)
+    return values
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    from reflectrl.eval.baselines import HumanAgent, OracleAgent, RandomAgent, play_episode
+
+    env = make_env(args.env, **_key_values(args.env_arg, "--env-arg"))
+    agents = {"human": HumanAgent, "random": lambda: RandomAgent(args.seed), "oracle": OracleAgent}
+    agent = agents[args.agent]()
+    verbose = not args.quiet
+
+    def show(observation, action_text: str, reward: float) -> None:
+        print(observation.text)
+        print(f">>> {action_text}   (reward {reward:+.3f})\n")
+
+    results = []
+    for episode in range(args.episodes):
+        if verbose:
+            print(f"=== episode {episode + 1}/{args.episodes} ===")
+        result = play_episode(env, agent, seed=args.seed + episode, on_step=show if verbose else None)
+        results.append(result)
+        if verbose:
+            print(f"--- {'success' if result.success else 'failure'}: return {result.episode_return:+.3f}, "
+                  f"{result.steps} steps\n")
+    print(
+        f"env={args.env} agent={args.agent} episodes={len(results)} "
+        f"success={statistics.fmean(r.success for r in results):.2f} "
+        f"mean_return={statistics.fmean(r.episode_return for r in results):+.3f} "
+        f"mean_steps={statistics.fmean(r.steps for r in results):.2f}"
+    )
+    return 0
+
+
+def _cmd_tasks_build(args: argparse.Namespace) -> int:
+    from reflectrl.envs.autoexplore.tasks import RepoSpec, build_tasks, task_counts, write_tasks
+
+    for root in args.root:
+        if not os.path.isdir(root):
+            raise SystemExit(f"error: --root {root} is not a directory")
+    tasks = build_tasks([RepoSpec.from_path(root) for root in args.root])
+    if not tasks:
+        raise SystemExit(f"error: no tasks could be generated from {', '.join(args.root)}")
+    write_tasks(tasks, args.out)
+    print(f"wrote {len(tasks)} tasks to {args.out}")
+    print(task_counts(tasks))
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    from reflectrl.config import RunConfig, from_dict, load_config
+
+    overrides = _key_values(args.set, "--set")
+    if args.config:
+        return load_config(args.config, overrides)
+    values: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        node = values
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return from_dict(RunConfig, values)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from reflectrl.pipeline import step_data
+
+    if args.env:
+        args.set += [f"env.name={args.env}"]
+    if args.teacher:
+        args.set += [f"teacher.kind={args.teacher}"]
+    config = _load(args)
+    data_dir = step_data(config)
+    print((data_dir / "done.json").read_text())
+    return 0
+
+
+def _cmd_sft(args: argparse.Namespace) -> int:
+    from reflectrl.pipeline import step_base, step_data, step_sft
+
+    config = _load(args)
+    data = step_data(config)
+    policy_base, reflector_base = step_base(config, data)
+    kinds = {
+        "reflection": (reflector_base, "reflection", "reflector", "reflection"),
+        "policy": (policy_base, "policy", "policy", "policy"),
+        "policy_noreflect": (policy_base, "policy_noreflect", "policy_noreflect", "policy"),
+        "reflection_pos": (reflector_base, "reflection_pos", "reflector_noneg", "reflection"),
+        "policy_pos": (policy_base, "policy_pos", "policy_noneg", "policy"),
+    }
+    base, set_name, out, kind = kinds[args.set_name]
+    out_dir = step_sft(config, base, data, set_name, config.run_dir / out, kind)
+    print((out_dir / "sft_metrics.json").read_text())
+    return 0
+
+
+def _cmd_rl(args: argparse.Namespace) -> int:
+    from reflectrl.train.rl import train_rl
+
+    config = _load(args)
+    history = train_rl(config, args.policy, args.out, args.reflector, resume=not args.restart)
+    if history:
+        last = history[-1]
+        print(f"iterations={last['iteration']} env_steps={last['env_steps']} success={last['success']:.2f}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from reflectrl.eval.baselines import OracleAgent, RandomAgent
+    from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
+
+    config = _load(args)
+    plan = EvalPlan(config.env.name, config.env.kwargs, config.eval.levels or [{}], config.eval.split,
+                    config.eval.episodes, seed=config.seed + 12345)
+    if args.agent == "random":
+        result = evaluate_agent(plan, lambda: RandomAgent(config.seed), desc="random")
+    elif args.agent == "oracle":
+        result = evaluate_agent(plan, OracleAgent, desc="oracle")
+    elif args.agent == "endpoint":
+        from reflectrl.eval.endpoint_agent import EndpointAgent
+        from reflectrl.teachers.openai_compat import ChatEndpoint
+
+        endpoint = ChatEndpoint(args.base_url, args.model, args.api_key_env, cache_dir=args.cache_dir)
+        result = evaluate_agent(plan, lambda: EndpointAgent(endpoint), desc="endpoint")
+    else:
+        if not args.policy:
+            raise SystemExit("error: --agent model needs --policy PATH")
+        result = evaluate_model(plan, args.policy, args.reflector, greedy=config.eval.greedy,
+                                dtype=config.model.dtype, max_length=config.sft.max_length,
+                                reflection_tokens=config.reflection_tokens)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from reflectrl.eval.report import results_table
+    from reflectrl.pipeline import run_pipeline
+
+    config = _load(args)
+    arms = run_pipeline(config)
+    print(results_table(arms, config.env.name))
+    print(f"\nreport: {config.run_dir / 'report.md'}")
+    return 0
+
+
+def _config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--config", required=required, help="recipe YAML (configs/*.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. --set rl.iterations=10")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reflectrl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    play = sub.add_parser("play", help="play an env with a human, random or oracle agent")
+    play.add_argument("--env", required=True, choices=list_envs())
+    play.add_argument("--agent", default="human", choices=["human", "random", "oracle"])
+    play.add_argument("--episodes", type=int, default=1)
+    play.add_argument("--seed", type=int, default=0)
+    play.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
+                      help="env constructor argument, e.g. --env-arg stage=pickup")
+    play.add_argument("--quiet", action="store_true", help="print only the summary line")
+    play.set_defaults(func=_cmd_play)
+
+    tasks = sub.add_parser("tasks", help="AutoExplore task files")
+    tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
+    build = tasks_sub.add_parser("build", help="generate questions from real files of one or more repositories")
+    build.add_argument("--root", required=True, action="append", help="repository root (repeatable)")
+    build.add_argument("--out", required=True, help="output JSONL path")
+    build.set_defaults(func=_cmd_tasks_build)
+
+    data = sub.add_parser("data", help="teacher trajectories, negative examples and the SFT sets")
+    _config_args(data, required=False)
+    data.add_argument("--env", choices=list_envs())
+    data.add_argument("--teacher", choices=["oracle", "openai"])
+    data.set_defaults(func=_cmd_data)
+
+    sft = sub.add_parser("sft", help="supervised warm-up of one model of a recipe")
+    _config_args(sft)
+    sft.add_argument("--set-name", default="policy",
+                     choices=["reflection", "policy", "policy_noreflect", "reflection_pos", "policy_pos"])
+    sft.set_defaults(func=_cmd_sft)
+
+    rl = sub.add_parser("rl", help="online RL of a saved policy, with an optional frozen reflector")
+    _config_args(rl)
+    rl.add_argument("--policy", required=True, help="saved policy (an SFT output dir)")
+    rl.add_argument("--reflector", help="saved reflector; omit for the no-reflection arm")
+    rl.add_argument("--out", required=True, help="output dir (checkpoints, metrics, final/)")
+    rl.add_argument("--restart", action="store_true", help="ignore existing checkpoints in --out")
+    rl.set_defaults(func=_cmd_rl)
+
+    ev = sub.add_parser("eval", help="evaluate an agent on held-out tasks")
+    _config_args(ev)
+    ev.add_argument("--agent", default="model", choices=["model", "random", "oracle", "endpoint"])
+    ev.add_argument("--policy", help="saved policy dir (--agent model)")
+    ev.add_argument("--reflector", help="saved reflector dir (--agent model)")
+    ev.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="OpenAI-compatible server (--agent endpoint)")
+    ev.add_argument("--model", default="gpt-4o-mini", help="endpoint model name")
+    ev.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    ev.add_argument("--cache-dir", help="on-disk cache of endpoint replies")
+    ev.add_argument("--out", help="write the metrics JSON here")
+    ev.set_defaults(func=_cmd_eval)
+
+    run = sub.add_parser("run", help="the whole pipeline of a recipe: data, SFT, RL, eval, report")
+    _config_args(run)
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, ImportError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,431 @@
+"""AutoExplore: the read-only snapshot, task generator and default corpus, env rules, oracle and teacher."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from reflectrl.envs import InvalidActionError, make_env
+from reflectrl.envs.autoexplore import (
+    AutoExplore,
+    DirectoryTree,
+    PathOutsideRootError,
+    RepoSpec,
+    Task,
+    build_tasks,
+    default_repos,
+    default_tasks,
+    read_tasks,
+    write_tasks,
+)
+from reflectrl.envs.autoexplore.tasks import SPLITS, TASK_KINDS
+from reflectrl.teachers.oracle import OracleTeacher
+from reflectrl.teachers.oracle.autoexplore import reflect
+
+SECTIONS = ("Task:", "Current working directory:", "Files under it:", "Command history:",
+            "Execution result of the last command:")
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def toy_repo(tmp_path: Path) -> Path:
+    """A small repository with every task kind, targets at depths 0-3, a shared and a too-common docstring."""
+    root = tmp_path / "toolkit"
+    write(root / "README.md", "# Widget toolkit overview\n\nHow the toolkit is organised.\n")
+    write(root / "settings.yaml", "name: toolkit\ntheme: dark\nplugins: []\n")
+    write(root / "app.py", '"""Command line entry point for the widget toolkit."""\n\n\n'
+                           'def main():\n    """Run the widget application from the command line."""\n')
+    write(root / "pkg" / "widgets.py", 'class Widget:\n    """A small widget that renders dials on screen."""\n')
+    helper = 'def merge_dicts(a, b):\n    """Merge two dictionaries into a new one."""\n    return {**a, **b}\n'
+    write(root / "pkg" / "left" / "helpers.py", helper)
+    write(root / "pkg" / "right" / "helpers.py", helper)
+    for name in ("w", "x", "y", "z"):
+        write(root / "pkg" / "vague" / f"{name}.py", 'def frob():\n    """Compute the frobnication level quickly."""\n')
+    write(root / "pkg" / "sub" / "deep" / "table.csv", "city,population,country\nParis,2100000,France\n")
+    write(root / "notes" / "long.txt", "".join(f"note line {i}\n" for i in range(100)))
+    return root
+
+
+@pytest.fixture()
+def toy_tasks(toy_repo: Path) -> list[Task]:
+    return build_tasks([toy_repo], max_tasks_per_repo=100, max_tasks_per_file=5)
+
+
+def task_where(tasks: list[Task], question_part: str) -> Task:
+    matches = [t for t in tasks if question_part.lower() in t.question.lower()]
+    assert len(matches) == 1, (question_part, [t.question for t in tasks])
+    return matches[0]
+
+
+def play(env: AutoExplore, commands: list[str]) -> list[tuple]:
+    results = []
+    for command in commands:
+        assert command in env.observation.actions, (command, env.observation.actions)
+        results.append(env.step(env.observation.actions.index(command)))
+    return results
+
+
+@pytest.fixture(scope="module")
+def corpus_tasks(tmp_path_factory: pytest.TempPathFactory) -> list[Task]:
+    """The default corpus's tasks, built from scratch into a fresh cache directory."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFLECTRL_CACHE", str(tmp_path_factory.mktemp("cache")))
+        tasks = default_tasks()
+        assert default_tasks() == tasks
+    return tasks
+
+
+# ---------------------------------------------------------------- snapshot
+
+
+def test_tree_lists_only_safe_text_files_and_no_path_leaves_the_root(tmp_path: Path):
+    outside = tmp_path / "outside"
+    write(outside / "secret.py", "SECRET = 1\n")
+    root = tmp_path / "root"
+    write(root / "a.py", "A = 1\n")
+    write(root / "sub" / "b.md", "# Bee notes for the sub package\n")
+    write(root / ".hidden.py", "HIDDEN = 1\n")
+    write(root / ".git" / "config.py", "X = 1\n")
+    write(root / "__pycache__" / "c.py", "C = 1\n")
+    write(root / "bin.py", b"\x00\x01binary\x00")
+    write(root / "latin.txt", b"caf\xe9 au lait\n")
+    write(root / "image.png", b"\x89PNG")
+    write(root / "only_images" / "x.png", b"\x89PNG")
+    (root / "empty").mkdir()
+    (root / "link_dir").symlink_to(outside, target_is_directory=True)
+    (root / "link.py").symlink_to(outside / "secret.py")
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+
+    tree = DirectoryTree(root)
+    assert list(tree.files()) == ["a.py", "sub/b.md"]
+    assert list(tree.dirs()) == ["", "sub"]
+    assert tree.list_dir("").dirs == ("sub",) and tree.list_dir("").files == ("a.py",)
+    assert tree.resolve("sub/../a.py") == "a.py" and tree.resolve("..", cwd="sub") == ""
+    for escaping, cwd in (("..", ""), ("../outside/secret.py", ""), ("sub/../..", ""), ("../..", "sub"),
+                          ("/etc/passwd", ""), ("/", "sub"), ("..\\outside", "")):
+        with pytest.raises(PathOutsideRootError):
+            tree.resolve(escaping, cwd=cwd)
+    for missing in ("link.py", "link_dir", "link_dir/secret.py", ".hidden.py", "bin.py", "latin.txt", "sub/loop"):
+        with pytest.raises(FileNotFoundError):
+            tree.resolve(missing)
+    with pytest.raises(PathOutsideRootError):
+        tree.parent("")
+    with pytest.raises(FileNotFoundError):
+        DirectoryTree(root, include=("link_dir",))
+
+    env = AutoExplore(tasks=build_tasks([root]))
+    rng = random.Random(0)
+    for episode in range(200):
+        obs = env.reset(rng.choice(env.tasks("train") + env.tasks("val") + env.tasks("test")), seed=episode)
+        assert "cd .." not in obs.actions
+        done = False
+        while not done:
+            cwd = obs.info["oracle"]["cwd"]
+            assert tree.is_dir(cwd)
+            assert ("cd .." in obs.actions) == (cwd != "")
+            for word in ("secret", "SECRET", "link", "hidden", "latin", "bin.py", "loop", "outside"):
+                assert word not in obs.text and not any(word in a for a in obs.actions)
+            obs, _, terminated, truncated, _ = env.step(rng.randrange(len(obs.actions)))
+            done = terminated or truncated
+
+
+def test_long_files_are_truncated_with_a_marker(toy_repo: Path):
+    tree = DirectoryTree(toy_repo)
+    preview = tree.preview("notes/long.txt")
+    assert preview.splitlines()[:30] == [f"note line {i}" for i in range(30)]
+    assert preview.splitlines()[30] == "... [truncated: 70 more lines]"
+    assert tree.read_text("notes/long.txt").count("\n") == 100
+    assert DirectoryTree(toy_repo, include=("pkg/sub",)).files().__next__() == "pkg/sub/deep/table.csv"
+    assert list(DirectoryTree(toy_repo, max_depth=0).dirs()) == [""]
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root``: mode, size, mtime and content hash."""
+    state = {}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(directory) / name
+            info = path.lstat()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+            state[str(path.relative_to(root))] = (info.st_mode, info.st_size, info.st_mtime_ns, digest)
+    return state
+
+
+def test_source_directory_is_byte_identical_after_1000_random_episodes(tmp_path: Path):
+    source = tmp_path / "email"
+    shutil.copytree(Path(sysconfig.get_paths()["stdlib"]) / "email", source,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = snapshot(source)
+    env = AutoExplore(tasks=build_tasks([source]), hide_unrelated_prob=0.5)
+    pool = [t for split in SPLITS for t in env.tasks(split)]
+    rng = random.Random(1)
+    steps = 0
+    for episode in range(1000):
+        obs = env.reset(rng.choice(pool), seed=episode)
+        while True:
+            obs, _, terminated, truncated, _ = env.step(rng.randrange(len(obs.actions)))
+            steps += 1
+            if terminated or truncated:
+                break
+    assert steps > 1000
+    assert snapshot(source) == before
+
+
+# ---------------------------------------------------------------- env rules
+
+
+def test_costs_rewards_and_terminal_bonus_follow_the_paper(toy_tasks: list[Task]):
+    env = AutoExplore(tasks=toy_tasks)
+    task = task_where(toy_tasks, "renders dials")
+    assert task.targets == ("pkg/widgets.py",) and task.depth == 1
+    obs = env.reset(task)
+    positions = [obs.text.index(section) for section in SECTIONS]
+    assert positions == sorted(positions)
+    assert "Command history:\n(none)" in obs.text and "Current working directory: toolkit\n" in obs.text
+    results = play(env, ["cd pkg", "cd ..", "cd pkg", "cat widgets.py"])
+    assert [r[1] for r in results] == [-1.0, -2.0, -2.0, -1.0]
+    assert any(m.startswith("Warning:") for m in results[1][4]["messages"])
+    obs = env.observation
+    assert "cat widgets.py" not in obs.actions and "id widgets.py" in obs.actions
+    assert "A small widget that renders dials on screen." in obs.text
+    assert "Command history:\ncd pkg\ncd ..\ncd pkg\ncat widgets.py\n" in obs.text
+    _, reward, terminated, truncated, info = play(env, ["id widgets.py"])[0]
+    assert (reward, terminated, truncated, info["success"]) == (14.0, True, False, True)
+    assert env.observation.actions == []
+    with pytest.raises(RuntimeError, match="episode is over"):
+        env.step(0)
+
+    env.reset(task)
+    _, reward, terminated, _, info = play(env, ["id app.py"])[0]
+    assert (reward, terminated, info["success"]) == (-18.0, True, False)
+    assert "Error: app.py is not the answer." in env.observation.text
+
+    short = AutoExplore(tasks=toy_tasks, max_steps=3)
+    short.reset(task)
+    assert play(short, ["cd pkg"])[0][1] == -1.0
+    obs, reward, terminated, truncated, info = short.invalid_step("let me think about it")
+    assert (reward, terminated, truncated, info["invalid"]) == (-3.0, False, False, True)
+    assert "Error: invalid command" in obs.text and "(invalid)" in obs.text
+    _, reward, terminated, truncated, info = play(short, ["cd left"])[0]
+    assert (reward, terminated, truncated, info["success"]) == (-16.0, False, True, False)
+
+    short.reset(task)
+    for bad in (-1, 99, True, "0", 1.5):
+        with pytest.raises(InvalidActionError):
+            short.step(bad)
+
+
+def test_oracle_takes_the_shortest_path_and_picks_the_nearest_of_several_targets(toy_tasks: list[Task]):
+    env = AutoExplore(tasks=toy_tasks)
+    task = task_where(toy_tasks, "Merge two dictionaries")
+    assert task.targets == ("pkg/left/helpers.py", "pkg/right/helpers.py") and task.kind == "code"
+    env.reset(task)
+    play(env, ["cd pkg", "cd right"])
+    taken = []
+    while True:
+        taken.append(env.observation.actions[env.oracle_action()])
+        _, reward, terminated, truncated, info = env.step(env.oracle_action())
+        if terminated or truncated:
+            break
+    assert taken == ["cat helpers.py", "id helpers.py"] and info["success"]
+    table = task_where(toy_tasks, "columns city, population, country")
+    env.reset(table)
+    taken = []
+    while not env._current().done:
+        facts = env.observation.info["oracle"]
+        taken.append(facts["next_action"])
+        assert env.observation.actions[env.oracle_action()] == facts["next_action"]
+        env.step(env.oracle_action())
+    assert taken == ["cd pkg", "cd sub", "cd deep", "cat table.csv", "id table.csv"]
+
+
+def test_oracle_solves_every_task_of_the_default_corpus(corpus_tasks: list[Task]):
+    env = AutoExplore(tasks=corpus_tasks)
+    for split in SPLITS:
+        tasks = env.tasks(split)
+        assert {t.depth for t in tasks} >= {0, 1, 2, 3}, split
+        for task in tasks:
+            env.reset(task)
+            total, steps = 0.0, 0
+            while True:
+                _, reward, terminated, truncated, info = env.step(env.oracle_action())
+                total += reward
+                steps += 1
+                if terminated or truncated:
+                    break
+            assert info["success"], task
+            assert steps == task.depth + 2 and total == 15 - steps, task
+
+
+def test_default_corpus_is_split_by_repository_and_deterministic(corpus_tasks: list[Task]):
+    repos = default_repos()
+    assert len(repos) == 20
+    assert [sum(r.split == s for r in repos) for s in SPLITS] == [14, 4, 2]
+    split_of_repo = {}
+    for task in corpus_tasks:
+        assert split_of_repo.setdefault(task.repo, task.split) == task.split
+        assert task.repo_version != "unknown" and Path(task.root).is_dir()
+    assert set(split_of_repo) == {r.name for r in repos}
+    counts = {s: sum(t.split == s for t in corpus_tasks) for s in SPLITS}
+    assert counts["train"] > counts["val"] > counts["test"] > 20
+    assert build_tasks(repos) == corpus_tasks
+
+
+def test_hide_unrelated_keeps_targets_and_is_fixed_by_the_seed(corpus_tasks: list[Task]):
+    plain = AutoExplore(tasks=corpus_tasks)
+    env = AutoExplore(tasks=corpus_tasks, hide_unrelated_prob=0.7)
+    hidden_somewhere = False
+    for index, task in enumerate(env.tasks("train")[:150]):
+        obs = env.reset(task, seed=index)
+        full = plain.reset(task)
+        hidden_somewhere |= len(obs.actions) < len(full.actions)
+        assert env.reset(task, seed=index).text == obs.text
+        while True:
+            _, _, terminated, truncated, info = env.step(env.oracle_action())
+            if terminated or truncated:
+                break
+        assert info["success"]
+    assert hidden_somewhere
+
+
+def test_same_task_and_seed_replay_the_same_episode(corpus_tasks: list[Task]):
+    env = AutoExplore(tasks=corpus_tasks, hide_unrelated_prob=0.5)
+    first = env.reset(seed=7)
+    actions = [random.Random(3).randrange(60) for _ in range(15)]
+
+    def replay() -> list:
+        trace = [env.observation.text]
+        for choice in actions:
+            obs, reward, terminated, truncated, _ = env.step(choice % len(env.observation.actions))
+            trace.append((obs.text, obs.actions, reward))
+            if terminated or truncated:
+                break
+        return trace
+
+    trace = replay()
+    assert env.reset(seed=7).text == first.text
+    assert replay() == trace
+    assert env.reset(task=env.task.task_id, seed=7).text == first.text
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def test_generator_makes_all_four_kinds_with_correct_depths_and_handles_ambiguity(toy_repo: Path,
+                                                                                 toy_tasks: list[Task]):
+    assert {t.kind for t in toy_tasks} == set(TASK_KINDS)
+    expected = {
+        "Widget toolkit overview": ("text", ("README.md",), 0),
+        "defines the keys name, theme, plugins": ("text", ("settings.yaml",), 0),
+        "command line entry point for the widget toolkit": ("code", ("app.py",), 0),
+        "renders dials on screen": ("code", ("pkg/widgets.py",), 1),
+        "Merge two dictionaries into a new one": ("code", ("pkg/left/helpers.py", "pkg/right/helpers.py"), 2),
+        "Find the file named helpers.py.": ("name", ("pkg/left/helpers.py", "pkg/right/helpers.py"), 2),
+        "columns city, population, country": ("data", ("pkg/sub/deep/table.csv",), 3),
+        "Find the file named table.csv.": ("name", ("pkg/sub/deep/table.csv",), 3),
+    }
+    for part, (kind, targets, depth) in expected.items():
+        task = task_where(toy_tasks, part)
+        assert (task.kind, task.targets, task.depth) == (kind, targets, depth), part
+        assert task.repo == "toolkit" and task.split in SPLITS
+    assert not [t for t in toy_tasks if "frobnication" in t.question]
+    assert not [t for t in toy_tasks if "__init__" in t.question]
+    assert build_tasks([toy_repo], max_tasks_per_repo=100, max_tasks_per_file=5) == toy_tasks
+    capped = build_tasks([toy_repo], max_tasks_per_repo=4, max_tasks_per_file=1)
+    assert len(capped) == 4 and len({t.depth for t in capped}) == 4
+    per_file = [target for t in build_tasks([toy_repo], max_tasks_per_file=1) for target in t.targets]
+    assert len(per_file) == len(set(per_file))
+
+
+def test_repositories_are_split_7_2_1_and_explicit_splits_are_kept(tmp_path: Path):
+    repos = []
+    for index in range(10):
+        write(tmp_path / f"repo{index}" / "mod.py", f'"""Module number {index} of the sample corpus."""\n')
+        repos.append(RepoSpec.from_path(tmp_path / f"repo{index}"))
+    tasks = build_tasks(repos)
+    split_of = {t.repo: t.split for t in tasks}
+    assert sorted(split_of.values()) == sorted(["train"] * 7 + ["val"] * 2 + ["test"])
+    pinned = build_tasks([RepoSpec.from_path(tmp_path / "repo0", split="test")])
+    assert {t.split for t in pinned} == {"test"}
+    with pytest.raises(ValueError, match="unique"):
+        build_tasks([tmp_path / "repo0", tmp_path / "repo0"])
+
+
+def test_task_files_round_trip_and_bad_lines_are_named(tmp_path: Path, toy_tasks: list[Task]):
+    path = tmp_path / "tasks.jsonl"
+    write_tasks(toy_tasks, path)
+    assert read_tasks(path) == toy_tasks
+    env = make_env("autoexplore", tasks_path=str(path), split="test")
+    assert env.tasks("test") == [t for t in toy_tasks if t.split == "test"]
+    good = json.dumps(toy_tasks[0].to_json())
+    missing = toy_tasks[1].to_json()
+    del missing["question"]
+    for lines, pattern in (
+        ([good, "{not json"], r"line 2: .*"),
+        ([good, "", json.dumps(missing)], r"line 3: .*missing field\(s\): question"),
+        ([good, good], r"line 2: task id .* already used on line 1"),
+        ([json.dumps({**toy_tasks[0].to_json(), "depth": 3})], r"line 1: .*depth 3 does not match"),
+        ([json.dumps({**toy_tasks[0].to_json(), "targets": ["../escape.py"]})], r"line 1: .*leaves the root"),
+    ):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text("\n".join(lines) + "\n")
+        with pytest.raises(ValueError, match=pattern):
+            read_tasks(bad)
+
+
+# ---------------------------------------------------------------- teacher
+
+
+def test_teacher_explains_where_and_why_with_varied_phrasing(toy_tasks: list[Task]):
+    env = AutoExplore(tasks=toy_tasks)
+    task = task_where(toy_tasks, "columns city, population, country")
+    obs = env.reset(task)
+    good = obs.actions[env.oracle_action()]
+    variants = {reflect(obs, [], good, False, random.Random(seed)) for seed in range(30)}
+    assert len(variants) >= 3
+    for text in variants:
+        assert "toolkit/pkg/sub/deep" in text and "pkg" in text and "city" in text
+        assert not re.search(r"\d", text) and len(text.split()) <= 60
+
+    history: list[str] = []
+    teacher = OracleTeacher("autoexplore", seed=0)
+    obs = env.reset(task)
+    while True:
+        good = obs.actions[env.oracle_action()]
+        text = teacher.reflect(obs, history, good, False)
+        expected_words = ("up", "parent") if good == "cd .." else (good.split(" ", 1)[1],)
+        assert any(word in text for word in expected_words), (good, text)
+        obs, _, terminated, truncated, _ = env.step(obs.actions.index(good))
+        history.append(good)
+        if terminated or truncated:
+            break
+
+    obs = env.reset(task)
+    history = ["cd notes"]
+    obs = play(env, history)[0][0]
+    wrong = teacher.reflect(obs, history, "cd ..", True)
+    assert "notes" in wrong and "toolkit/pkg/sub/deep" in wrong and ("up" in wrong or "parent" in wrong)
+    history.append("cat long.txt")
+    obs = play(env, ["cat long.txt"])[0][0]
+    assert "long.txt" in teacher.reflect(obs, history, "cd ..", True)
+    assert "long.txt" in teacher.reflect(obs, history, "cd ..", False)
+    with pytest.raises(ValueError, match="not a command"):
+        teacher.reflect(obs, history, "cd pkg", False)
+    with pytest.raises(ValueError, match="history"):
+        reflect(obs, [], "cd ..", True, random.Random(0))
