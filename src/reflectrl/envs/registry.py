@@ -1,5 +1,8 @@
 """Name -> environment factory, so recipes and the CLI can say ``env: taxi``.
 
+A user env needs no registration to be used from a recipe: ``env.name`` may
+be an import path, ``"my_package.my_module:MyEnv"``.
+
 Factories are import paths, loaded on first use, so an env whose optional
 dependency is missing only fails (with an install hint) when it is asked for.
 """
@@ -32,6 +35,8 @@ def list_envs() -> list[str]:
 
 
 def _resolve(name: str) -> Callable[..., TextEnv]:
+    if name not in _REGISTRY and ":" in name:
+        _REGISTRY[name] = name
     if name not in _REGISTRY:
         raise KeyError(f"unknown env {name!r}; known envs: {', '.join(list_envs())}")
     factory = _REGISTRY[name]
@@ -43,7 +48,9 @@ def _resolve(name: str) -> Callable[..., TextEnv]:
     except ImportError as error:
         extra = _EXTRAS.get(name)
         hint = f" Install it with: pip install 'reflectrl[{extra}]'" if extra else ""
-        raise ImportError(f"env {name!r} needs a missing package ({error}).{hint}") from error
+        raise ImportError(f"env {name!r}: cannot import {module_name} ({error}).{hint}") from error
+    if not hasattr(module, attr):
+        raise ImportError(f"env {name!r}: {module_name} has no attribute {attr!r}")
     return getattr(module, attr)
 
 

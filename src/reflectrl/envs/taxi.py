@@ -200,6 +200,19 @@ def _plan(goal: str) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
     return tuple(distance), tuple(best)
 
 
+def positions_line(state: int) -> str:
+    """The map's facts as coordinates too (row 0 is north), so a small model need not parse the grid."""
+    row, col, passenger, destination = decode(state)
+    d_row, d_col = depot_cell(destination)
+    if passenger == IN_TAXI:
+        where = "in the taxi"
+    else:
+        p_row, p_col = depot_cell(passenger)
+        where = f"at {DEPOTS[passenger]} row {p_row} col {p_col}"
+    return (f"Taxi at row {row} col {col}. Passenger {where}. "
+            f"Destination {DEPOTS[destination]} row {d_row} col {d_col}.")
+
+
 def render_map(state: int) -> str:
     """The 5x5 map: walls ``|``, ``.`` empty, depot letters, and T/P/D/O/X for taxi, passenger, destination."""
     taxi_row, taxi_col, passenger, destination = decode(state)
@@ -399,7 +412,8 @@ class DangerousTaxi(TextEnv):
     def _observe(self, result: str, last_action: str | None, last_result: str,
                  previous_distance: int | None) -> Observation:
         state = self.state
-        text = f"{_TASK_SENTENCES[self.stage]}\n{render_map(state)}\n{_LEGEND}\nLast step: {result}"
+        text = (f"{_TASK_SENTENCES[self.stage]}\n{render_map(state)}\n{_LEGEND}\n"
+                f"{positions_line(state)}\nLast step: {result}")
         oracle = self._oracle_facts(state)
         oracle.update(last_action=last_action, last_result=last_result, previous_distance=previous_distance)
         return Observation(text=text, actions=list(ACTIONS),

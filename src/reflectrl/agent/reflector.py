@@ -1,0 +1,162 @@
+"""The frozen reflection model: batched, KV-cached generation of short analyses.
+
+``Reflector.reflect`` writes one reflection per state, all rows of a batch
+together: one prefill over the left-padded prompts, then one decode step per
+token, reusing the KV cache. A row stops at EOS or once its text contains the
+action marker; stopped rows leave the batch (and the cache), and the loop ends
+when none is left. Only the last position is ever projected onto the vocabulary.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from reflectrl.agent.models import autocast_dtype
+from reflectrl.agent.policy import bos_prefix, left_pad, positions_from_mask
+from reflectrl.agent.prompts import ACTION_STOP, clean_reflection, reflection_prompt
+
+#: a row's stop check decodes only its last few tokens: enough to hold the marker however it is split
+_STOP_WINDOW = len(ACTION_STOP) + 4
+
+
+def _max_positions(model: Any) -> int:
+    config = model.config
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1024
+
+
+class Reflector:
+    """Frozen reflection model.
+
+    ``temperature=0`` decodes greedily; otherwise tokens are sampled with a
+    generator seeded by ``seed``. With ``probability < 1`` each state gets a
+    reflection only with that probability (the others get None; 0 is the
+    no-reflection ablation and never calls the model). The constructor freezes
+    the model (eval mode, ``requires_grad=False``); with ``dtype="bfloat16"`` it
+    also casts the weights to bf16 in place: a frozen model needs no fp32 master
+    weights, and autocast would re-cast every weight at every decode step.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: PreTrainedTokenizerBase,
+        max_new_tokens: int = 64,
+        probability: float = 1.0,
+        temperature: float = 0.0,
+        seed: int = 0,
+        dtype: str = "float32",
+        max_length: int | None = None,
+    ):
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {probability}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the reflector's tokenizer has no pad token; load it with models.load_model")
+        lower = autocast_dtype(dtype)
+        self.model = model.eval()
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        if lower is not None:
+            self.model.to(lower)
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.probability = probability
+        self.temperature = temperature
+        self.dtype = dtype
+        self.max_length = max_length or _max_positions(model)
+        if self.max_length <= max_new_tokens:
+            raise ValueError(f"max_length={self.max_length} leaves no room for a prompt before {max_new_tokens} new tokens")
+        self._rng = random.Random(seed)
+        self._generator = torch.Generator().manual_seed(seed)
+        self._prefix = bos_prefix(tokenizer)
+        stop = {tokenizer.eos_token_id}
+        eos_config = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        stop.update(eos_config if isinstance(eos_config, list) else [eos_config])
+        self._stop_tokens = {t for t in stop if t is not None}
+
+    def reflect(self, state_texts: list[str]) -> list[str | None]:
+        """One cleaned reflection per state (None where skipped by ``probability``)."""
+        if self.probability >= 1.0:
+            chosen = list(range(len(state_texts)))
+        elif self.probability <= 0.0:
+            chosen = []
+        else:
+            chosen = [i for i in range(len(state_texts)) if self._rng.random() < self.probability]
+        results: list[str | None] = [None] * len(state_texts)
+        if chosen:
+            texts = self.generate([reflection_prompt(state_texts[i]) for i in chosen])
+            for i, text in zip(chosen, texts):
+                results[i] = clean_reflection(text)
+        return results
+
+    def _encode(self, prompts: list[str]) -> list[list[int]]:
+        """Prompt tokens cut from the LEFT so prompt + new tokens fit the model (the marker end is kept)."""
+        budget = self.max_length - self.max_new_tokens - len(self._prefix)
+        encoded = self.tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
+        return [self._prefix + list(tokens[-budget:]) for tokens in encoded]
+
+    def _next_tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.temperature == 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        return torch.multinomial(probs.cpu(), 1, generator=self._generator)[:, 0].to(logits.device)
+
+    def _stopped_at_marker(self, generated: list[list[int]], rows: list[int]) -> list[bool]:
+        tails = self.tokenizer.batch_decode([generated[r][-_STOP_WINDOW:] for r in rows], skip_special_tokens=True)
+        return [ACTION_STOP in tail for tail in tails]
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str]) -> list[str]:
+        """Raw continuations of ``prompts`` (up to and including the marker, without EOS), batched."""
+        device = next(self.model.parameters()).device
+        input_ids, attention_mask = left_pad(self._encode(prompts), self.tokenizer.pad_token_id, device)
+        positions = positions_from_mask(attention_mask)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        generated: list[list[int]] = [[] for _ in prompts]
+        active = list(range(len(prompts)))
+        next_position = positions[:, -1:] + 1
+        for step in range(self.max_new_tokens):
+            next_tokens = self._next_tokens(out.logits[:, -1])
+            keep = []
+            for slot, (row, token) in enumerate(zip(active, next_tokens.tolist())):
+                if token not in self._stop_tokens:
+                    generated[row].append(token)
+                    keep.append(slot)
+            marker_hit = self._stopped_at_marker(generated, [active[slot] for slot in keep])
+            keep = [slot for slot, hit in zip(keep, marker_hit) if not hit]
+            if not keep or step == self.max_new_tokens - 1:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                attention_mask, next_tokens, next_position = attention_mask[index], next_tokens[index], next_position[index]
+                active = [active[slot] for slot in keep]
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
+            out = self.model(
+                input_ids=next_tokens[:, None],
+                attention_mask=attention_mask,
+                position_ids=next_position,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            next_position = next_position + 1
+        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)

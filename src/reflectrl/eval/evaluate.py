@@ -1,0 +1,164 @@
+"""Evaluation on held-out tasks, the same way for every arm.
+
+Every agent (random, oracle, a checkpoint with or without its reflector, an
+OpenAI-compatible endpoint) plays the same held-out tasks of each curriculum
+level; results carry a Wilson 95% interval so small differences are not
+over-read.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from reflectrl.agent.models import ModelSpec, load_model
+from reflectrl.agent.policy import ActionPolicy
+from reflectrl.agent.reflector import Reflector
+from reflectrl.agent.rollout import rollout
+from reflectrl.envs.base import TextEnv
+from reflectrl.envs.registry import make_env
+from reflectrl.eval.baselines import Agent, EpisodeResult, play_episode
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (sane at 0% and 100%, unlike the normal one)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass
+class Metrics:
+    success: float
+    success_ci: tuple[float, float]
+    episode_return: float
+    steps: float
+    invalid_rate: float
+    episodes: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["return"] = data.pop("episode_return")
+        data["success_ci"] = list(self.success_ci)
+        return data
+
+
+def summarize(results: list[EpisodeResult]) -> Metrics:
+    n = len(results)
+    wins = sum(r.success for r in results)
+    total_steps = sum(r.steps for r in results)
+    return Metrics(
+        success=wins / n if n else 0.0,
+        success_ci=wilson_interval(wins, n),
+        episode_return=statistics.fmean(r.episode_return for r in results) if n else 0.0,
+        steps=total_steps / n if n else 0.0,
+        invalid_rate=sum(r.invalid_actions for r in results) / max(total_steps, 1),
+        episodes=n,
+    )
+
+
+@dataclass
+class EvalPlan:
+    """Which tasks each level is evaluated on."""
+
+    env_name: str
+    env_kwargs: dict[str, Any]
+    levels: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    split: str = "test"
+    episodes: int = 100
+    seed: int = 0
+
+    def level_name(self, level: dict[str, Any]) -> str:
+        return ",".join(f"{k}={v}" for k, v in sorted(level.items())) or "all"
+
+    def envs(self, level: dict[str, Any], n: int = 1) -> list[TextEnv]:
+        return [make_env(self.env_name, **{**self.env_kwargs, **level}) for _ in range(n)]
+
+    def tasks(self, env: TextEnv) -> list[tuple[Any, int]]:
+        """(task, seed) pairs: every held-out task once, cycled with new seeds up to ``episodes``."""
+        tasks = env.tasks(self.split)
+        if not tasks:
+            raise ValueError(f"{self.env_name}: the {self.split} split has no tasks")
+        return [(tasks[i % len(tasks)], self.seed + i) for i in range(self.episodes)]
+
+
+def _group_key(task: Any) -> str | None:
+    depth = getattr(task, "depth", None)
+    if depth is None and isinstance(task, dict):
+        depth = task.get("depth")
+    return None if depth is None else f"depth={depth}"
+
+
+def _report(plan: EvalPlan, per_level: dict[str, list[tuple[Any, EpisodeResult]]]) -> dict[str, Any]:
+    everything = [r for pairs in per_level.values() for _, r in pairs]
+    out = summarize(everything).to_json()
+    levels: dict[str, Any] = {}
+    for name, pairs in per_level.items():
+        levels[name] = summarize([r for _, r in pairs]).to_json()
+        groups: dict[str, list[EpisodeResult]] = {}
+        for task, result in pairs:
+            key = _group_key(task)
+            if key is not None:
+                groups.setdefault(key, []).append(result)
+        for key in sorted(groups):
+            levels[f"{name}/{key}" if len(per_level) > 1 else key] = summarize(groups[key]).to_json()
+    out["levels"] = levels
+    return out
+
+
+def evaluate_agent(plan: EvalPlan, make_agent: Callable[[], Agent], desc: str = "eval") -> dict[str, Any]:
+    """Sequential agents (random, oracle, endpoint), one episode at a time."""
+    per_level = {}
+    for level in plan.levels:
+        env = plan.envs(level)[0]
+        agent = make_agent()
+        pairs = []
+        for task, seed in tqdm(plan.tasks(env), desc=f"{desc} {plan.level_name(level)}", leave=False):
+            pairs.append((task, play_episode(env, agent, task=task, seed=seed)))
+        per_level[plan.level_name(level)] = pairs
+    return _report(plan, per_level)
+
+
+def evaluate_model(
+    plan: EvalPlan,
+    policy_path: str | Path,
+    reflector_path: str | Path | None = None,
+    batch_size: int = 32,
+    greedy: bool = True,
+    dtype: str = "float32",
+    max_length: int = 1024,
+    reflection_tokens: int = 64,
+    desc: str = "eval",
+) -> dict[str, Any]:
+    """A saved policy (and optional reflector) played in lock-step batches."""
+    model, tokenizer = load_model(ModelSpec(name=str(policy_path), dtype=dtype))
+    policy = ActionPolicy(model.eval(), tokenizer, max_length=max_length, dtype=dtype)
+    reflector = None
+    if reflector_path is not None:
+        r_model, r_tokenizer = load_model(ModelSpec(name=str(reflector_path), dtype=dtype))
+        reflector = Reflector(r_model, r_tokenizer, max_new_tokens=reflection_tokens, dtype=dtype)
+    generator = torch.Generator().manual_seed(plan.seed)
+    per_level = {}
+    for level in plan.levels:
+        envs = plan.envs(level, batch_size)
+        pairs = []
+        jobs = plan.tasks(envs[0])
+        for start in tqdm(range(0, len(jobs), batch_size), desc=f"{desc} {plan.level_name(level)}", leave=False):
+            chunk = jobs[start:start + batch_size]
+            episodes = rollout(envs[:len(chunk)], [t for t, _ in chunk], [s for _, s in chunk], policy, reflector,
+                               greedy=greedy, rng=random.Random(plan.seed + start), generator=generator)
+            pairs += [(e.task, EpisodeResult(e.success, e.episode_return, len(e), 0, [s.action_text for s in e.steps]))
+                      for e in episodes]
+        per_level[plan.level_name(level)] = pairs
+    return _report(plan, per_level)

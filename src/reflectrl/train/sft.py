@@ -1,0 +1,188 @@
+"""Supervised warm-up of the reflector and the policy (loss on the completion only).
+
+One loop serves both players: reflection rows complete with text + EOS, policy
+rows with one action-id token. Policy rows can be re-rendered with shuffled
+ids every time they are drawn, so the model learns to read the list instead
+of memorising positions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from reflectrl.agent.models import autocast, save_model
+from reflectrl.agent.policy import ActionPolicy
+from reflectrl.agent.prompts import policy_prompt, shuffled_ids
+from reflectrl.config import SFTConfig
+from reflectrl.envs.action_parser import action_ids
+
+
+@dataclass
+class _Encoded:
+    input_ids: list[int]
+    n_prompt: int
+
+
+def _render(row: dict[str, Any], kind: str, rng: random.Random | None) -> tuple[str, str]:
+    if kind == "policy" and rng is not None:
+        ids = shuffled_ids(len(row["actions"]), rng)
+        return policy_prompt(row["state"], row["actions"], row["reflection"], ids), ids[row["action"]]
+    return row["prompt"], row["completion"]
+
+
+def _encode(tokenizer, prompt: str, completion: str, kind: str, max_length: int) -> _Encoded:
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if kind == "reflection" and tokenizer.eos_token_id is not None:
+        completion_ids = completion_ids + [tokenizer.eos_token_id]
+    if kind == "policy" and len(completion_ids) != 1:
+        raise ValueError(f"policy completion {completion!r} is {len(completion_ids)} tokens; action ids must be one token")
+    completion_ids = completion_ids[: max_length // 2]
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_length - len(completion_ids))):]
+    return _Encoded(prompt_ids + completion_ids, len(prompt_ids))
+
+
+def _collate(batch: list[_Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(e.input_ids) for e in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, encoded in enumerate(batch):
+        n = len(encoded.input_ids)
+        input_ids[row, :n] = torch.tensor(encoded.input_ids)
+        attention[row, :n] = 1
+        labels[row, encoded.n_prompt:n] = input_ids[row, encoded.n_prompt:n]
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def _length_batches(encoded: list[_Encoded], batch_size: int, rng: random.Random) -> list[list[_Encoded]]:
+    """Shuffle, then sort within windows of 16 batches so a batch pads little."""
+    order = list(range(len(encoded)))
+    rng.shuffle(order)
+    window = batch_size * 16
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: len(encoded[i].input_ids))
+        batches += [[encoded[i] for i in chunk[j:j + batch_size]] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(**batch).loss
+
+
+@torch.no_grad()
+def evaluate_sft(model, tokenizer, rows: list[dict[str, Any]], kind: str, config: SFTConfig, dtype: str) -> dict[str, float]:
+    """Validation loss, and for the policy the greedy action accuracy on the held-out rows."""
+    if not rows:
+        return {}
+    model.eval()
+    encoded = [_encode(tokenizer, *_render(row, kind, None), kind, config.max_length) for row in rows]
+    total, count = 0.0, 0
+    for start in range(0, len(encoded), config.batch_size):
+        batch = _collate(encoded[start:start + config.batch_size], tokenizer.pad_token_id)
+        with autocast(dtype):
+            loss = _completion_loss(model, batch)
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(loss) * n
+        count += n
+    metrics = {"val_loss": total / max(count, 1)}
+    if kind == "policy":
+        policy = ActionPolicy(model, tokenizer, max_length=config.max_length, dtype=dtype)
+        correct = 0
+        for start in range(0, len(rows), config.batch_size):
+            chunk = rows[start:start + config.batch_size]
+            choices = policy.act(
+                [row["prompt"] for row in chunk],
+                [action_ids(len(row["actions"])) for row in chunk],
+                greedy=True,
+            )
+            correct += sum(choice.index == row["action"] for choice, row in zip(choices, chunk))
+        metrics["val_action_accuracy"] = correct / len(rows)
+    model.train()
+    return metrics
+
+
+def train_sft(
+    model,
+    tokenizer,
+    train_rows: list[dict[str, Any]],
+    val_rows: list[dict[str, Any]],
+    config: SFTConfig,
+    out_dir: str | Path,
+    kind: str,
+    seed: int = 0,
+    dtype: str = "float32",
+) -> dict[str, float]:
+    """Fine-tune on ``train_rows`` and save the result to ``out_dir``; returns the final metrics."""
+    if kind not in ("reflection", "policy"):
+        raise ValueError(f"SFT kind must be 'reflection' or 'policy', got {kind!r}")
+    if not train_rows:
+        raise ValueError(f"no {kind} training rows for SFT")
+    out_dir = Path(out_dir)
+    logs = out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    shuffle = kind == "policy" and config.shuffle_ids
+    steps_per_epoch = math.ceil(len(train_rows) / (config.batch_size * config.grad_accum))
+    total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    writer = SummaryWriter(str(logs))
+    metrics_file = open(logs / "metrics.jsonl", "a")
+    model.train()
+    step, started, loss_sum = 0, time.time(), 0.0
+    progress = tqdm(total=total_steps, desc=f"sft {kind}", unit="step", dynamic_ncols=True)
+    micro: list[list[_Encoded]] = []
+    while step < total_steps:
+        encoded = [_encode(tokenizer, *_render(row, kind, rng if shuffle else None), kind, config.max_length)
+                   for row in train_rows]
+        micro += _length_batches(encoded, config.batch_size, rng)
+        while len(micro) >= config.grad_accum and step < total_steps:
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for _ in range(config.grad_accum):
+                batch = _collate(micro.pop(), tokenizer.pad_token_id)
+                with autocast(dtype):
+                    loss = _completion_loss(model, batch) / config.grad_accum
+                loss.backward()
+                loss_sum += float(loss)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_sum:.3f}")
+            record = {"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "time": time.time() - started}
+            if config.eval_every and step % config.eval_every == 0 and step < total_steps:
+                record.update(evaluate_sft(model, tokenizer, val_rows, kind, config, dtype))
+            if config.save_every and step % config.save_every == 0:
+                save_model(model, tokenizer, out_dir / f"checkpoint-{step}")
+            for key, value in record.items():
+                if key != "step":
+                    writer.add_scalar(f"sft_{kind}/{key}", value, step)
+            metrics_file.write(json.dumps(record) + "\n")
+        micro.clear()
+    progress.close()
+    metrics = {"steps": step, "train_loss": loss_sum, "seconds": time.time() - started}
+    metrics.update(evaluate_sft(model, tokenizer, val_rows, kind, config, dtype))
+    metrics_file.write(json.dumps({"step": step, "final": True, **metrics}) + "\n")
+    metrics_file.close()
+    writer.close()
+    save_model(model, tokenizer, out_dir)
+    (out_dir / "sft_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

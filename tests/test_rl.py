@@ -1,0 +1,142 @@
+"""Online RL: it learns, it resumes exactly after a real kill, it runs on 2 processes, the reflector stays frozen."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reflectrl.agent.models import ModelSpec, load_model
+from reflectrl.config import from_dict, RunConfig
+from reflectrl.eval.evaluate import EvalPlan, evaluate_model
+from reflectrl.train.rl import train_rl
+
+from rl_fixtures import TINY, save_tiny, write_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "policy")
+
+
+def recipe(tmp_path: Path, **rl) -> dict:
+    return {
+        "name": "t", "seed": 1, "out_dir": str(tmp_path),
+        "env": {"name": "rl_fixtures:OnPassengerTaxi", "kwargs": {"stage": "pickup", "max_steps": 4}},
+        "model": {"name": "tiny", **TINY},
+        "reflection_tokens": 8,
+        "sft": {"max_length": 512},
+        "rl": {"iterations": 6, "batch_episodes": 8, "lr": 0.003, "grad_clip": 1.0, "checkpoint_every": 2,
+               "baseline": "mean", "minibatch_size": 16, **rl},
+    }
+
+
+def _success(tmp_path: Path, policy: Path) -> float:
+    plan = EvalPlan("rl_fixtures:OnPassengerTaxi", {"stage": "pickup", "max_steps": 4}, split="train", episodes=64, seed=3)
+    return evaluate_model(plan, policy, greedy=False)["success"]
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce", "group", "ppo"])
+def test_a_few_iterations_raise_success(tmp_path, tiny_dir, algorithm):
+    config = from_dict(RunConfig, recipe(tmp_path, algorithm=algorithm, iterations=8, group_size=4))
+    before = _success(tmp_path, tiny_dir)
+    history = train_rl(config, tiny_dir, tmp_path / "rl", show_progress=False)
+    after = _success(tmp_path, tmp_path / "rl" / "final")
+    assert len(history) == 8 and history[-1]["env_steps"] > 0
+    assert after > before + 0.25, (algorithm, before, after)
+
+
+def _metrics(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("seconds")
+    return rows
+
+
+def _rl_command(config_path: Path, policy: Path, out: Path, reflector: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "reflectrl.cli", "rl", "--config", str(config_path), "--policy", str(policy),
+           "--out", str(out)]
+    return cmd + (["--reflector", str(reflector)] if reflector else [])
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, tiny_dir):
+    config_path = write_recipe(tmp_path / "r.yaml", recipe(tmp_path, iterations=8, checkpoint_every=2,
+                                                           replay_batch=4))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    whole = tmp_path / "whole"
+    subprocess.run(_rl_command(config_path, tiny_dir, whole), check=True, env=env, capture_output=True)
+
+    broken = tmp_path / "broken"
+    process = subprocess.Popen(_rl_command(config_path, tiny_dir, broken), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (broken / "checkpoint-4").exists():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (broken / "final").exists()
+    subprocess.run(_rl_command(config_path, tiny_dir, broken), check=True, env=env, capture_output=True)
+
+    assert _metrics(broken) == _metrics(whole)
+    a, b = load_file(whole / "final" / "model.safetensors"), load_file(broken / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_under_accelerate(tmp_path, tiny_dir):
+    config_path = write_recipe(tmp_path / "r.yaml", recipe(tmp_path, iterations=2, batch_episodes=4))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "-m", "reflectrl.cli"]
+    result = subprocess.run(launch + _rl_command(config_path, tiny_dir, out)[3:], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _metrics(out)
+    assert [r["episodes"] for r in rows] == [8, 8]  # 4 per process, summed
+    assert rows[-1]["processes"] == 2
+    assert (out / "final").exists()
+
+
+def test_the_reflector_stays_frozen(tmp_path, tiny_dir):
+    """Gradients of an RL update reach the policy and never the reflector inside the rollout."""
+    import random
+
+    from reflectrl.agent.policy import ActionPolicy
+    from reflectrl.agent.reflector import Reflector
+    from reflectrl.agent.rollout import rollout
+    from reflectrl.envs.registry import make_env
+    from reflectrl.train.rl import reinforce_batch, reinforce_loss
+
+    reflector_dir = save_tiny(tmp_path / "reflector", seed=5)
+    before = load_file(reflector_dir / "model.safetensors")
+    r_model, r_tokenizer = load_model(ModelSpec(name=str(reflector_dir)))
+    reflector = Reflector(r_model, r_tokenizer, max_new_tokens=6)
+    model, tokenizer = load_model(ModelSpec(name=str(tiny_dir)))
+    policy = ActionPolicy(model, tokenizer, max_length=512)
+    config = from_dict(RunConfig, recipe(tmp_path))
+    envs = [make_env("taxi", stage="full") for _ in range(4)]
+    episodes = rollout(envs, envs[0].tasks("train")[:4], [0, 1, 2, 3], policy, reflector, rng=random.Random(0))
+    assert all(step.reflection is not None for e in episodes for step in e.steps)
+    batch = reinforce_batch(episodes, config.rl)
+    reinforce_loss(policy, batch.steps, batch.advantages, config.rl).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in r_model.parameters())
+
+    config = from_dict(RunConfig, recipe(tmp_path, iterations=2, batch_episodes=4))
+    train_rl(config, tiny_dir, tmp_path / "rl", reflector_path=reflector_dir, show_progress=False)
+    after = load_file(reflector_dir / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    rows = _metrics(tmp_path / "rl")
+    assert rows[-1]["reflected_steps"] > 0
