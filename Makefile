@@ -29,6 +29,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/env_speed.py
+	$(BIN)/python benchmarks/policy_step.py
+	$(BIN)/python benchmarks/learning.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -137,6 +137,10 @@ class RunConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     #: the reflector's model; None = same spec as the policy
     reflector_model: ModelSpec | None = None
+    #: where the policies' SFT starts: "base" (the model itself, the paper's way) or "reflector"
+    #: (the SFT'd reflector: for a tiny model trained from scratch it is the only model that
+    #: has already learned to read the env's text; both policy arms start from it)
+    policy_init: str = "base"
     reflection_tokens: int = 64
     reflection_probability: float = 1.0
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -160,6 +164,7 @@ _CHOICES = {
     "rl.baseline": ("none", "mean"),
     "curriculum.kind": ("schedule", "success"),
     "ablations": ("basic", "full"),
+    "policy_init": ("base", "reflector"),
     "eval.split": ("train", "val", "test"),
 }
 

@@ -145,8 +145,9 @@ def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
     data = step_data(config)
     policy_base, reflector_base = step_base(config, data)
     reflector = step_sft(config, reflector_base, data, "reflection", run / "reflector", "reflection")
-    policy = step_sft(config, policy_base, data, "policy", run / "policy", "policy")
-    policy_noreflect = step_sft(config, policy_base, data, "policy_noreflect", run / "policy_noreflect", "policy")
+    policy_start = reflector if config.policy_init == "reflector" else policy_base
+    policy = step_sft(config, policy_start, data, "policy", run / "policy", "policy")
+    policy_noreflect = step_sft(config, policy_start, data, "policy_noreflect", run / "policy_noreflect", "policy")
     arms: dict[str, dict[str, Any]] = {}
     rl_dirs = {
         "sft_rl": step_rl(config, "sft_rl", policy_noreflect, None),
@@ -154,7 +155,8 @@ def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
     }
     if config.ablations == "full":
         reflector_noneg = step_sft(config, reflector_base, data, "reflection_pos", run / "reflector_noneg", "reflection")
-        policy_noneg = step_sft(config, policy_base, data, "policy_pos", run / "policy_noneg", "policy")
+        noneg_start = reflector_noneg if config.policy_init == "reflector" else policy_base
+        policy_noneg = step_sft(config, noneg_start, data, "policy_pos", run / "policy_noneg", "policy")
         rl_dirs["reflect_rl_no_neg"] = step_rl(config, "reflect_rl_no_neg", policy_noneg, reflector_noneg)
         rl_dirs["rl_only"] = step_rl(config, "rl_only", policy_base, None)
     arms["random"] = step_eval(config, "random")

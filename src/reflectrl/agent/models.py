@@ -2,8 +2,8 @@
 
 Three sources, one entry point (``load_model``):
 
-* ``"tiny"``: a small GPT-2-style transformer built from a config, with a
-  byte-level BPE tokenizer trained on the environment's own text. Every action
+* ``"tiny"``: a small GPT-2-style transformer built from a config (SiLU MLP,
+  no dropout), with a byte-level BPE tokenizer trained on the environment's own text. Every action
   id and both prompt markers are single tokens by construction, so the tiny
   preset always satisfies the policy's one-token-per-id contract.
 * ``"smollm2-135m"``: SmolLM2-135M-Instruct from the GGUF file shipped in the
@@ -458,7 +458,7 @@ def save_model(model: Any, tokenizer: PreTrainedTokenizerBase, path: str | os.Pa
     model.save_pretrained(str(target))
     base = dict(getattr(model, "_reflectrl_base", None) or {})
     if not base:
-        base = {"name": TINY}
+        base = {"name": TINY}  # wrapped outside load_model: nothing names its base, so it travels along
     if base["name"] == TINY:
         base_model = model.get_base_model()
         fresh = type(base_model)(base_model.config)

@@ -93,6 +93,15 @@ def left_pad(sequences: list[list[int]], pad_id: int, device: torch.device | str
     return input_ids.to(device), attention_mask.to(device)
 
 
+def right_pad(sequences: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, lengths) for right-padded ``sequences``; row ``b`` ends at column ``lengths[b] - 1``."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return input_ids.to(device), torch.tensor([len(s) for s in sequences], device=device)
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that start at 0 on each row's first real token (left padding)."""
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
@@ -189,14 +198,16 @@ class ActionPolicy:
         """Token ids of each prompt, cut from the LEFT to ``max_length`` but never into the action list."""
         if len(prompts) != len(ids):
             raise ValueError(f"{len(prompts)} prompts but {len(ids)} id lists")
-        encoded = self.tokenizer(prompts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        encoded = self.tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
         budget = self.max_length - len(self._prefix)
         sequences = []
         for row, (prompt, row_ids) in enumerate(zip(prompts, ids)):
             tail_char = action_list_start(prompt, row_ids)
-            tokens = encoded["input_ids"][row]
+            tokens = encoded[row]
             if len(tokens) > budget:
-                offsets = encoded["offset_mapping"][row]
+                offsets = self.tokenizer(
+                    prompt, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+                )["offset_mapping"]
                 tail_token = next(i for i, (_, end) in enumerate(offsets) if end > tail_char)
                 if len(tokens) - tail_token > budget:
                     raise ValueError(
@@ -247,6 +258,7 @@ class ActionPolicy:
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Log-probs [B, max_actions] over each row's valid ids (-inf beyond them), from one forward pass.
 
+        Only each prompt's last position is read and projected, onto the id rows only.
         With ``return_hidden`` also the last position's final hidden state [B, H]
         (fp32), e.g. for a value head. Differentiable when called under grad.
         """
@@ -254,16 +266,16 @@ class ActionPolicy:
             raise ValueError("distribution needs at least one prompt")
         id_tokens, valid = self._id_tokens(ids)
         device = self.device
-        input_ids, attention_mask = left_pad(self.encode(prompts, ids), self.tokenizer.pad_token_id, device)
-        position_ids = positions_from_mask(attention_mask)
+        input_ids, lengths = right_pad(self.encode(prompts, ids), self.tokenizer.pad_token_id, device)
         with autocast(self.dtype, device_type=device.type):
+            # Right padding: under the causal mask no real token attends to a pad, so no padding
+            # mask is built (the all-ones mask lets transformers pick SDPA's causal kernel, which
+            # also skips the upper triangle) and positions are plain 0..n-1 on every row.
             out = decoder_body(self.model)(
-                input_ids=input_ids,
-                attention_mask=None if bool(attention_mask.all()) else attention_mask,
-                position_ids=position_ids,
-                use_cache=False,
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False
             )
-        hidden = out.last_hidden_state[:, -1].float()
+        last = out.last_hidden_state[torch.arange(len(prompts), device=device), lengths - 1]
+        hidden = last.float()
         logits = self._id_logits(hidden, id_tokens.to(device))
         log_probs = torch.log_softmax(logits.masked_fill(~valid.to(device), float("-inf")), dim=-1)
         return (log_probs, hidden) if return_hidden else log_probs

@@ -13,7 +13,8 @@ import random
 from typing import Any
 
 import torch
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import Cache, DynamicCache, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
 
 from reflectrl.agent.models import autocast_dtype
 from reflectrl.agent.policy import bos_prefix, left_pad, positions_from_mask
@@ -21,6 +22,44 @@ from reflectrl.agent.prompts import ACTION_STOP, clean_reflection, reflection_pr
 
 #: a row's stop check decodes only its last few tokens: enough to hold the marker however it is split
 _STOP_WINDOW = len(ACTION_STOP) + 4
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer with room for the whole generation from the start.
+
+    Appending a token writes into the buffer in place; transformers' dynamic
+    layer re-copies the whole cache (``torch.cat``) at every token, which on a
+    CPU costs as much as the attention that reads it.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        batch, heads, _, key_dim = key_states.shape
+        self._key_buffer = key_states.new_empty((batch, heads, self.capacity, key_dim))
+        self._value_buffer = value_states.new_empty((batch, value_states.shape[1], self.capacity, value_states.shape[-1]))
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache of {self.capacity} positions is full; {end} needed")
+        self._key_buffer[:, :, self.length : end] = key_states
+        self._value_buffer[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self._key_buffer[:, :, :end], self._value_buffer[:, :, :end]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._key_buffer, self._value_buffer = self._key_buffer[indices], self._value_buffer[indices]
+            self.keys, self.values = self._key_buffer[:, :, : self.length], self._value_buffer[:, :, : self.length]
 
 
 def _max_positions(model: Any) -> int:
@@ -84,6 +123,7 @@ class Reflector:
         eos_config = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         stop.update(eos_config if isinstance(eos_config, list) else [eos_config])
         self._stop_tokens = {t for t in stop if t is not None}
+        self._marker_end_tokens: torch.Tensor | None = None
 
     def reflect(self, state_texts: list[str]) -> list[str | None]:
         """One cleaned reflection per state (None where skipped by ``probability``)."""
@@ -112,20 +152,56 @@ class Reflector:
         probs = torch.softmax(logits.float() / self.temperature, dim=-1)
         return torch.multinomial(probs.cpu(), 1, generator=self._generator)[:, 0].to(logits.device)
 
-    def _stopped_at_marker(self, generated: list[list[int]], rows: list[int]) -> list[bool]:
-        tails = self.tokenizer.batch_decode([generated[r][-_STOP_WINDOW:] for r in rows], skip_special_tokens=True)
-        return [ACTION_STOP in tail for tail in tails]
+    def _may_end_marker(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Whether each token's text holds the marker's last character: only then can the marker be complete."""
+        if self._marker_end_tokens is None:
+            texts = self.tokenizer.batch_decode([[token] for token in range(len(self.tokenizer))])
+            self._marker_end_tokens = torch.tensor([ACTION_STOP[-1] in text for text in texts])
+        return self._marker_end_tokens[tokens.cpu().clamp(max=len(self._marker_end_tokens) - 1)]
 
-    @torch.no_grad()
+    def _stopped_at_marker(self, row_tokens: list[int]) -> bool:
+        return ACTION_STOP in self.tokenizer.decode(row_tokens[-_STOP_WINDOW:], skip_special_tokens=True)
+
     def generate(self, prompts: list[str]) -> list[str]:
         """Raw continuations of ``prompts`` (up to and including the marker, without EOS), batched."""
+        return self.tokenizer.batch_decode(self.generate_ids(prompts), skip_special_tokens=True)
+
+    def _decode_mask(self, prompt_mask: torch.Tensor, capacity: int) -> torch.Tensor:
+        """The attention mask of every decode step, built once; each step passes a slice of it.
+
+        For SDPA and eager attention it is the final additive mask [B, 1, 1, capacity]
+        (0 = attend, dtype min = padding), which transformers uses as is instead of
+        rebuilding a mask from the 2D one at every token.
+        """
+        batch, width = prompt_mask.shape
+        if getattr(self.model.config, "_attn_implementation", None) not in ("sdpa", "eager"):
+            mask = prompt_mask.new_ones((batch, capacity))
+            mask[:, :width] = prompt_mask
+            return mask
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros((batch, 1, 1, capacity), dtype=dtype, device=prompt_mask.device)
+        mask[:, 0, 0, :width].masked_fill_(prompt_mask == 0, torch.finfo(dtype).min)
+        return mask
+
+    def _cache(self, capacity: int) -> Cache:
+        config = self.model.config.get_text_config(decoder=True)
+        layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
+        if getattr(config, "sliding_window", None) or layer_types != {"full_attention"}:
+            return DynamicCache(config=self.model.config)  # windowed layers keep their own cache logic
+        return Cache(layers=[PreallocatedLayer(capacity) for _ in range(config.num_hidden_layers)])
+
+    @torch.no_grad()
+    def generate_ids(self, prompts: list[str]) -> list[list[int]]:
+        """The new token ids of each prompt's continuation (EOS excluded), batched with a KV cache."""
         device = next(self.model.parameters()).device
-        input_ids, attention_mask = left_pad(self._encode(prompts), self.tokenizer.pad_token_id, device)
-        positions = positions_from_mask(attention_mask)
-        cache = DynamicCache(config=self.model.config)
+        input_ids, prompt_mask = left_pad(self._encode(prompts), self.tokenizer.pad_token_id, device)
+        width = input_ids.shape[1]
+        attention_mask = self._decode_mask(prompt_mask, width + self.max_new_tokens)
+        positions = positions_from_mask(prompt_mask)
+        cache = self._cache(width + self.max_new_tokens)
         out = self.model(
             input_ids=input_ids,
-            attention_mask=attention_mask,
+            attention_mask=prompt_mask,
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
@@ -136,13 +212,14 @@ class Reflector:
         next_position = positions[:, -1:] + 1
         for step in range(self.max_new_tokens):
             next_tokens = self._next_tokens(out.logits[:, -1])
+            may_end_marker = self._may_end_marker(next_tokens).tolist()
             keep = []
             for slot, (row, token) in enumerate(zip(active, next_tokens.tolist())):
-                if token not in self._stop_tokens:
-                    generated[row].append(token)
+                if token in self._stop_tokens:
+                    continue
+                generated[row].append(token)
+                if not (may_end_marker[slot] and self._stopped_at_marker(generated[row])):
                     keep.append(slot)
-            marker_hit = self._stopped_at_marker(generated, [active[slot] for slot in keep])
-            keep = [slot for slot, hit in zip(keep, marker_hit) if not hit]
             if not keep or step == self.max_new_tokens - 1:
                 break
             if len(keep) < len(active):
@@ -150,13 +227,12 @@ class Reflector:
                 cache.batch_select_indices(index)
                 attention_mask, next_tokens, next_position = attention_mask[index], next_tokens[index], next_position[index]
                 active = [active[slot] for slot in keep]
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
             out = self.model(
                 input_ids=next_tokens[:, None],
-                attention_mask=attention_mask,
+                attention_mask=attention_mask[..., : width + step + 1],
                 position_ids=next_position,
                 past_key_values=cache,
                 use_cache=True,
             )
             next_position = next_position + 1
-        return self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        return generated

@@ -201,16 +201,23 @@ def _plan(goal: str) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
 
 
 def positions_line(state: int) -> str:
-    """The map's facts as coordinates too (row 0 is north), so a small model need not parse the grid."""
+    """The map's facts in words, relative to the taxi, the way GLAM describes BabyAI.
+
+    A small model trained from scratch cannot be expected to parse a grid of
+    characters within a CPU budget; the same facts as text keep the task the
+    same (the map is still shown) while making it learnable.
+    """
     row, col, passenger, destination = decode(state)
     d_row, d_col = depot_cell(destination)
     if passenger == IN_TAXI:
         where = "in the taxi"
     else:
         p_row, p_col = depot_cell(passenger)
-        where = f"at {DEPOTS[passenger]} row {p_row} col {p_col}"
-    return (f"Taxi at row {row} col {col}. Passenger {where}. "
-            f"Destination {DEPOTS[destination]} row {d_row} col {d_col}.")
+        where = f"at {DEPOTS[passenger]}, {relative_position(p_row - row, p_col - col)}"
+    blocked = [d for a, d in enumerate(DIRECTIONS) if transition(state, a)[0] == state]
+    walls = ", ".join(blocked) if blocked else "none"
+    return (f"Passenger {where}. Destination {DEPOTS[destination]}, {relative_position(d_row - row, d_col - col)}. "
+            f"Walls next to the taxi: {walls}.")
 
 
 def render_map(state: int) -> str:

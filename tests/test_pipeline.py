@@ -1,0 +1,59 @@
+"""`reflectrl run` end to end on a tiny budget: every arm, the report, and instant re-runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rl_fixtures import TINY, write_recipe
+
+ARMS = {"random", "oracle", "sft", "sft_rl", "reflect_rl", "reflect_rl_no_neg", "rl_only"}
+METRICS = {"success", "success_ci", "return", "steps", "invalid_rate", "episodes"}
+
+
+def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
+    recipe = write_recipe(tmp_path / "recipe.yaml", {
+        "name": "tiny-run", "seed": 0, "out_dir": str(tmp_path / "runs"), "ablations": "full",
+        "env": {"name": "taxi", "kwargs": {"max_steps": 8}},
+        "model": {"name": "tiny", **TINY},
+        "reflection_tokens": 8,
+        "data": {"episodes": 12, "random_action_prob": 0.3},
+        "sft": {"max_steps": 3, "batch_size": 16, "max_length": 512},
+        "curriculum": {"levels": [{"stage": "pickup"}, {"stage": "full"}]},
+        "rl": {"iterations": 2, "batch_episodes": 4, "checkpoint_every": 1},
+        "eval": {"episodes": 4, "levels": [{"stage": "pickup"}, {"stage": "full"}]},
+    })
+    command = [sys.executable, "-m", "reflectrl.cli", "run", "--config", str(recipe)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "runs" / "tiny-run"
+    results = json.loads((run / "eval.json").read_text())
+    assert set(results) == ARMS
+    for arm, metrics in results.items():
+        assert METRICS <= set(metrics), arm
+        assert metrics["episodes"] == 8
+        lo, hi = metrics["success_ci"]
+        assert 0 <= lo <= metrics["success"] <= hi <= 1
+        assert {"stage=pickup", "stage=full"} <= set(metrics["levels"])
+    assert results["oracle"]["success"] == 1.0
+    report = (run / "report.md").read_text()
+    assert "| Reflect-RL |" in report and "success [95% CI]" in report and "58% (dropoff)" in report
+    assert (run / "training_curves.png").stat().st_size > 1000
+    assert "| Reflect-RL |" in first.stdout
+
+    started = time.time()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert time.time() - started < 30
+    assert json.loads((run / "eval.json").read_text()) == results
+
+
+def test_bad_recipe_is_a_clear_error(tmp_path):
+    recipe = write_recipe(tmp_path / "recipe.yaml", {"rl": {"iterations": "many"}})
+    result = subprocess.run([sys.executable, "-m", "reflectrl.cli", "run", "--config", str(recipe)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "rl.iterations" in result.stderr

@@ -1,0 +1,175 @@
+"""The action-id head: one forward pass equals per-candidate scoring; sampling, gradients, truncation."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from reflectrl.agent.models import LoraSettings, ModelSpec, load_model
+from reflectrl.agent.policy import ActionPolicy, ActionTokenError, action_list_start
+from reflectrl.agent.prompts import ACTION_MARKER, policy_prompt, shuffled_ids
+from reflectrl.envs.action_parser import action_ids
+
+TEXTS = [
+    f"Task: find the file that defines {topic}. Current working directory: /repo/src/{topic}. "
+    f"Files under it: __init__.py {topic}_io.py data_{i}.csv. Command history: cd src; ls. "
+    f"The taxi is at row {i % 5}, column {i % 7}; the passenger waits at Y."
+    for i, topic in enumerate(["parser", "loader", "cache", "tokens", "widgets"] * 24)
+]
+ACTIONS = ["cd ..", "cd src", "cat setup.py", "cat README.md", "id setup.py", "go north", "go south", "pick up", "drop off"]
+SPEC = ModelSpec(n_layer=2, n_embd=64, n_head=4, vocab_size=1024, seed=3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on a busy machine OpenMP barriers made them ~100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _batch() -> tuple[list[str], list[list[str]]]:
+    """Three prompts of different lengths with 3, 9 and 5 actions, shuffled ids (letters, digits, 100+)."""
+    rng = random.Random(0)
+    prompts, ids = [], []
+    for n_actions, repeat, reflection in ((3, 1, "Go up one level."), (9, 4, None), (5, 2, "The file is near.")):
+        labels = shuffled_ids(n_actions, rng)
+        if n_actions == 9:
+            labels[2] = "150"
+        prompts.append(policy_prompt(" ".join(TEXTS[:repeat]), ACTIONS[:n_actions], reflection, ids=labels))
+        ids.append(labels)
+    return prompts, ids
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model(SPEC, TEXTS)
+
+
+def _per_candidate(model, tokenizer, prompt: str, labels: list[str]) -> torch.Tensor:
+    """Reference: one forward per candidate with its id appended; its token's log-prob, renormalised."""
+    scores = []
+    for label in labels:
+        ids = tokenizer(prompt + label, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -2]
+        scores.append(torch.log_softmax(logits, -1)[ids[-1]])
+    scores = torch.stack(scores)
+    return scores - torch.logsumexp(scores, 0)
+
+
+def test_one_forward_equals_per_candidate_scoring(tiny):
+    model, tokenizer = tiny
+    policy = ActionPolicy(model, tokenizer)
+    prompts, ids = _batch()
+    with torch.no_grad():
+        batched = policy.distribution(prompts, ids)
+    assert batched.shape == (3, 9)
+    for row, (prompt, labels) in enumerate(zip(prompts, ids)):
+        # the joint tokenization of prompt+id is the prompt's tokens plus the id token
+        assert tokenizer(prompt + labels[0], add_special_tokens=False)["input_ids"] == (
+            policy.encode([prompt], [labels])[0] + [policy.token_of_id[labels[0]]]
+        )
+        reference = _per_candidate(model, tokenizer, prompt, labels)
+        assert torch.allclose(batched[row, : len(labels)], reference, atol=1e-5)
+        assert torch.isneginf(batched[row, len(labels) :]).all()
+
+
+def test_bf16_autocast_distribution_is_close_to_fp32(tiny):
+    model, tokenizer = tiny
+    prompts, ids = _batch()
+    with torch.no_grad():
+        fp32 = ActionPolicy(model, tokenizer).distribution(prompts, ids)
+        bf16 = ActionPolicy(model, tokenizer, dtype="bfloat16").distribution(prompts, ids)
+    finite = torch.isfinite(fp32)
+    assert torch.equal(finite, torch.isfinite(bf16))
+    assert (fp32[finite].exp() - bf16[finite].exp()).abs().max() < 0.03
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_act_greedy_is_argmax_and_sampling_is_seeded(tiny):
+    model, tokenizer = tiny
+    policy = ActionPolicy(model, tokenizer)
+    prompts, ids = _batch()
+    with torch.no_grad():
+        log_probs = policy.distribution(prompts, ids)
+    greedy = policy.act(prompts, ids, greedy=True)
+    assert [c.index for c in greedy] == log_probs.argmax(-1).tolist()
+    assert [c.label for c in greedy] == [ids[r][c.index] for r, c in enumerate(greedy)]
+    assert [c.log_prob for c in greedy] == pytest.approx(log_probs.max(-1).values.tolist(), abs=1e-6)
+    entropy = -(log_probs.exp() * log_probs.nan_to_num(neginf=0.0)).sum(-1)
+    assert [c.entropy for c in greedy] == pytest.approx(entropy.tolist(), abs=1e-5)
+    first = policy.act(prompts * 20, ids * 20, generator=torch.Generator().manual_seed(7))
+    again = policy.act(prompts * 20, ids * 20, generator=torch.Generator().manual_seed(7))
+    assert first == again
+    assert all(0 <= c.index < len(ids[i % 3]) for i, c in enumerate(first))
+    assert len({c.index for c in first[1::3]}) > 1  # a 9-way near-uniform distribution is really sampled
+    cold = policy.act(prompts * 20, ids * 20, temperature=1e-4, generator=torch.Generator().manual_seed(7))
+    assert [c.index for c in cold] == [c.index for c in greedy] * 20
+    with pytest.raises(ValueError, match="temperature"):
+        policy.act(prompts, ids, temperature=0.0)
+
+
+def test_gradients_reach_every_trainable_parameter_of_a_full_model(tiny):
+    model, tokenizer = tiny
+    policy = ActionPolicy(model, tokenizer)
+    prompts, ids = _batch()
+    model.zero_grad()
+    log_prob, entropy = policy.log_prob_and_entropy(prompts, ids, [2, 8, 0])
+    assert log_prob.shape == entropy.shape == (3,)
+    (-(log_prob.sum()) - 0.1 * entropy.sum()).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values())
+    assert grads["transformer.h.0.attn.c_attn.weight"].abs().sum() > 0
+    assert grads["transformer.wte.weight"].abs().sum() > 0  # through the tied, shrunk head and the embeddings
+    model.zero_grad()
+    with pytest.raises(ValueError, match="outside"):
+        policy.log_prob_and_entropy(prompts, ids, [3, 0, 0])
+
+
+def test_gradients_reach_lora_parameters_only():
+    model, tokenizer = load_model(ModelSpec(**{**SPEC.__dict__, "lora": LoraSettings(r=4)}), TEXTS)
+    policy = ActionPolicy(model, tokenizer)
+    prompts, ids = _batch()
+    log_prob, value_input = policy.distribution(prompts, ids, return_hidden=True)
+    assert value_input.shape == (3, 64)
+    picked, _ = policy.log_prob_and_entropy(prompts, ids, [0, 1, 2])
+    (picked.sum() + value_input.sum()).backward()
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)
+    assert all(p.grad is None for n, p in model.named_parameters() if "lora_" not in n)
+
+
+def test_left_truncation_keeps_the_whole_action_list(tiny):
+    model, tokenizer = tiny
+    policy = ActionPolicy(model, tokenizer, max_length=160)
+    labels = action_ids(9)
+    prompt = policy_prompt(" ".join(TEXTS[:30]), ACTIONS, "Reflect.", ids=labels)
+    assert len(tokenizer(prompt)["input_ids"]) > 500
+    (tokens,) = policy.encode([prompt], [labels])
+    assert len(tokens) == 160
+    kept = tokenizer.decode(tokens)
+    assert kept.endswith(prompt[action_list_start(prompt, labels) :]) and prompt.endswith(kept)
+    with torch.no_grad():
+        assert torch.isfinite(policy.distribution([prompt], [labels])[0]).all()
+    full = ActionPolicy(model, tokenizer, max_length=4096)
+    assert full.encode([prompt], [labels])[0][-160:] == tokens
+    many = [f"cat file_number_{i}.py" for i in range(40)]
+    long_list = policy_prompt("Short.", many, None)
+    with pytest.raises(ValueError, match="action list alone"):
+        policy.encode([long_list], [action_ids(40)])
+
+
+def test_prompts_must_match_their_ids(tiny):
+    model, tokenizer = tiny
+    policy = ActionPolicy(model, tokenizer)
+    prompt = policy_prompt("State.", ACTIONS[:3], None)
+    with pytest.raises(ValueError, match="enumerated actions"):
+        policy.distribution([prompt], [["0", "1", "Z"]])
+    with pytest.raises(ValueError, match="action marker"):
+        policy.distribution([prompt.removesuffix(ACTION_MARKER)], [["0", "1", "2"]])
+    with pytest.raises(ActionTokenError, match="not single tokens"):
+        policy._id_tokens([["0", "Zz"]])
