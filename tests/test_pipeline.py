@@ -17,7 +17,7 @@ METRICS = {"success", "success_ci", "return", "steps", "invalid_rate", "episodes
 def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
     recipe = write_recipe(tmp_path / "recipe.yaml", {
         "name": "tiny-run", "seed": 0, "out_dir": str(tmp_path / "runs"), "ablations": "full",
-        "env": {"name": "taxi", "kwargs": {"max_steps": 8}},
+        "env": {"name": "taxi", "kwargs": {"max_steps": 20}},
         "model": {"name": "tiny", **TINY},
         "reflection_tokens": 8,
         "data": {"episodes": 12, "random_action_prob": 0.3},

@@ -160,7 +160,7 @@ def train_sft(
                 with autocast(dtype):
                     loss = _completion_loss(model, batch) / config.grad_accum
                 loss.backward()
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
