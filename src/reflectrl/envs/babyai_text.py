@@ -40,7 +40,14 @@ from minigrid.envs.babyai.core.levelgen import LevelGen
 from minigrid.envs.babyai.core.verifier import AfterInstr, AndInstr, BeforeInstr, PutNextInstr
 from minigrid.utils.baby_ai_bot import BabyAIBot, DisappearedBoxError
 
-from reflectrl.envs.base import Observation, StepResult, TextEnv
+from reflectrl.envs.base import (
+    SEED_SPLIT_OFFSETS,
+    SEED_SPLIT_SPAN,
+    Observation,
+    StepResult,
+    TextEnv,
+    seed_split_tasks,
+)
 
 #: GLAM's action list, in minigrid's action order (index i is minigrid action i).
 ACTIONS = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle")
@@ -65,8 +72,8 @@ _LOCAL_LEVELS: dict[str, dict[str, Any]] = {
 #: PutNextLocal 35 steps over 300 seeds each); other levels use the engine's limit.
 DEFAULT_MAX_STEPS = {"GoToLocal": 32, "PickupLocal": 32, "PutNextLocal": 64}
 
-SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
-_SPLIT_SPAN = 1_000_000
+SPLIT_OFFSETS = SEED_SPLIT_OFFSETS
+_SPLIT_SPAN = SEED_SPLIT_SPAN
 _IDX_TO_STATE = {index: state for state, index in STATE_TO_IDX.items()}
 #: The bot's documented ways of giving up: asserts on states it did not plan for,
 #: an opened box, and a stale object index.
@@ -163,10 +170,7 @@ class BabyAIText(TextEnv):
 
     # ----------------------------------------------------------------- tasks
     def tasks(self, split: str) -> list[int]:
-        if split not in SPLIT_OFFSETS:
-            raise ValueError(f"babyai: unknown split {split!r}; choose train, val or test")
-        offset = SPLIT_OFFSETS[split]
-        return list(range(offset, offset + self._counts[split]))
+        return seed_split_tasks("babyai", split, self._counts)
 
     # --------------------------------------------------------------- episode
     def reset(self, task: int | None = None, seed: int | None = None) -> Observation:

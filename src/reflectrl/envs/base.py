@@ -28,6 +28,18 @@ class InvalidActionError(ValueError):
 
 StepResult = tuple[Observation, float, bool, bool, dict[str, Any]]
 
+#: envs whose tasks are engine seeds give each split its own disjoint seed range
+SEED_SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+SEED_SPLIT_SPAN = 1_000_000
+
+
+def seed_split_tasks(env_name: str, split: str, counts: dict[str, int]) -> list[int]:
+    """The first ``counts[split]`` seeds of the split's range."""
+    if split not in SEED_SPLIT_OFFSETS:
+        raise ValueError(f"{env_name}: unknown split {split!r}; choose train, val or test")
+    offset = SEED_SPLIT_OFFSETS[split]
+    return list(range(offset, offset + counts[split]))
+
 
 class TextEnv(ABC):
     """Base class of all reflectrl environments.

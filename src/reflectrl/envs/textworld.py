@@ -38,7 +38,14 @@ import textworld.challenges
 import textworld.generator
 from textworld.generator import QuestGenerationError
 
-from reflectrl.envs.base import Observation, StepResult, TextEnv
+from reflectrl.envs.base import (
+    SEED_SPLIT_OFFSETS,
+    SEED_SPLIT_SPAN,
+    Observation,
+    StepResult,
+    TextEnv,
+    seed_split_tasks,
+)
 
 CHALLENGES = ("tw-simple", "tw-cooking", "custom")
 
@@ -59,8 +66,8 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 #: Tasks are game seeds; each split owns a disjoint range of them.
-SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
-_SPLIT_SPAN = 1_000_000
+SPLIT_OFFSETS = SEED_SPLIT_OFFSETS
+_SPLIT_SPAN = SEED_SPLIT_SPAN
 
 #: The "Last result" before any command, and after a reply that named none.
 _NO_FEEDBACK = "(none yet)"
@@ -213,10 +220,7 @@ class TextWorld(TextEnv):
 
     # ----------------------------------------------------------------- tasks
     def tasks(self, split: str) -> list[int]:
-        if split not in SPLIT_OFFSETS:
-            raise ValueError(f"textworld: unknown split {split!r}; choose train, val or test")
-        offset = SPLIT_OFFSETS[split]
-        return list(range(offset, offset + self._counts[split]))
+        return seed_split_tasks("textworld", split, self._counts)
 
     def game_path(self, task: int) -> Path:
         """Where the compiled game of ``task`` lives in the cache (it may not exist yet)."""
