@@ -293,8 +293,9 @@ def train_rl(
         curriculum.load_state_dict(saved["curriculum"])
         replay.load_state_dict(saved["replay"])
         state = {"env_steps": saved["env_steps"], "seconds": saved["seconds"]}
-        history = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()
-                   if json.loads(line)["iteration"] <= start_iteration] if (out_dir / "metrics.jsonl").exists() else []
+        if (out_dir / "metrics.jsonl").exists():
+            rows = (json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines())
+            history = [row for row in rows if row["iteration"] <= start_iteration]
     main = accelerator.is_main_process
     if main:
         (out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
