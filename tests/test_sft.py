@@ -18,6 +18,8 @@ from reflectrl.train.sft import train_sft
 
 from rl_fixtures import TINY
 
+#: SFT steps for the reflector test: a 2-layer model agrees with the teacher on ~80% of held-out states after 500
+REFLECTOR_STEPS = 500
 DIRECTION = re.compile(r"\b(south|north|east|west|pick up|drop off)\b")
 
 
@@ -48,23 +50,33 @@ def test_policy_sft_reaches_90_percent_action_accuracy_on_held_out_states(tmp_pa
     # and short enough for a from-scratch model to learn within the test's budget
     config = SFTConfig(epochs=4, lr=3e-3, batch_size=32, max_length=64, shuffle_ids=False, eval_every=0)
     metrics = train_sft(_fresh(tokenizer, 1), tokenizer, train["policy"], val["policy"], config, tmp_path, "policy")
-    majority = max(sum(r["action"] == a for r in val["policy"]) for a in range(6)) / len(val["policy"])
-    assert metrics["val_action_accuracy"] >= max(0.6, majority + 0.2), (metrics, majority)
+    assert metrics["val_action_accuracy"] >= 0.9, metrics
     assert (tmp_path / "sft_metrics.json").exists() and (tmp_path / "logs" / "metrics.jsonl").exists()
     reloaded, _ = load_model(ModelSpec(name=str(tmp_path)))
     assert sum(p.numel() for p in reloaded.parameters()) > 0
 
 
-def test_reflector_sft_learns_the_teacher_text_and_stops_at_the_marker(tmp_path, data):
+def _direction(reflection: str) -> str | None:
+    """The move a taxi reflection ends on: the oracle teacher names it in its last sentence."""
+    sentences = [s for s in reflection.split(".") if s.strip()]
+    found = DIRECTION.findall(sentences[-1]) if sentences else []
+    return found[-1] if found else None
+
+
+def test_reflector_sft_gives_the_teachers_direction_on_most_held_out_states(tmp_path, data):
     train, val, tokenizer = data
     model = _fresh(tokenizer, 2)
     untrained = SFTConfig(max_length=512, batch_size=32)
     from reflectrl.train.sft import evaluate_sft
 
     before = evaluate_sft(model, tokenizer, val["reflection"], "reflection", untrained, "float32")["val_loss"]
-    config = SFTConfig(epochs=1, max_steps=60, lr=3e-3, batch_size=32, max_length=512, eval_every=0)
+    config = SFTConfig(epochs=1, max_steps=REFLECTOR_STEPS, lr=5e-3, batch_size=32, max_length=512, eval_every=0)
     metrics = train_sft(model, tokenizer, train["reflection"], val["reflection"], config, tmp_path, "reflection")
     assert metrics["val_loss"] < 0.5 * before, (before, metrics)
     reflector = Reflector(model, tokenizer, max_new_tokens=48)
-    outputs = reflector.reflect([r["prompt"].split("\n # Analyze:")[0] for r in val["reflection"][:8]])
-    assert all(out and "# Action" not in out and DIRECTION.search(out) for out in outputs), outputs
+    rows = val["reflection"]
+    outputs = reflector.reflect([r["prompt"].split("\n # Analyze:")[0] for r in rows])
+    assert all(out and "# Action" not in out for out in outputs), outputs
+    agree = [_direction(out) == _direction(row["completion"]) for out, row in zip(outputs, rows)]
+    assert all(_direction(row["completion"]) for row in rows)
+    assert sum(agree) / len(agree) >= 0.7, [out for out, ok in zip(outputs, agree) if not ok][:5]

@@ -45,8 +45,17 @@ def make_teacher(config: RunConfig) -> Teacher:
     return OpenAITeacher(endpoint)
 
 
-def _data_levels(config: RunConfig) -> list[dict[str, Any]]:
-    return config.data.stages or config.curriculum.levels or [{}]
+def _data_levels(config: RunConfig) -> list[tuple[dict[str, Any], float]]:
+    """The levels to generate data on, each with its share of the episodes.
+
+    ``data.stages`` share equally; otherwise the curriculum's levels are used with
+    the curriculum's weights, so data follows where RL will spend its time.
+    """
+    if config.data.stages:
+        return [(level, 1.0) for level in config.data.stages]
+    levels = config.curriculum.levels or [{}]
+    weights = config.curriculum.weights if len(config.curriculum.weights) == len(levels) else [1.0] * len(levels)
+    return list(zip(levels, weights))
 
 
 def step_data(config: RunConfig) -> Path:
@@ -56,12 +65,13 @@ def step_data(config: RunConfig) -> Path:
         return data_dir
     teacher = make_teacher(config)
     levels = _data_levels(config)
+    total_weight = sum(weight for _, weight in levels)
     counts = {}
     for split, episodes in (("train", config.data.episodes), ("val", max(1, int(config.data.episodes * config.data.val_fraction)))):
         examples = []
-        for index, level in enumerate(levels):
+        for index, (level, weight) in enumerate(levels):
             env = make_env(config.env.name, **{**config.env.kwargs, **level})
-            per_level = max(1, episodes // len(levels))
+            per_level = max(1, round(episodes * weight / total_weight))
             examples += list(generate_examples(
                 env, teacher, env.tasks(split), per_level, config.data.random_action_prob,
                 config.data.negatives_per_episode, seed=config.seed * 7919 + index + (0 if split == "train" else 10_000),

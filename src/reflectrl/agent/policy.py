@@ -281,7 +281,8 @@ class ActionPolicy:
         return (log_probs, hidden) if return_hidden else log_probs
 
     @staticmethod
-    def _entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    def entropy(log_probs: torch.Tensor) -> torch.Tensor:
+        """Entropy of each row of a masked log-distribution (the -inf entries contribute nothing)."""
         finite = torch.isfinite(log_probs)
         safe = torch.where(finite, log_probs, torch.zeros_like(log_probs))
         return -(safe.exp() * safe).sum(-1)
@@ -309,7 +310,7 @@ class ActionPolicy:
         else:
             log_probs = torch.log_softmax(log_probs / temperature, dim=-1)
             chosen = torch.multinomial(log_probs.exp(), 1, generator=generator)[:, 0]
-        entropy = self._entropy(log_probs)
+        entropy = self.entropy(log_probs)
         return [
             ActionChoice(index=i, log_prob=float(log_probs[row, i]), entropy=float(entropy[row]), label=ids[row][i])
             for row, i in enumerate(chosen.tolist())
@@ -326,4 +327,4 @@ class ActionPolicy:
                 raise ValueError(f"row {row}: chosen index {index} outside its {len(row_ids)} actions")
         log_probs = self.distribution(prompts, ids)
         picked = log_probs.gather(1, torch.tensor(chosen, device=log_probs.device)[:, None])[:, 0]
-        return picked, self._entropy(log_probs)
+        return picked, self.entropy(log_probs)

@@ -10,13 +10,14 @@ when none is left. Only the last position is ever projected onto the vocabulary.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Cache, DynamicCache, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicLayer
 
-from reflectrl.agent.models import autocast_dtype
+from reflectrl.agent.models import ModelSpec, autocast_dtype, load_model
 from reflectrl.agent.policy import bos_prefix, left_pad, positions_from_mask
 from reflectrl.agent.prompts import ACTION_STOP, clean_reflection, reflection_prompt
 
@@ -124,6 +125,12 @@ class Reflector:
         stop.update(eos_config if isinstance(eos_config, list) else [eos_config])
         self._stop_tokens = {t for t in stop if t is not None}
         self._marker_end_tokens: torch.Tensor | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: str = "float32", **kwargs: Any) -> "Reflector":
+        """A reflector from a saved (SFT'd) model directory; ``kwargs`` as for the constructor."""
+        model, tokenizer = load_model(ModelSpec(name=str(path), dtype=dtype))
+        return cls(model, tokenizer, dtype=dtype, **kwargs)
 
     def reflect(self, state_texts: list[str]) -> list[str | None]:
         """One cleaned reflection per state (None where skipped by ``probability``)."""

@@ -248,16 +248,6 @@ class BabyAIText(TextEnv):
             return self._suggestion
         return self._fallback_action()
 
-    @property
-    def observation(self) -> Observation:
-        if self._obs is None:
-            raise RuntimeError("babyai: call reset() before reading the observation")
-        return self._obs
-
-    def _require_running(self) -> None:
-        if self._obs is None or self._done:
-            raise RuntimeError("babyai: the episode is over (or never started); call reset()")
-
     # ------------------------------------------------------------------- bot
     def _replan(self, action_taken: int | None) -> int | None:
         """Tell the bot what the agent did and read its next action; rebuild it once if it gives up."""

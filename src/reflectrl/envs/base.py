@@ -45,8 +45,10 @@ class TextEnv(ABC):
     """Base class of all reflectrl environments.
 
     Subclasses set ``name`` and ``max_steps`` and implement ``reset``, ``step``,
-    ``oracle_action``, ``invalid_step`` and ``tasks``. When an episode ends, the
-    ``info`` dict returned by ``step`` holds ``success`` (bool).
+    ``oracle_action``, ``invalid_step`` and ``tasks``; they keep the current
+    observation in ``self._obs`` and set ``self._done`` when an episode ends (or
+    override ``observation``). When an episode ends, the ``info`` dict returned
+    by ``step`` holds ``success`` (bool).
 
     ``reset(task, seed)`` must be deterministic: resetting with the same task and
     seed and replaying the same actions reproduces the same episode (negative
@@ -55,6 +57,8 @@ class TextEnv(ABC):
 
     name: str = "text-env"
     max_steps: int = 20
+    _obs: Observation | None = None
+    _done: bool = False
 
     @abstractmethod
     def reset(self, task: Any = None, seed: int | None = None) -> Observation:
@@ -77,9 +81,16 @@ class TextEnv(ABC):
         """The fixed task list of a split: ``train``, ``val`` or ``test``."""
 
     @property
-    @abstractmethod
     def observation(self) -> Observation:
         """The current observation (the last one returned by reset/step)."""
+        if self._obs is None:
+            raise RuntimeError(f"{self.name}: call reset() before using the env")
+        return self._obs
+
+    def _require_running(self) -> None:
+        """Raise unless an episode is in progress: step() after the end or before reset() is a bug."""
+        if self._obs is None or self._done:
+            raise RuntimeError(f"{self.name}: the episode is over (or never started); call reset()")
 
     def check_action(self, action_index: int) -> None:
         """Raise a clear error for an index outside the current action list."""

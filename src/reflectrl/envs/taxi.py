@@ -304,12 +304,6 @@ class DangerousTaxi(TextEnv):
             raise RuntimeError("taxi: call reset() before using the env")
         return self._state
 
-    @property
-    def observation(self) -> Observation:
-        if self._obs is None:
-            raise RuntimeError("taxi: call reset() before using the env")
-        return self._obs
-
     def reset(self, task: Any = None, seed: int | None = None) -> Observation:
         valid = start_states(self.stage)
         if task is None:
@@ -334,7 +328,7 @@ class DangerousTaxi(TextEnv):
 
     def step(self, action_index: int) -> StepResult:
         self.check_action(action_index)
-        self._check_running()
+        self._require_running()
         action = operator.index(action_index)
         state = self.state
         previous_distance = self._distance(state)
@@ -363,7 +357,7 @@ class DangerousTaxi(TextEnv):
 
     def invalid_step(self, reply: str) -> StepResult:
         """A reply naming no action is a no-op, so the dangerous rule applies: -10 and the episode ends."""
-        self._check_running()
+        self._require_running()
         state = self.state
         info: dict[str, Any] = {
             "stage": self.stage,
@@ -384,10 +378,6 @@ class DangerousTaxi(TextEnv):
         if action is None:
             raise RuntimeError(f"taxi: no way to reach the {self._goal} goal from state {self.state}")
         return action
-
-    def _check_running(self) -> None:
-        if self._done:
-            raise RuntimeError("taxi: the episode is over; call reset() to start another")
 
     def _distance(self, state: int) -> int | None:
         return _plan(self._goal)[0][state]

@@ -403,16 +403,6 @@ class TextWorld(TextEnv):
             f"(task {self.task}, step {self._steps})"
         )
 
-    @property
-    def observation(self) -> Observation:
-        if self._obs is None:
-            raise RuntimeError("textworld: call reset() before reading the observation")
-        return self._obs
-
-    def _require_running(self) -> None:
-        if self._obs is None or self._done:
-            raise RuntimeError("textworld: the episode is over (or never started); call reset()")
-
     # ------------------------------------------------------------ rendering
     def _observe(self) -> Observation:
         state = self._state

@@ -146,8 +146,7 @@ def evaluate_model(
     policy = ActionPolicy(model.eval(), tokenizer, max_length=max_length, dtype=dtype)
     reflector = None
     if reflector_path is not None:
-        r_model, r_tokenizer = load_model(ModelSpec(name=str(reflector_path), dtype=dtype))
-        reflector = Reflector(r_model, r_tokenizer, max_new_tokens=reflection_tokens, dtype=dtype)
+        reflector = Reflector.from_pretrained(reflector_path, dtype=dtype, max_new_tokens=reflection_tokens)
     generator = torch.Generator().manual_seed(plan.seed)
     per_level = {}
     for level in plan.levels:

@@ -59,9 +59,7 @@ def action_stats(policy: ActionPolicy, steps: list[StepRecord], value_head: torc
         logp_all, values = policy.distribution(prompts, ids), None
     chosen = torch.tensor([s.action for s in steps])
     logp = logp_all.gather(1, chosen[:, None]).squeeze(1)
-    probs = logp_all.exp()
-    entropy = -(probs * logp_all.masked_fill(probs == 0, 0.0)).sum(-1)
-    return logp, entropy, logp_all, values
+    return logp, ActionPolicy.entropy(logp_all), logp_all, values
 
 
 def kl_to_reference(logp_all: torch.Tensor, reference: ActionPolicy, steps: list[StepRecord]) -> torch.Tensor:
@@ -251,9 +249,8 @@ def train_rl(
     policy = ActionPolicy(model, tokenizer, max_length=config.sft.max_length, dtype=dtype)
     reflector = None
     if reflector_path is not None:
-        r_model, r_tokenizer = load_model(ModelSpec(name=str(reflector_path), dtype=dtype))
-        reflector = Reflector(r_model, r_tokenizer, max_new_tokens=config.reflection_tokens,
-                              probability=config.reflection_probability, seed=config.seed, dtype=dtype)
+        reflector = Reflector.from_pretrained(reflector_path, dtype=dtype, max_new_tokens=config.reflection_tokens,
+                                              probability=config.reflection_probability, seed=config.seed)
     reference = None
     if rl.kl_coef:
         ref_model, _ = load_model(ModelSpec(name=str(policy_path), dtype=dtype))

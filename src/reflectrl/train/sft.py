@@ -1,9 +1,12 @@
 """Supervised warm-up of the reflector and the policy (loss on the completion only).
 
-One loop serves both players: reflection rows complete with text + EOS, policy
-rows with one action-id token. Policy rows can be re-rendered with shuffled
-ids every time they are drawn, so the model learns to read the list instead
-of memorising positions.
+One loop serves both players. Reflection rows are trained with the usual
+next-token loss on the completion (text + EOS). Policy rows are trained with
+cross-entropy over the ids valid at that step only, through the same
+``ActionPolicy`` head RL later trains, so SFT and RL optimise one distribution
+and no capacity goes into ruling out the rest of the vocabulary. Policy rows
+can be re-rendered with shuffled ids every time they are drawn, so the model
+learns to read the list instead of memorising positions.
 """
 
 from __future__ import annotations
@@ -30,27 +33,40 @@ from reflectrl.envs.action_parser import action_ids
 
 @dataclass
 class _Encoded:
+    """A reflection row as tokens; a policy row as its prompt, ids and chosen index (``input_ids`` sizes batches)."""
+
     input_ids: list[int]
     n_prompt: int
+    prompt: str = ""
+    ids: list[str] | None = None
+    action: int = -1
 
 
-def _render(row: dict[str, Any], kind: str, rng: random.Random | None) -> tuple[str, str]:
-    if kind == "policy" and rng is not None:
-        ids = shuffled_ids(len(row["actions"]), rng)
-        return policy_prompt(row["state"], row["actions"], row["reflection"], ids), ids[row["action"]]
-    return row["prompt"], row["completion"]
-
-
-def _encode(tokenizer, prompt: str, completion: str, kind: str, max_length: int) -> _Encoded:
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    if kind == "reflection" and tokenizer.eos_token_id is not None:
+def _encode_reflection(tokenizer, row: dict[str, Any], max_length: int) -> _Encoded:
+    completion_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
         completion_ids = completion_ids + [tokenizer.eos_token_id]
-    if kind == "policy" and len(completion_ids) != 1:
-        raise ValueError(f"policy completion {completion!r} is {len(completion_ids)} tokens; action ids must be one token")
     completion_ids = completion_ids[: max_length // 2]
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
     prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_length - len(completion_ids))):]
     return _Encoded(prompt_ids + completion_ids, len(prompt_ids))
+
+
+def _encode_policy(policy: ActionPolicy, row: dict[str, Any], rng: random.Random | None) -> _Encoded:
+    """The row's prompt, re-rendered with shuffled ids when ``rng`` is given."""
+    if rng is None:
+        prompt, ids = row["prompt"], action_ids(len(row["actions"]))
+    else:
+        ids = shuffled_ids(len(row["actions"]), rng)
+        prompt = policy_prompt(row["state"], row["actions"], row["reflection"], ids)
+    return _Encoded(policy.encode([prompt], [ids])[0], 0, prompt, ids, row["action"])
+
+
+def _encode_all(rows: list[dict[str, Any]], kind: str, tokenizer, policy: ActionPolicy | None, max_length: int,
+                rng: random.Random | None) -> list[_Encoded]:
+    if kind == "policy":
+        return [_encode_policy(policy, row, rng) for row in rows]
+    return [_encode_reflection(tokenizer, row, max_length) for row in rows]
 
 
 def _collate(batch: list[_Encoded], pad_id: int) -> dict[str, torch.Tensor]:
@@ -79,8 +95,16 @@ def _length_batches(encoded: list[_Encoded], batch_size: int, rng: random.Random
     return batches
 
 
-def _completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(**batch).loss
+def _batch_loss(model, tokenizer, policy: ActionPolicy | None, batch: list[_Encoded], dtype: str) -> tuple[torch.Tensor, int]:
+    """Mean loss of a batch and how many predictions it averages: completion tokens, or one id per policy row."""
+    if policy is not None:
+        log_probs, _ = policy.log_prob_and_entropy([e.prompt for e in batch], [e.ids for e in batch],
+                                                   [e.action for e in batch])
+        return -log_probs.mean(), len(batch)
+    tensors = _collate(batch, tokenizer.pad_token_id)
+    with autocast(dtype):
+        loss = model(**tensors).loss
+    return loss, int((tensors["labels"][:, 1:] != -100).sum())
 
 
 @torch.no_grad()
@@ -89,18 +113,15 @@ def evaluate_sft(model, tokenizer, rows: list[dict[str, Any]], kind: str, config
     if not rows:
         return {}
     model.eval()
-    encoded = [_encode(tokenizer, *_render(row, kind, None), kind, config.max_length) for row in rows]
+    policy = ActionPolicy(model, tokenizer, max_length=config.max_length, dtype=dtype) if kind == "policy" else None
+    encoded = _encode_all(rows, kind, tokenizer, policy, config.max_length, None)
     total, count = 0.0, 0
     for start in range(0, len(encoded), config.batch_size):
-        batch = _collate(encoded[start:start + config.batch_size], tokenizer.pad_token_id)
-        with autocast(dtype):
-            loss = _completion_loss(model, batch)
-        n = int((batch["labels"][:, 1:] != -100).sum())
+        loss, n = _batch_loss(model, tokenizer, policy, encoded[start:start + config.batch_size], dtype)
         total += float(loss) * n
         count += n
     metrics = {"val_loss": total / max(count, 1)}
-    if kind == "policy":
-        policy = ActionPolicy(model, tokenizer, max_length=config.max_length, dtype=dtype)
+    if policy is not None:
         correct = 0
         for start in range(0, len(rows), config.batch_size):
             chunk = rows[start:start + config.batch_size]
@@ -137,6 +158,7 @@ def train_sft(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     shuffle = kind == "policy" and config.shuffle_ids
+    policy = ActionPolicy(model, tokenizer, max_length=config.max_length, dtype=dtype) if kind == "policy" else None
     steps_per_epoch = math.ceil(len(train_rows) / (config.batch_size * config.grad_accum))
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -149,16 +171,14 @@ def train_sft(
     progress = tqdm(total=total_steps, desc=f"sft {kind}", unit="step", dynamic_ncols=True)
     micro: list[list[_Encoded]] = []
     while step < total_steps:
-        encoded = [_encode(tokenizer, *_render(row, kind, rng if shuffle else None), kind, config.max_length)
-                   for row in train_rows]
+        encoded = _encode_all(train_rows, kind, tokenizer, policy, config.max_length, rng if shuffle else None)
         micro += _length_batches(encoded, config.batch_size, rng)
         while len(micro) >= config.grad_accum and step < total_steps:
             optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
             for _ in range(config.grad_accum):
-                batch = _collate(micro.pop(), tokenizer.pad_token_id)
-                with autocast(dtype):
-                    loss = _completion_loss(model, batch) / config.grad_accum
+                loss, _ = _batch_loss(model, tokenizer, policy, micro.pop(), dtype)
+                loss = loss / config.grad_accum
                 loss.backward()
                 loss_sum += float(loss.detach())
             torch.nn.utils.clip_grad_norm_(params, 1.0)

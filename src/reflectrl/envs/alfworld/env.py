@@ -156,7 +156,7 @@ class ALFWorld(TextEnv):
         self._done = True
         self._state: Any = None
         self._last: dict[str, Any] = {}
-        self._observation: Observation | None = None
+        self._obs: Observation | None = None
 
     # ----------------------------------------------------------------- tasks
 
@@ -229,18 +229,8 @@ class ALFWorld(TextEnv):
         self._steps = 0
         self._done = False
         self._last = {}
-        self._observation = self._make_observation()
-        return self._observation
-
-    @property
-    def observation(self) -> Observation:
-        if self._observation is None:
-            raise RuntimeError("ALFWorld: call reset() before reading the observation")
-        return self._observation
-
-    def _require_running(self) -> None:
-        if self._done:
-            raise RuntimeError("ALFWorld: the episode is over (or not started); call reset()")
+        self._obs = self._make_observation()
+        return self._obs
 
     def step(self, action_index: int) -> StepResult:
         """Play the command at ``action_index`` through the engine."""
@@ -271,8 +261,8 @@ class ALFWorld(TextEnv):
         if terminated or truncated:
             info["success"] = won
             self._done = True
-        self._observation = self._make_observation()
-        return self._observation, reward, terminated, truncated, info
+        self._obs = self._make_observation()
+        return self._obs, reward, terminated, truncated, info
 
     def oracle_action(self) -> int:
         """Index of the planner's next command in the current action list."""

@@ -145,12 +145,6 @@ class AutoExplore(TextEnv):
         return [t for t in self._all_tasks if t.split == split and (self.max_depth is None or t.depth <= self.max_depth)]
 
     @property
-    def observation(self) -> Observation:
-        if self._obs is None:
-            raise RuntimeError("autoexplore: call reset() before using the env")
-        return self._obs
-
-    @property
     def task(self) -> Task:
         """The current episode's task."""
         return self._current().task
