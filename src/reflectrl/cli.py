@@ -140,8 +140,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 
     config = _load(args)
-    plan = EvalPlan(config.env.name, config.env.kwargs, config.eval.levels or [{}], config.eval.split,
-                    config.eval.episodes, seed=config.seed + 12345)
+    plan = EvalPlan.from_config(config)
     if args.agent == "random":
         result = evaluate_agent(plan, lambda: RandomAgent(config.seed), desc="random")
     elif args.agent == "oracle":

@@ -122,6 +122,10 @@ class EvalConfig:
     episodes: int = 100
     split: str = "test"
     greedy: bool = True
+    #: play held-out tasks again (with new seeds) until ``episodes`` is reached; set false where a
+    #: task fixes the whole episode (a taxi start state) and play is greedy: repeats would only
+    #: copy results and make the interval look narrower than the evidence
+    repeat_tasks: bool = True
     #: per-level eval kwargs (e.g. taxi stages); empty = env.kwargs
     levels: list[dict[str, Any]] = field(default_factory=list)
     endpoint: TeacherConfig | None = None

@@ -130,8 +130,7 @@ def step_eval(config: RunConfig, arm: str, **kwargs: Any) -> dict[str, Any]:
     path = config.run_dir / "eval" / f"{arm}.json"
     if path.exists():
         return json.loads(path.read_text())
-    plan = EvalPlan(config.env.name, config.env.kwargs, config.eval.levels or [{}], config.eval.split,
-                    config.eval.episodes, seed=config.seed + 12345)
+    plan = EvalPlan.from_config(config)
     if arm == "random":
         result = evaluate_agent(plan, lambda: RandomAgent(config.seed), desc=arm)
     elif arm == "oracle":

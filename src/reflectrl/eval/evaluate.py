@@ -78,6 +78,13 @@ class EvalPlan:
     split: str = "test"
     episodes: int = 100
     seed: int = 0
+    repeat_tasks: bool = True
+
+    @classmethod
+    def from_config(cls, config: Any) -> "EvalPlan":
+        """The plan of a run's ``eval`` section (a ``RunConfig``)."""
+        return cls(config.env.name, config.env.kwargs, config.eval.levels or [{}], config.eval.split,
+                   config.eval.episodes, seed=config.seed + 12345, repeat_tasks=config.eval.repeat_tasks)
 
     def level_name(self, level: dict[str, Any]) -> str:
         return ",".join(f"{k}={v}" for k, v in sorted(level.items())) or "all"
@@ -86,11 +93,13 @@ class EvalPlan:
         return [make_env(self.env_name, **{**self.env_kwargs, **level}) for _ in range(n)]
 
     def tasks(self, env: TextEnv) -> list[tuple[Any, int]]:
-        """(task, seed) pairs: every held-out task once, cycled with new seeds up to ``episodes``."""
+        """(task, seed) pairs: every held-out task once, cycled with new seeds up to ``episodes``
+        (without ``repeat_tasks``: each task at most once)."""
         tasks = env.tasks(self.split)
         if not tasks:
             raise ValueError(f"{self.env_name}: the {self.split} split has no tasks")
-        return [(tasks[i % len(tasks)], self.seed + i) for i in range(self.episodes)]
+        n = self.episodes if self.repeat_tasks else min(self.episodes, len(tasks))
+        return [(tasks[i % len(tasks)], self.seed + i) for i in range(n)]
 
 
 def _group_key(task: Any) -> str | None:
