@@ -254,19 +254,27 @@ class ActionPolicy:
             return full.gather(1, id_tokens)
 
     def distribution(
-        self, prompts: list[str], ids: list[list[str]], return_hidden: bool = False
+        self,
+        prompts: list[str],
+        ids: list[list[str]],
+        return_hidden: bool = False,
+        tokens: list[list[int]] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Log-probs [B, max_actions] over each row's valid ids (-inf beyond them), from one forward pass.
 
         Only each prompt's last position is read and projected, onto the id rows only.
         With ``return_hidden`` also the last position's final hidden state [B, H]
-        (fp32), e.g. for a value head. Differentiable when called under grad.
+        (fp32), e.g. for a value head. ``tokens``: the prompts as ``encode`` returned
+        them, for callers that already hold them. Differentiable when called under grad.
         """
         if not prompts:
             raise ValueError("distribution needs at least one prompt")
+        if tokens is not None and len(tokens) != len(prompts):
+            raise ValueError(f"{len(tokens)} token sequences for {len(prompts)} prompts")
         id_tokens, valid = self._id_tokens(ids)
         device = self.device
-        input_ids, lengths = right_pad(self.encode(prompts, ids), self.tokenizer.pad_token_id, device)
+        sequences = self.encode(prompts, ids) if tokens is None else tokens
+        input_ids, lengths = right_pad(sequences, self.tokenizer.pad_token_id, device)
         with autocast(self.dtype, device_type=device.type):
             # Right padding: under the causal mask no real token attends to a pad, so no padding
             # mask is built (the all-ones mask lets transformers pick SDPA's causal kernel, which
@@ -317,14 +325,17 @@ class ActionPolicy:
         ]
 
     def log_prob_and_entropy(
-        self, prompts: list[str], ids: list[list[str]], chosen: list[int]
+        self, prompts: list[str], ids: list[list[str]], chosen: list[int], tokens: list[list[int]] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-prob of each chosen action index and the distribution's entropy, both [B] and differentiable."""
+        """Log-prob of each chosen action index and the distribution's entropy, both [B] and differentiable.
+
+        ``tokens`` as for ``distribution``.
+        """
         if len(chosen) != len(prompts):
             raise ValueError(f"{len(chosen)} chosen indices for {len(prompts)} prompts")
         for row, (index, row_ids) in enumerate(zip(chosen, ids)):
             if not 0 <= index < len(row_ids):
                 raise ValueError(f"row {row}: chosen index {index} outside its {len(row_ids)} actions")
-        log_probs = self.distribution(prompts, ids)
+        log_probs = self.distribution(prompts, ids, tokens=tokens)
         picked = log_probs.gather(1, torch.tensor(chosen, device=log_probs.device)[:, None])[:, 0]
         return picked, self.entropy(log_probs)

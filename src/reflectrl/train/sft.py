@@ -33,7 +33,7 @@ from reflectrl.envs.action_parser import action_ids
 
 @dataclass
 class _Encoded:
-    """A reflection row as tokens; a policy row as its prompt, ids and chosen index (``input_ids`` sizes batches)."""
+    """A row as tokens; a policy row also keeps its prompt, ids and chosen index (its tokens are the prompt only)."""
 
     input_ids: list[int]
     n_prompt: int
@@ -52,20 +52,25 @@ def _encode_reflection(tokenizer, row: dict[str, Any], max_length: int) -> _Enco
     return _Encoded(prompt_ids + completion_ids, len(prompt_ids))
 
 
-def _encode_policy(policy: ActionPolicy, row: dict[str, Any], rng: random.Random | None) -> _Encoded:
-    """The row's prompt, re-rendered with shuffled ids when ``rng`` is given."""
-    if rng is None:
-        prompt, ids = row["prompt"], action_ids(len(row["actions"]))
-    else:
-        ids = shuffled_ids(len(row["actions"]), rng)
-        prompt = policy_prompt(row["state"], row["actions"], row["reflection"], ids)
-    return _Encoded(policy.encode([prompt], [ids])[0], 0, prompt, ids, row["action"])
+def _encode_policy(policy: ActionPolicy, rows: list[dict[str, Any]], rng: random.Random | None) -> list[_Encoded]:
+    """The rows' prompts (re-rendered with shuffled ids when ``rng`` is given), tokenized as the policy reads them."""
+    prompts, ids = [], []
+    for row in rows:
+        if rng is None:
+            row_ids = action_ids(len(row["actions"]))
+            prompts.append(row["prompt"])
+        else:
+            row_ids = shuffled_ids(len(row["actions"]), rng)
+            prompts.append(policy_prompt(row["state"], row["actions"], row["reflection"], row_ids))
+        ids.append(row_ids)
+    tokens = policy.encode(prompts, ids)
+    return [_Encoded(t, 0, p, i, row["action"]) for t, p, i, row in zip(tokens, prompts, ids, rows)]
 
 
 def _encode_all(rows: list[dict[str, Any]], kind: str, tokenizer, policy: ActionPolicy | None, max_length: int,
                 rng: random.Random | None) -> list[_Encoded]:
     if kind == "policy":
-        return [_encode_policy(policy, row, rng) for row in rows]
+        return _encode_policy(policy, rows, rng)
     return [_encode_reflection(tokenizer, row, max_length) for row in rows]
 
 
@@ -99,7 +104,7 @@ def _batch_loss(model, tokenizer, policy: ActionPolicy | None, batch: list[_Enco
     """Mean loss of a batch and how many predictions it averages: completion tokens, or one id per policy row."""
     if policy is not None:
         log_probs, _ = policy.log_prob_and_entropy([e.prompt for e in batch], [e.ids for e in batch],
-                                                   [e.action for e in batch])
+                                                   [e.action for e in batch], tokens=[e.input_ids for e in batch])
         return -log_probs.mean(), len(batch)
     tensors = _collate(batch, tokenizer.pad_token_id)
     with autocast(dtype):
