@@ -22,13 +22,7 @@ ACTIONS = ["cd ..", "cd src", "cat setup.py", "cat README.md", "id setup.py", "g
 SPEC = ModelSpec(n_layer=2, n_embd=64, n_head=4, vocab_size=1024, seed=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy machine OpenMP barriers made them ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch() -> tuple[list[str], list[list[str]]]:
