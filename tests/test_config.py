@@ -38,6 +38,8 @@ def test_unknown_keys_are_named(tmp_path):
         ("sft:\n  shuffle_ids: maybe\n", "sft.shuffle_ids"),
         ("env: taxi\n", "env"),
         ("ablations: some\n", "ablations"),
+        ("curriculum:\n  levels: [{stage: pickup}, {stage: full}]\n  weights: [1]\n", "curriculum: weights"),
+        ("curriculum:\n  weights: [0]\n", "curriculum: weights"),
     ],
 )
 def test_bad_values_are_named(tmp_path, text, key):

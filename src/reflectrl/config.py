@@ -84,6 +84,13 @@ class CurriculumConfig:
     #: for the success kind: most iterations on one level before promotion anyway
     max_iterations_per_level: int = 0
 
+    def __post_init__(self) -> None:
+        n_levels = len(self.levels) or 1
+        if self.weights and len(self.weights) != n_levels:
+            raise ValueError(f"weights has {len(self.weights)} entries for {n_levels} levels")
+        if any(weight <= 0 for weight in self.weights):
+            raise ValueError(f"weights must be positive, got {self.weights}")
+
 
 @dataclass
 class RLConfig:

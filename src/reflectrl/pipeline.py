@@ -49,13 +49,12 @@ def _data_levels(config: RunConfig) -> list[tuple[dict[str, Any], float]]:
     """The levels to generate data on, each with its share of the episodes.
 
     ``data.stages`` share equally; otherwise the curriculum's levels are used with
-    the curriculum's weights, so data follows where RL will spend its time.
+    ``curriculum.weights`` when the recipe gives them (equal shares when it does not).
     """
     if config.data.stages:
         return [(level, 1.0) for level in config.data.stages]
     levels = config.curriculum.levels or [{}]
-    weights = config.curriculum.weights if len(config.curriculum.weights) == len(levels) else [1.0] * len(levels)
-    return list(zip(levels, weights))
+    return list(zip(levels, config.curriculum.weights or [1.0] * len(levels)))
 
 
 def step_data(config: RunConfig) -> Path:
