@@ -12,11 +12,17 @@ with 8 valid actions each), in bf16 autocast and in fp32:
    original way: HF ``generate(output_scores=True)`` for the reflection with, per row and
    generated token, a full-vocabulary softmax/log-softmax/entropy in Python (as
    ``transformer_text_completion`` in the authors' ``model_utils.py``), then the policy by
-   ``generate`` of one token. Both sides get the same fp32 models, the reflector frozen;
+   ``generate`` of one token. Both sides get the same fp32 weights, the reflector frozen;
    in bf16 mode the original runs under autocast, while our reflector casts its frozen
-   weights to bf16 once (a design choice of ``Reflector``, part of what is measured);
+   weights to bf16 once (a design choice of ``Reflector``, part of what is measured).
+   The ways we compare against (2-4) run with transformers' default attention (SDPA), as
+   the original code did; ours use ``agent.attention.CPU_ATTENTION``, which ``load_model``
+   selects. ``two_player_original_cpu_attention`` times the original way on our attention
+   too, so the kernel's share of the speed-up can be told from the method's;
 5. a plain square matmul on this machine, for the achieved fraction of its own peak of (1)
-   and of one RL update (forward + backward of ``log_prob_and_entropy``, full model).
+   and of one RL update (forward + backward of ``log_prob_and_entropy``, full model); and
+   ``linear_layers``: the model's own linear layers alone on the step's tokens, the part
+   of (1) that is matmul, to show how near that peak the model's shapes can get.
 
 Every timing is the minimum over ``--repeats`` interleaved rounds after one warm-up
 round (the machine may be shared; the minimum is the least disturbed run), medians
@@ -93,6 +99,11 @@ def matmul_params(model: Any) -> int:
     return sum(m.weight.numel() for m in inner.modules() if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head)
 
 
+def linear_input_width(module: Any) -> int:
+    """Input features of a linear layer (``Conv1D`` stores its weight transposed)."""
+    return module.weight.shape[0] if isinstance(module, Conv1D) else module.weight.shape[1]
+
+
 def forward_flops(model: Any, lengths: list[int], n_actions: int) -> float:
     """2 * matmul params * tokens + causal attention (QK^T and AV, lower triangle) + the id head."""
     config = unwrap_model(model).config
@@ -106,7 +117,10 @@ def forward_flops(model: Any, lengths: list[int], n_actions: int) -> float:
 class Original:
     """The ways this benchmark compares against, written as they are usually (and originally) written."""
 
-    def __init__(self, model: Any, tokenizer: Any, dtype: str):
+    def __init__(self, model: Any, tokenizer: Any, dtype: str, attention: str = "sdpa"):
+        if model.config._attn_implementation != attention:
+            model = copy.deepcopy(model)
+            model.set_attn_implementation(attention)
         self.model, self.tokenizer, self.dtype = model, tokenizer, dtype
 
     @torch.no_grad()
@@ -187,6 +201,9 @@ def measure(dtype: str, policy_model: Any, reflector_model: Any, tokenizer: Any,
     reflector = Reflector(copy.deepcopy(reflector_model), tokenizer, max_new_tokens=args.reflection_tokens, dtype=dtype)
     original_policy = Original(policy_model, tokenizer, dtype)
     original_reflector = Original(reflector_model, tokenizer, dtype)
+    ours_attention = policy_model.config._attn_implementation
+    original_policy_ours_attention = Original(policy_model, tokenizer, dtype, ours_attention)
+    original_reflector_ours_attention = Original(reflector_model, tokenizer, dtype, ours_attention)
 
     with torch.no_grad():
         ours = policy.distribution(prompts, ids).exp()
@@ -201,10 +218,21 @@ def measure(dtype: str, policy_model: Any, reflector_model: Any, tokenizer: Any,
         step_prompts = [policy_prompt(s, a, r, ids=i) for s, a, r, i in zip(states, actions, reflections, ids)]
         return policy.act(step_prompts, ids, greedy=True)
 
-    def two_player_original() -> torch.Tensor:
-        reflections = original_reflector.reflect(states, args.reflection_tokens)
+    def two_player_original(reflector_way: Original, policy_way: Original) -> torch.Tensor:
+        reflections = reflector_way.reflect(states, args.reflection_tokens)
         step_prompts = [policy_prompt(s, a, r, ids=i) for s, a, r, i in zip(states, actions, reflections, ids)]
-        return original_policy.generate_one_token(step_prompts, ids)
+        return policy_way.generate_one_token(step_prompts, ids)
+
+    linears = [m for m in unwrap_model(policy_model).modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
+    linears = [m for m in linears if m is not unwrap_model(policy_model).get_output_embeddings()]
+    step_tokens = sum(data["lengths"])
+    inputs = {width: torch.randn(step_tokens, width) for width in {linear_input_width(m) for m in linears}}
+
+    @torch.no_grad()
+    def linear_layers() -> None:
+        with autocast(dtype):
+            for module in linears:
+                module(inputs[linear_input_width(module)])
 
     def rl_update() -> None:
         policy_model.zero_grad(set_to_none=True)
@@ -222,7 +250,11 @@ def measure(dtype: str, policy_model: Any, reflector_model: Any, tokenizer: Any,
             "reflector_ours": lambda: reflector.reflect(states),
             "reflector_original": lambda: original_reflector.reflect(states, args.reflection_tokens),
             "two_player_ours": two_player_ours,
-            "two_player_original": two_player_original,
+            "two_player_original": lambda: two_player_original(original_reflector, original_policy),
+            "two_player_original_cpu_attention": lambda: two_player_original(
+                original_reflector_ours_attention, original_policy_ours_attention
+            ),
+            "linear_layers": linear_layers,
             "rl_update": rl_update,
         },
         args.repeats,
@@ -231,24 +263,30 @@ def measure(dtype: str, policy_model: Any, reflector_model: Any, tokenizer: Any,
     t = {name: value["min_s"] for name, value in timings.items()}
     step_flops = forward_flops(policy_model, data["lengths"], args.actions)
     peak = 2 * side**3 / t["matmul_2048"]
+    linear_flops = float(2 * matmul_params(policy_model) * step_tokens)
     return {
         "timings": timings,
         "speedup_vs_per_candidate": t["per_candidate"] / t["policy_step"],
         "speedup_vs_generate": t["generate_one_token"] / t["policy_step"],
         "two_player_speedup": t["two_player_original"] / t["two_player_ours"],
+        "two_player_speedup_same_attention": t["two_player_original_cpu_attention"] / t["two_player_ours"],
         "reflector_speedup": t["reflector_original"] / t["reflector_ours"],
         "flops": {
             "matmul_peak_per_s": peak,
             "policy_step": step_flops,
             "rl_update": 3 * step_flops,
             "policy_step_per_s": step_flops / t["policy_step"],
+            "linear_layers": linear_flops,
+            "linear_layers_per_s": linear_flops / t["linear_layers"],
             "rl_update_per_s": 3 * step_flops / t["rl_update"],
             "counting": "2*matmul_params*tokens + 2*layers*tokens^2*attn_width (causal) + id head; x3 for fwd+bwd",
         },
         "flops_utilization": {
             "policy_step": step_flops / t["policy_step"] / peak,
             "rl_update": 3 * step_flops / t["rl_update"] / peak,
+            "linear_layers": linear_flops / t["linear_layers"] / peak,
         },
+        "linear_share_of_policy_step": t["linear_layers"] / t["policy_step"],
         "checks": {
             "max_abs_diff_policy_vs_generate_probs": float((ours - generated).abs().max()),
             "reflections_equal_to_original": ours_reflections == original_reflections,
@@ -321,11 +359,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     headline = "bfloat16" if "bfloat16" in args.dtypes else args.dtypes[0]
     main = result["by_dtype"][headline]
     result["headline_dtype"] = headline
-    for key in ("speedup_vs_per_candidate", "speedup_vs_generate", "two_player_speedup"):
+    for key in ("speedup_vs_per_candidate", "speedup_vs_generate", "two_player_speedup", "two_player_speedup_same_attention"):
         result[key] = main[key]
     result["flops_utilization"] = {
         step: {dtype: values["flops_utilization"][step] for dtype, values in result["by_dtype"].items()}
         for step in ("policy_step", "rl_update")
+    }
+    # the ceiling the model's own matmul shapes put on the two utilizations above
+    result["linear_layers_utilization"] = {
+        dtype: values["flops_utilization"]["linear_layers"] for dtype, values in result["by_dtype"].items()
     }
     result["goals"] = {
         "speedup_vs_per_candidate >= |A|/2": main["speedup_vs_per_candidate"] >= args.actions / 2,
@@ -358,7 +400,10 @@ def main() -> None:
     result["wall_time_s"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    summary = ("speedup_vs_per_candidate", "speedup_vs_generate", "two_player_speedup", "flops_utilization", "goals", "wall_time_s")
+    summary = (
+        "speedup_vs_per_candidate", "speedup_vs_generate", "two_player_speedup", "two_player_speedup_same_attention",
+        "flops_utilization", "linear_layers_utilization", "goals", "wall_time_s",
+    )
     print(json.dumps({k: result[k] for k in summary}, indent=1))
 
 

@@ -83,6 +83,21 @@ def test_generation_matches_transformers_generate(trained):
         assert len(tokens) == 16 or ACTION_STOP in tokenizer.decode(tokens) or expected[len(tokens)] == tokenizer.eos_token_id
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_full_width_preallocated_cache_equals_transformers_dynamic_cache(trained, dtype):
+    """The preallocated layers hand attention the whole buffer and the mask hides its unwritten tail."""
+    model, tokenizer = trained
+    clone, _ = load_model(ModelSpec(n_layer=2, n_embd=64, n_head=4, vocab_size=700, seed=1), tokenizer=tokenizer)
+    clone.load_state_dict(model.state_dict())
+    reflector = Reflector(clone, tokenizer, max_new_tokens=24, dtype=dtype)
+    prompts = [reflection_prompt(s) for s in list(EXAMPLES) + ["short", "an unseen state about a kitchen"]]
+    assert reflector._preallocated()
+    preallocated = reflector.generate_ids(prompts)
+    reflector._preallocated = lambda: False
+    assert reflector.generate_ids(prompts) == preallocated
+    assert tokenizer.batch_decode(preallocated[:4], skip_special_tokens=True)[1].startswith(EXAMPLES[list(EXAMPLES)[1]][0])
+
+
 def test_max_new_tokens_bounds_every_row(trained):
     model, tokenizer = trained
     reflector = Reflector(model, tokenizer, max_new_tokens=3)

@@ -44,6 +44,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from reflectrl.agent.attention import use_cpu_attention
 from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER
 from reflectrl.envs.action_parser import ACTION_IDS
 
@@ -219,6 +220,7 @@ def _prepare_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    use_cpu_attention(model)
     return model
 
 

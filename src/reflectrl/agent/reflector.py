@@ -17,6 +17,7 @@ import torch
 from transformers import Cache, DynamicCache, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicLayer
 
+from reflectrl.agent.attention import CPU_ATTENTION
 from reflectrl.agent.models import ModelSpec, autocast_dtype, load_model
 from reflectrl.agent.policy import bos_prefix, left_pad, positions_from_mask
 from reflectrl.agent.prompts import ACTION_STOP, clean_reflection, reflection_prompt
@@ -30,7 +31,11 @@ class PreallocatedLayer(DynamicLayer):
 
     Appending a token writes into the buffer in place; transformers' dynamic
     layer re-copies the whole cache (``torch.cat``) at every token, which on a
-    CPU costs as much as the attention that reads it.
+    CPU costs as much as the attention that reads it. After the prefill every
+    update returns the whole zero-initialised buffer, not a slice of it: the
+    caller's mask hides the positions not yet written, and attention reads
+    contiguous keys (a slice of the buffer is strided per row, and bf16 batched
+    matmuls on CPU copy strided operands first, which costs more than the matmul).
     """
 
     def __init__(self, capacity: int):
@@ -41,26 +46,31 @@ class PreallocatedLayer(DynamicLayer):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
         batch, heads, _, key_dim = key_states.shape
-        self._key_buffer = key_states.new_empty((batch, heads, self.capacity, key_dim))
-        self._value_buffer = value_states.new_empty((batch, value_states.shape[1], self.capacity, value_states.shape[-1]))
+        self._key_buffer = key_states.new_zeros((batch, heads, self.capacity, key_dim))
+        self._value_buffer = value_states.new_zeros((batch, value_states.shape[1], self.capacity, value_states.shape[-1]))
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        end = self.length + key_states.shape[-2]
+        start, end = self.length, self.length + key_states.shape[-2]
         if end > self.capacity:
             raise RuntimeError(f"KV cache of {self.capacity} positions is full; {end} needed")
-        self._key_buffer[:, :, self.length : end] = key_states
-        self._value_buffer[:, :, self.length : end] = value_states
+        self._key_buffer[:, :, start:end] = key_states
+        self._value_buffer[:, :, start:end] = value_states
         self.length = end
-        self.keys, self.values = self._key_buffer[:, :, :end], self._value_buffer[:, :, :end]
+        self.keys, self.values = self._key_buffer, self._value_buffer
+        if start == 0:
+            return key_states, value_states
         return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.is_initialized:
             self._key_buffer, self._value_buffer = self._key_buffer[indices], self._value_buffer[indices]
-            self.keys, self.values = self._key_buffer[:, :, : self.length], self._value_buffer[:, :, : self.length]
+            self.keys, self.values = self._key_buffer, self._value_buffer
 
 
 def _max_positions(model: Any) -> int:
@@ -173,29 +183,38 @@ class Reflector:
         """Raw continuations of ``prompts`` (up to and including the marker, without EOS), batched."""
         return self.tokenizer.batch_decode(self.generate_ids(prompts), skip_special_tokens=True)
 
-    def _decode_mask(self, prompt_mask: torch.Tensor, capacity: int) -> torch.Tensor:
-        """The attention mask of every decode step, built once; each step passes a slice of it.
+    def _preallocated(self) -> bool:
+        """Whether decoding uses ``PreallocatedLayer``s with a full-width additive mask.
 
-        For SDPA and eager attention it is the final additive mask [B, 1, 1, capacity]
-        (0 = attend, dtype min = padding), which transformers uses as is instead of
-        rebuilding a mask from the 2D one at every token.
+        Needs an attention that takes a 4D additive mask as is (SDPA, eager and
+        ``CPU_ATTENTION``) and layers that all attend to everything; other models
+        decode with transformers' ``DynamicCache`` and a 2D mask.
+        """
+        config = self.model.config.get_text_config(decoder=True)
+        layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
+        return (
+            getattr(self.model.config, "_attn_implementation", None) in ("sdpa", "eager", CPU_ATTENTION)
+            and not getattr(config, "sliding_window", None)
+            and layer_types == {"full_attention"}
+        )
+
+    def _decode_mask(self, prompt_mask: torch.Tensor, capacity: int, preallocated: bool) -> torch.Tensor:
+        """The attention mask of every decode step, built once.
+
+        With preallocated layers it is the final additive mask [B, 1, 1, capacity]
+        (0 = attend, dtype min = padding or not yet written; each step opens its
+        new column), which transformers uses as is instead of rebuilding a mask
+        at every token; otherwise a 2D mask that each step slices.
         """
         batch, width = prompt_mask.shape
-        if getattr(self.model.config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        if not preallocated:
             mask = prompt_mask.new_ones((batch, capacity))
             mask[:, :width] = prompt_mask
             return mask
         dtype = next(self.model.parameters()).dtype
-        mask = torch.zeros((batch, 1, 1, capacity), dtype=dtype, device=prompt_mask.device)
-        mask[:, 0, 0, :width].masked_fill_(prompt_mask == 0, torch.finfo(dtype).min)
+        mask = torch.full((batch, 1, 1, capacity), torch.finfo(dtype).min, dtype=dtype, device=prompt_mask.device)
+        mask[:, 0, 0, :width].masked_fill_(prompt_mask == 1, 0.0)
         return mask
-
-    def _cache(self, capacity: int) -> Cache:
-        config = self.model.config.get_text_config(decoder=True)
-        layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
-        if getattr(config, "sliding_window", None) or layer_types != {"full_attention"}:
-            return DynamicCache(config=self.model.config)  # windowed layers keep their own cache logic
-        return Cache(layers=[PreallocatedLayer(capacity) for _ in range(config.num_hidden_layers)])
 
     @torch.no_grad()
     def generate_ids(self, prompts: list[str]) -> list[list[int]]:
@@ -203,9 +222,15 @@ class Reflector:
         device = next(self.model.parameters()).device
         input_ids, prompt_mask = left_pad(self._encode(prompts), self.tokenizer.pad_token_id, device)
         width = input_ids.shape[1]
-        attention_mask = self._decode_mask(prompt_mask, width + self.max_new_tokens)
+        capacity = width + self.max_new_tokens
+        preallocated = self._preallocated()
+        attention_mask = self._decode_mask(prompt_mask, capacity, preallocated)
         positions = positions_from_mask(prompt_mask)
-        cache = self._cache(width + self.max_new_tokens)
+        if preallocated:
+            layers = self.model.config.get_text_config(decoder=True).num_hidden_layers
+            cache: Cache = Cache(layers=[PreallocatedLayer(capacity) for _ in range(layers)])
+        else:
+            cache = DynamicCache(config=self.model.config)
         out = self.model(
             input_ids=input_ids,
             attention_mask=prompt_mask,
@@ -234,9 +259,11 @@ class Reflector:
                 cache.batch_select_indices(index)
                 attention_mask, next_tokens, next_position = attention_mask[index], next_tokens[index], next_position[index]
                 active = [active[slot] for slot in keep]
+            if preallocated:
+                attention_mask[..., width + step] = 0.0
             out = self.model(
                 input_ids=next_tokens[:, None],
-                attention_mask=attention_mask[..., : width + step + 1],
+                attention_mask=attention_mask if preallocated else attention_mask[:, : width + step + 1],
                 position_ids=next_position,
                 past_key_values=cache,
                 use_cache=True,

@@ -1,0 +1,82 @@
+"""Attention for bf16 on CPU: batched matmuls instead of torch's fused kernel.
+
+On a CPU without AMX, torch's fused ``scaled_dot_product_attention`` in bf16 is
+slow: ~8x slower than fp32 for one decode token against a 350-token cache, and
+slower than three batched bf16 matmuls over a whole prompt
+(``benchmarks/policy_step.py`` records the end-to-end effect). This module
+registers the matmul form with transformers' ``AttentionInterface`` under
+``CPU_ATTENTION``; ``load_model`` selects it for models that would use SDPA.
+fp32 and non-CPU tensors, and models whose attention takes extras this form
+does not implement (logit soft-capping, attention sinks), go to SDPA unchanged.
+Scores and softmax stay in bf16, as in transformers' eager attention (the fused
+kernel keeps them in fp32); rollout and update share the kernel, so an action's
+log-prob is the same number in both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+CPU_ATTENTION = "reflectrl_cpu"
+_SDPA_ONLY_KWARGS = ("softcap", "s_aux", "sinks")
+
+
+def _additive_bias(mask: torch.Tensor | None, module: Any, q_len: int, k_len: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """The mask as an additive bias in ``dtype`` (0 = attend); None when nothing is masked."""
+    if mask is None:
+        if q_len == 1 or not getattr(module, "is_causal", True):
+            return None
+        # sdpa_mask left causality to the kernel: queries are the last q_len of k_len positions
+        mask = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
+    return mask.to(dtype)
+
+
+def cpu_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Same contract as transformers' SDPA attention: [B, H, Q, D] inputs, [B, Q, H, D] output."""
+    if query.device.type != "cpu" or query.dtype == torch.float32 or any(kwargs.get(k) is not None for k in _SDPA_ONLY_KWARGS):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    batch, heads, q_len, head_dim = query.shape
+    k_len = key.shape[2]
+    scale = head_dim**-0.5 if scaling is None else scaling
+    queries = query.reshape(batch * heads, q_len, head_dim)
+    keys_t = key.reshape(batch * heads, k_len, head_dim).transpose(1, 2)
+    bias = _additive_bias(attention_mask, module, q_len, k_len, query.dtype)
+    if bias is None:
+        scores = torch.bmm(queries, keys_t) * scale
+    else:
+        bias = bias.expand(batch, heads, q_len, k_len).reshape(batch * heads, q_len, k_len)
+        scores = torch.baddbmm(bias, queries, keys_t, alpha=scale)
+    weights = torch.softmax(scores, dim=-1)
+    if dropout > 0.0 and module.training:
+        weights = torch.nn.functional.dropout(weights, p=dropout)
+    out = torch.bmm(weights.to(value.dtype), value.reshape(batch * heads, k_len, head_dim))
+    return out.view(batch, heads, q_len, head_dim).transpose(1, 2), None
+
+
+AttentionInterface.register(CPU_ATTENTION, cpu_attention)
+AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
+
+
+def use_cpu_attention(model: Any) -> None:
+    """Switch a model that uses SDPA to ``CPU_ATTENTION`` (which defers to SDPA where it does not help)."""
+    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+        model.set_attn_implementation(CPU_ATTENTION)

@@ -1,0 +1,75 @@
+"""CPU_ATTENTION: the bf16 matmul form agrees with fp32 SDPA for every mask transformers hands it."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reflectrl.agent.attention import CPU_ATTENTION, cpu_attention
+from reflectrl.agent.models import ModelSpec, autocast, load_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Module(torch.nn.Module):
+    is_causal = True
+
+
+def reference(query, key, value, mask, is_causal):
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    out = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=mask, is_causal=is_causal)
+    return out.transpose(1, 2)
+
+
+def padded_mask(batch: int, q_len: int, k_len: int) -> torch.Tensor:
+    """Causal, with row b left-padded by b positions (True = attend)."""
+    causal = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
+    pad = torch.arange(k_len)[None, :] >= torch.arange(batch)[:, None]
+    return causal[None, None] & pad[:, None, None, :]
+
+
+@pytest.mark.parametrize(
+    "q_len,k_len,heads,kv_heads,mask_kind",
+    [(7, 7, 4, 4, "none"), (7, 7, 4, 4, "bool"), (7, 7, 4, 2, "bool"), (1, 9, 4, 4, "float"), (1, 9, 6, 2, "none")],
+)
+def test_bf16_matches_fp32_sdpa(q_len, k_len, heads, kv_heads, mask_kind):
+    torch.manual_seed(0)
+    batch, dim = 3, 16
+    query = torch.randn(batch, heads, q_len, dim)
+    key, value = torch.randn(batch, kv_heads, k_len, dim), torch.randn(batch, kv_heads, k_len, dim)
+    bool_mask = padded_mask(batch, q_len, k_len)
+    mask = {"none": None, "bool": bool_mask}.get(mask_kind)
+    if mask_kind == "float":
+        mask = torch.zeros(bool_mask.shape, dtype=torch.bfloat16).masked_fill_(~bool_mask, torch.finfo(torch.bfloat16).min)
+    out, weights = cpu_attention(Module(), query.bfloat16(), key.bfloat16(), value.bfloat16(), mask)
+    expected = reference(query, key, value, None if mask_kind == "none" else bool_mask, mask_kind == "none" and q_len > 1)
+    assert weights is None and out.dtype == torch.bfloat16 and out.shape == (batch, q_len, heads, dim)
+    # a query with no key to attend to (left padding) is a padding position: its output is never used
+    attends = bool_mask[:, 0].any(-1) if mask_kind != "none" else torch.ones(batch, q_len, dtype=torch.bool)
+    torch.testing.assert_close(out[attends].float(), expected[attends], atol=3e-2, rtol=3e-2)
+
+
+def test_fp32_goes_to_sdpa_unchanged():
+    torch.manual_seed(1)
+    query, key, value = (torch.randn(2, 4, 5, 8) for _ in range(3))
+    out, _ = cpu_attention(Module(), query, key, value, None)
+    torch.testing.assert_close(out, reference(query, key, value, None, True), atol=0, rtol=0)
+
+
+def test_loaded_models_use_it_and_agree_with_sdpa():
+    texts = ["the taxi goes north to the passenger", "the answer is in src"] * 20
+    model, tokenizer = load_model(ModelSpec(n_layer=2, n_embd=64, n_head=4, vocab_size=700, seed=2), texts)
+    assert model.config._attn_implementation == CPU_ATTENTION
+    stock = copy.deepcopy(model)
+    stock.set_attn_implementation("sdpa")
+    batch = tokenizer(["the taxi goes", "the answer is in src north"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        for dtype, tolerance in (("float32", 0.0), ("bfloat16", 0.1)):
+            with autocast(dtype):
+                ours, theirs = model(**batch).logits, stock(**batch).logits
+            real = batch["attention_mask"].bool()
+            torch.testing.assert_close(ours[real].float(), theirs[real].float(), atol=tolerance, rtol=tolerance)
