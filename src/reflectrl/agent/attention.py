@@ -19,23 +19,26 @@ from typing import Any
 
 import torch
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 CPU_ATTENTION = "reflectrl_cpu"
 _SDPA_ONLY_KWARGS = ("softcap", "s_aux", "sinks")
 
 
-def _additive_bias(mask: torch.Tensor | None, module: Any, q_len: int, k_len: int, dtype: torch.dtype) -> torch.Tensor | None:
-    """The mask as an additive bias in ``dtype`` (0 = attend); None when nothing is masked."""
+def _mask_scores(scores: torch.Tensor, mask: torch.Tensor | None, module: Any) -> None:
+    """Apply transformers' mask to [B, KV heads, groups, Q, K] scores in place (no per-head copy of the mask)."""
+    q_len, k_len = scores.shape[-2:]
     if mask is None:
         if q_len == 1 or not getattr(module, "is_causal", True):
-            return None
+            return
         # sdpa_mask left causality to the kernel: queries are the last q_len of k_len positions
-        mask = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
+    mask = mask.unsqueeze(-3) if mask.dim() == 4 else mask  # [B, 1, Q, K] -> [B, 1, 1, Q, K]
     if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
-    return mask.to(dtype)
+        scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+    else:
+        scores.add_(mask.to(scores.dtype))
 
 
 def cpu_attention(
@@ -51,24 +54,18 @@ def cpu_attention(
     """Same contract as transformers' SDPA attention: [B, H, Q, D] inputs, [B, Q, H, D] output."""
     if query.device.type != "cpu" or query.dtype == torch.float32 or any(kwargs.get(k) is not None for k in _SDPA_ONLY_KWARGS):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:
-        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     batch, heads, q_len, head_dim = query.shape
-    k_len = key.shape[2]
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
     scale = head_dim**-0.5 if scaling is None else scaling
-    queries = query.reshape(batch * heads, q_len, head_dim)
-    keys_t = key.reshape(batch * heads, k_len, head_dim).transpose(1, 2)
-    bias = _additive_bias(attention_mask, module, q_len, k_len, query.dtype)
-    if bias is None:
-        scores = torch.bmm(queries, keys_t) * scale
-    else:
-        bias = bias.expand(batch, heads, q_len, k_len).reshape(batch * heads, q_len, k_len)
-        scores = torch.baddbmm(bias, queries, keys_t, alpha=scale)
+    # the query heads that share a key head become extra query rows: no copies of the keys (GQA)
+    queries = (query * scale).reshape(batch * kv_heads, groups * q_len, head_dim)
+    scores = torch.bmm(queries, key.reshape(batch * kv_heads, k_len, head_dim).transpose(1, 2))
+    _mask_scores(scores.view(batch, kv_heads, groups, q_len, k_len), attention_mask, module)
     weights = torch.softmax(scores, dim=-1)
     if dropout > 0.0 and module.training:
         weights = torch.nn.functional.dropout(weights, p=dropout)
-    out = torch.bmm(weights.to(value.dtype), value.reshape(batch * heads, k_len, head_dim))
+    out = torch.bmm(weights.to(value.dtype), value.reshape(batch * kv_heads, k_len, head_dim))
     return out.view(batch, heads, q_len, head_dim).transpose(1, 2), None
 
 
