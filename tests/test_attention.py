@@ -88,3 +88,13 @@ def test_bf16_gradients_match_fp32_sdpa():
     reference(*theirs, bool_mask, False)[attends].sum().backward()
     for mine, expected in zip(ours, theirs):
         torch.testing.assert_close(mine.grad.float(), expected.grad, atol=5e-2, rtol=5e-2)
+
+
+def test_fp32_inputs_under_bf16_autocast_take_the_bf16_path():
+    """Rotary embeddings hand attention fp32 tensors under autocast; they are computed in bf16 like the matmuls."""
+    torch.manual_seed(4)
+    query, key, value = (torch.randn(2, 4, 5, 8) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = cpu_attention(Module(), query, key, value, None)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference(query, key, value, None, True), atol=3e-2, rtol=3e-2)

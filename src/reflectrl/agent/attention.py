@@ -52,13 +52,16 @@ def cpu_attention(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """Same contract as transformers' SDPA attention: [B, H, Q, D] inputs, [B, Q, H, D] output."""
-    if query.device.type != "cpu" or query.dtype == torch.float32 or any(kwargs.get(k) is not None for k in _SDPA_ONLY_KWARGS):
+    # under autocast the inputs may be fp32 (rotary embeddings promote them) yet the matmuls are meant in bf16
+    compute = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+    if query.device.type != "cpu" or compute == torch.float32 or any(kwargs.get(k) is not None for k in _SDPA_ONLY_KWARGS):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     batch, heads, q_len, head_dim = query.shape
     kv_heads, k_len = key.shape[1], key.shape[2]
     groups = heads // kv_heads
     scale = head_dim**-0.5 if scaling is None else scaling
     # the query heads that share a key head become extra query rows: no copies of the keys (GQA)
+    query, key, value = query.to(compute), key.to(compute), value.to(compute)
     queries = (query * scale).reshape(batch * kv_heads, groups * q_len, head_dim)
     scores = torch.bmm(queries, key.reshape(batch * kv_heads, k_len, head_dim).transpose(1, 2))
     _mask_scores(scores.view(batch, kv_heads, groups, q_len, k_len), attention_mask, module)
