@@ -1,16 +1,16 @@
 """Attention for bf16 on CPU: batched matmuls instead of torch's fused kernel.
 
-On a CPU without AMX, torch's fused ``scaled_dot_product_attention`` in bf16 is
-slow: ~8x slower than fp32 for one decode token against a 350-token cache, and
-slower than three batched bf16 matmuls over a whole prompt
-(``benchmarks/policy_step.py`` records the end-to-end effect). This module
-registers the matmul form with transformers' ``AttentionInterface`` under
-``CPU_ATTENTION``; ``load_model`` selects it for models that would use SDPA.
-fp32 and non-CPU tensors, and models whose attention takes extras this form
-does not implement (logit soft-capping, attention sinks), go to SDPA unchanged.
-Scores and softmax stay in bf16, as in transformers' eager attention (the fused
-kernel keeps them in fp32); rollout and update share the kernel, so an action's
-log-prob is the same number in both.
+On the CPU this project is measured on (AMD EPYC, AVX-512 BF16, no AMX),
+torch's fused ``scaled_dot_product_attention`` in bf16 is slow: ~8x slower than
+fp32 for one decode token against a 350-token cache, and slower than three
+batched bf16 matmuls over a whole prompt (``benchmarks/policy_step.py`` records
+the end-to-end effect). This module registers the matmul form with
+transformers' ``AttentionInterface`` under ``CPU_ATTENTION``; ``load_model``
+selects it for models that would use SDPA. Computations in fp32, tensors off
+the CPU, and models whose attention takes extras this form does not implement
+(logit soft-capping, attention sinks) go to SDPA unchanged. Scores and softmax
+stay in bf16, as in transformers' eager attention (the fused kernel keeps them
+in fp32). ``model.set_attn_implementation("sdpa")`` switches a model back.
 """
 
 from __future__ import annotations
