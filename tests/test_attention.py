@@ -98,3 +98,15 @@ def test_fp32_inputs_under_bf16_autocast_take_the_bf16_path():
         out, _ = cpu_attention(Module(), query, key, value, None)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), reference(query, key, value, None, True), atol=3e-2, rtol=3e-2)
+
+
+def test_environment_variable_chooses_another_attention(monkeypatch):
+    texts = ["the taxi goes north"] * 20
+    spec = ModelSpec(n_layer=1, n_embd=32, n_head=2, vocab_size=700)
+    monkeypatch.setenv("REFLECTRL_ATTENTION", "sdpa")
+    assert load_model(spec, texts)[0].config._attn_implementation == "sdpa"
+    monkeypatch.setenv("REFLECTRL_ATTENTION", "eager")
+    assert load_model(spec, texts)[0].config._attn_implementation == "eager"
+    monkeypatch.setenv("REFLECTRL_ATTENTION", "no_such_kernel")
+    with pytest.raises(ValueError, match="REFLECTRL_ATTENTION='no_such_kernel'"):
+        load_model(spec, texts)

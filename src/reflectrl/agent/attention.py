@@ -10,11 +10,13 @@ selects it for models that would use SDPA. Computations in fp32, tensors off
 the CPU, and models whose attention takes extras this form does not implement
 (logit soft-capping, attention sinks) go to SDPA unchanged. Scores and softmax
 stay in bf16, as in transformers' eager attention (the fused kernel keeps them
-in fp32). ``model.set_attn_implementation("sdpa")`` switches a model back.
+in fp32). ``REFLECTRL_ATTENTION=sdpa`` (or ``model.set_attn_implementation("sdpa")``)
+keeps the fused kernel, e.g. on a CPU whose bf16 units make it the faster one.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -76,7 +78,22 @@ AttentionInterface.register(CPU_ATTENTION, cpu_attention)
 AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
 
 
+#: environment variable naming the attention ``load_model`` gives models instead (e.g. ``sdpa``)
+ATTENTION_ENV = "REFLECTRL_ATTENTION"
+
+
 def use_cpu_attention(model: Any) -> None:
-    """Switch a model that uses SDPA to ``CPU_ATTENTION`` (which defers to SDPA where it does not help)."""
-    if getattr(model.config, "_attn_implementation", None) == "sdpa":
-        model.set_attn_implementation(CPU_ATTENTION)
+    """Switch a model that uses SDPA to ``CPU_ATTENTION``, or to the implementation ``$REFLECTRL_ATTENTION`` names.
+
+    The kernel that is fastest is a property of the machine, not of the
+    experiment, hence an environment variable rather than a recipe field.
+    """
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return
+    wanted = os.environ.get(ATTENTION_ENV, "").strip() or CPU_ATTENTION
+    if wanted == "sdpa":
+        return
+    try:
+        model.set_attn_implementation(wanted)
+    except (ValueError, ImportError) as exc:
+        raise ValueError(f"{ATTENTION_ENV}={wanted!r} is not an attention implementation this model can use: {exc}") from exc
