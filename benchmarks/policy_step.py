@@ -92,11 +92,15 @@ def best_of(functions: dict[str, Callable[[], Any]], repeats: int) -> dict[str, 
     return {name: {"min_s": min(t), "median_s": statistics.median(t)} for name, t in times.items()}
 
 
-def matmul_params(model: Any) -> int:
-    """Weights that take part in a matmul for every token: linear layers, not embeddings or the LM head."""
+def matmul_layers(model: Any) -> list[Any]:
+    """Layers that take part in a matmul for every token: linear layers, not embeddings or the LM head."""
     inner = unwrap_model(model)
     head = inner.get_output_embeddings()
-    return sum(m.weight.numel() for m in inner.modules() if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head)
+    return [m for m in inner.modules() if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head]
+
+
+def matmul_params(model: Any) -> int:
+    return sum(m.weight.numel() for m in matmul_layers(model))
 
 
 def linear_input_width(module: Any) -> int:
@@ -223,8 +227,7 @@ def measure(dtype: str, policy_model: Any, reflector_model: Any, tokenizer: Any,
         step_prompts = [policy_prompt(s, a, r, ids=i) for s, a, r, i in zip(states, actions, reflections, ids)]
         return policy_way.generate_one_token(step_prompts, ids)
 
-    linears = [m for m in unwrap_model(policy_model).modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
-    linears = [m for m in linears if m is not unwrap_model(policy_model).get_output_embeddings()]
+    linears = matmul_layers(policy_model)
     step_tokens = sum(data["lengths"])
     inputs = {width: torch.randn(step_tokens, width) for width in {linear_input_width(m) for m in linears}}
 

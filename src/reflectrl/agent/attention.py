@@ -70,7 +70,7 @@ def cpu_attention(
     weights = torch.softmax(scores, dim=-1)
     if dropout > 0.0 and module.training:
         weights = torch.nn.functional.dropout(weights, p=dropout)
-    out = torch.bmm(weights.to(value.dtype), value.reshape(batch * kv_heads, k_len, head_dim))
+    out = torch.bmm(weights, value.reshape(batch * kv_heads, k_len, head_dim))
     return out.view(batch, heads, q_len, head_dim).transpose(1, 2), None
 
 

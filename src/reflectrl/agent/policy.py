@@ -277,8 +277,9 @@ class ActionPolicy:
         input_ids, lengths = right_pad(sequences, self.tokenizer.pad_token_id, device)
         with autocast(self.dtype, device_type=device.type):
             # Right padding: under the causal mask no real token attends to a pad, so no padding
-            # mask is built (the all-ones mask lets transformers pick SDPA's causal kernel, which
-            # also skips the upper triangle) and positions are plain 0..n-1 on every row.
+            # mask is built (the all-ones mask lets transformers leave causality to the attention
+            # kernel; SDPA's causal kernel also skips the upper triangle) and positions are plain
+            # 0..n-1 on every row.
             out = decoder_body(self.model)(
                 input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False
             )
