@@ -93,3 +93,45 @@ def test_sft_sets(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "completion": "b"}\n{oops\n')
     with pytest.raises(ValueError, match="bad.jsonl:2"):
         read_jsonl(tmp_path / "bad.jsonl")
+
+
+def _steps_to_goal(env, task, prefix: list[int]) -> int:
+    """Steps an episode takes: ``prefix``, then the oracle's actions until it ends."""
+    env.reset(task=task, seed=0)
+    steps, done = 0, False
+    for index in prefix:
+        done = any(env.step(index)[2:4])
+        steps += 1
+    while not done:
+        done = any(env.step(env.oracle_action())[2:4])
+        steps += 1
+    return steps
+
+
+def test_negative_examples_never_call_a_tie_for_the_shortest_move_wrong():
+    env = make_env("taxi", stage="full")
+    tasks = env.tasks("train")[:12]
+    ties = 0
+    for task in tasks:
+        _, taken, history = teacher_episode(env, OracleTeacher("taxi", 0), task, 0, 0.0, random.Random(0))
+        for h in range(len(taken)):
+            env.reset(task=task, seed=0)
+            for index in taken[:h]:
+                env.step(index)
+            good = env.good_actions()
+            assert env.oracle_action() in good
+            ties += len(good) > 1
+            # every good action starts a path as short as the oracle's own
+            shortest = _steps_to_goal(env, task, taken[: h + 1])
+            assert all(_steps_to_goal(env, task, taken[:h] + [g]) == shortest for g in good)
+        teacher = RecordingTeacher()
+        for seed in range(4):
+            example = negative_example(env, teacher, task, 0, taken, history, random.Random(seed))
+            assert example is not None
+            h = example.step - 1
+            state = env.reset(task=task, seed=0)
+            for index in taken[:h]:
+                state = env.step(index)[0]
+            wrong = teacher.calls[-1][0][-1]
+            assert state.actions.index(wrong) not in env.good_actions()
+    assert ties >= 5  # Taxi has ties on these tasks, so the check above is not vacuous

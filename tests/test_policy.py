@@ -6,11 +6,15 @@ import random
 
 import pytest
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
 from reflectrl.agent.models import LoraSettings, ModelSpec, load_model
 from reflectrl.agent.policy import ActionPolicy, ActionTokenError, action_list_start
-from reflectrl.agent.prompts import ACTION_MARKER, policy_prompt, shuffled_ids
-from reflectrl.envs.action_parser import action_ids
+from reflectrl.agent.prompts import ACTION_MARKER, policy_prompt
+from reflectrl.config import SFTConfig
+from reflectrl.envs.action_parser import EXTRA_ACTION_IDS, action_ids
+from reflectrl.train.sft import train_sft
 
 TEXTS = [
     f"Task: find the file that defines {topic}. Current working directory: /repo/src/{topic}. "
@@ -30,7 +34,8 @@ def _batch() -> tuple[list[str], list[list[str]]]:
     rng = random.Random(0)
     prompts, ids = [], []
     for n_actions, repeat, reflection in ((3, 1, "Go up one level."), (9, 4, None), (5, 2, "The file is near.")):
-        labels = shuffled_ids(n_actions, rng)
+        labels = action_ids(n_actions)
+        rng.shuffle(labels)
         if n_actions == 9:
             labels[2] = "150"
         prompts.append(policy_prompt(" ".join(TEXTS[:repeat]), ACTIONS[:n_actions], reflection, ids=labels))
@@ -167,3 +172,53 @@ def test_prompts_must_match_their_ids(tiny):
         policy.distribution([prompt.removesuffix(ACTION_MARKER)], [["0", "1", "2"]])
     with pytest.raises(ActionTokenError, match="not single tokens"):
         policy._id_tokens([["0", "Zz"]])
+
+
+def digit_splitting_tokenizer() -> PreTrainedTokenizerFast:
+    """A real BPE tokenizer that, like SmolLM2's, splits numbers into digits: ``10``-``199`` are never one token."""
+    pairs = list(EXTRA_ACTION_IDS[:30])
+    texts = [policy_prompt(" ".join(TEXTS), ACTIONS * 10, None, ids=action_ids(62) + pairs[:28])] * 3
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    backend.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", name_or_path="digits-bpe")
+
+
+def test_a_tokenizer_that_splits_numbers_labels_actions_past_Z_with_letter_pairs():
+    model, tokenizer = load_model(ModelSpec(n_layer=1, n_embd=32, n_head=2, vocab_size=700, seed=4),
+                                  tokenizer=digit_splitting_tokenizer())
+    policy = ActionPolicy(model, tokenizer)
+    assert "10" not in policy.action_ids and policy.max_actions > 62 + 20
+    labels = policy.ids_for(70)
+    assert labels[:62] == action_ids(62) and all(label in EXTRA_ACTION_IDS for label in labels[62:])
+    assert sorted(policy.ids_for(70, random.Random(1))) == sorted(labels)
+    with pytest.raises(ActionTokenError, match=f"at most {policy.max_actions}"):
+        policy.ids_for(policy.max_actions + 1)
+    actions = [f"{verb} {thing}" for verb in ("take", "put") for thing in TEXTS[0].split()] * 10
+    prompt = policy_prompt("A kitchen with 12 shelves.", actions[:70], None, ids=labels)
+    with torch.no_grad():
+        batched = policy.distribution([prompt], [labels])[0]
+    torch.testing.assert_close(batched, _per_candidate(model, tokenizer, prompt, labels), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ActionTokenError, match="'10'"):
+        policy.distribution([policy_prompt("x", actions[:63], None)], [action_ids(63)])
+
+
+def test_sft_relabels_stored_prompts_with_the_policys_letter_pairs(tmp_path):
+    """SFT rows store prompts with the default ids (``10``...); a digit-splitting policy trains on its own labels."""
+    model, tokenizer = load_model(ModelSpec(n_layer=1, n_embd=32, n_head=2, vocab_size=700, seed=5),
+                                  tokenizer=digit_splitting_tokenizer())
+    actions = [f"take item {i}" for i in range(70)]
+    rows = [
+        {"prompt": policy_prompt(state, actions, None), "state": state, "actions": actions, "reflection": None, "action": 65}
+        for state in (f"Shelf {k} of the kitchen." for k in range(24))
+    ]
+    config = SFTConfig(epochs=20, lr=1e-2, batch_size=8, max_length=1024, shuffle_ids=False, eval_every=0)
+    metrics = train_sft(model, tokenizer, rows[:16], rows[16:], config, tmp_path, "policy")
+    # action 65 is labelled by a letter pair: the policy learnt to answer with that pair's token
+    assert ActionPolicy(model, tokenizer).ids_for(70)[65] in EXTRA_ACTION_IDS
+    assert metrics["val_action_accuracy"] == 1.0, metrics

@@ -11,6 +11,7 @@ projected onto the whole vocabulary, and gradients flow when called under grad.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from reflectrl.agent.models import autocast, autocast_dtype
 from reflectrl.agent.prompts import ACTION_MARKER
-from reflectrl.envs.action_parser import ACTION_IDS
+from reflectrl.envs.action_parser import ACTION_IDS, EXTRA_ACTION_IDS
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,10 @@ def check_action_tokens(tokenizer: PreTrainedTokenizerBase, ids: Sequence[str]) 
 
 
 def usable_action_ids(tokenizer: PreTrainedTokenizerBase) -> list[str]:
-    """The ``ACTION_IDS`` (in order) that this tokenizer can emit as one token."""
-    valid, _ = action_token_map(tokenizer, ACTION_IDS)
-    return [label for label in ACTION_IDS if label in valid]
+    """The ids this tokenizer can emit as one token: those of ``ACTION_IDS``, then of ``EXTRA_ACTION_IDS``, in order."""
+    candidates = ACTION_IDS + EXTRA_ACTION_IDS
+    valid, _ = action_token_map(tokenizer, candidates)
+    return [label for label in candidates if label in valid]
 
 
 def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -158,8 +160,10 @@ class ActionPolicy:
 
     ``dtype="bfloat16"`` runs the body under bf16 autocast (weights stay fp32);
     the id head itself always runs in fp32 so log-probs are precise. Ids the
-    tokenizer cannot emit as one token are left out of ``action_ids`` (a warning
-    names them); a prompt using one is rejected.
+    tokenizer cannot emit as one token are left out of ``action_ids`` (a log line
+    names them) and a prompt using one is rejected; ``ids_for`` labels a step's
+    actions with ids it can emit (letter pairs past ``z``/``Z`` for a tokenizer
+    that splits numbers into digits).
     """
 
     def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, max_length: int = 1024, dtype: str = "float32"):
@@ -170,17 +174,20 @@ class ActionPolicy:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.dtype = dtype
-        valid, invalid = action_token_map(tokenizer, ACTION_IDS)
+        valid, _ = action_token_map(tokenizer, ACTION_IDS + EXTRA_ACTION_IDS)
         if not valid:
             raise ActionTokenError(f"no action id is a single token after {ACTION_MARKER!r} for {_tokenizer_name(tokenizer)}")
-        if invalid:
-            logger.warning(
-                "%d action ids are not single tokens for %s and cannot be used: %s%s",
-                len(invalid), _tokenizer_name(tokenizer), ", ".join(invalid[:12]), " ..." if len(invalid) > 12 else "",
-            )
-        #: the ids this policy can emit, in ``ACTION_IDS`` order
-        self.action_ids: tuple[str, ...] = tuple(label for label in ACTION_IDS if label in valid)
+        #: the ids this policy labels actions with, in order: ``ACTION_IDS``, then ``EXTRA_ACTION_IDS``
+        self.action_ids: tuple[str, ...] = tuple(label for label in ACTION_IDS + EXTRA_ACTION_IDS if label in valid)
         self.token_of_id: dict[str, int] = {label: valid[label] for label in self.action_ids}
+        missing = [label for label in ACTION_IDS if label not in valid]
+        if missing:
+            logger.info(
+                "%d action ids are not single tokens for %s (%s%s): its prompts label actions with the %d ids it can "
+                "emit, %s",
+                len(missing), _tokenizer_name(tokenizer), ", ".join(missing[:6]), " ..." if len(missing) > 6 else "",
+                len(self.action_ids), ", ".join(self.action_ids[:3] + ("...",) + self.action_ids[-3:]),
+            )
         self._prefix = bos_prefix(tokenizer)
         if tokenizer.pad_token_id is None:
             raise ValueError(f"{_tokenizer_name(tokenizer)} has no pad token; load it with models.load_model")
@@ -189,6 +196,18 @@ class ActionPolicy:
     def max_actions(self) -> int:
         """How many actions one prompt may enumerate with this tokenizer."""
         return len(self.action_ids)
+
+    def ids_for(self, n: int, rng: random.Random | None = None) -> list[str]:
+        """Labels for ``n`` actions: this policy's first ``n`` ids, shuffled by ``rng`` when given (training)."""
+        if n > self.max_actions:
+            raise ActionTokenError(
+                f"{n} actions in one step, but {_tokenizer_name(self.tokenizer)} can label at most "
+                f"{self.max_actions} with single-token ids"
+            )
+        ids = list(self.action_ids[:n])
+        if rng is not None:
+            rng.shuffle(ids)
+        return ids
 
     @property
     def device(self) -> torch.device:

@@ -14,8 +14,6 @@ marker or EOS; the policy sees ``policy_prompt(...)`` and emits one id token.
 
 from __future__ import annotations
 
-import random
-
 from reflectrl.envs.action_parser import action_ids
 
 ANALYZE_MARKER = " # Analyze:\n"
@@ -48,10 +46,3 @@ def policy_prompt(state_text: str, actions: list[str], reflection: str | None, i
     if reflection is not None:
         head += ANALYZE_MARKER + clean_reflection(reflection) + "\n"
     return head + enumerate_actions(actions, ids) + ACTION_MARKER
-
-
-def shuffled_ids(n: int, rng: random.Random) -> list[str]:
-    """A random labelling of ``n`` actions by the first ``n`` ids (training-time shuffling)."""
-    ids = action_ids(n)
-    rng.shuffle(ids)
-    return ids

@@ -15,9 +15,8 @@ from typing import Any
 import torch
 
 from reflectrl.agent.policy import ActionPolicy
-from reflectrl.agent.prompts import policy_prompt, shuffled_ids
+from reflectrl.agent.prompts import policy_prompt
 from reflectrl.agent.reflector import Reflector
-from reflectrl.envs.action_parser import action_ids
 from reflectrl.envs.base import TextEnv
 
 
@@ -74,10 +73,7 @@ def rollout(
     while live:
         states = [observations[i].text for i in live]
         reflections = reflector.reflect(states) if reflector is not None else [None] * len(live)
-        labels = [
-            shuffled_ids(len(observations[i].actions), rng) if shuffle_ids else action_ids(len(observations[i].actions))
-            for i in live
-        ]
+        labels = [policy.ids_for(len(observations[i].actions), rng if shuffle_ids else None) for i in live]
         prompts = [
             policy_prompt(observations[i].text, observations[i].actions, reflection, ids)
             for i, reflection, ids in zip(live, reflections, labels)

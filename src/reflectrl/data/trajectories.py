@@ -83,13 +83,15 @@ def negative_example(
 ) -> Example | None:
     """Replay to a random step h, take a wrong action that keeps the episode alive, correct it.
 
+    Wrong means none of ``env.good_actions()``: a move as good as the oracle's is never corrected.
+
     None when no step of the trajectory has such a wrong action (e.g. every
     wrong move ends a DangerousTaxi episode at once).
     """
     for h in rng.sample(range(len(trajectory)), len(trajectory)):
         observation = _replay(env, task, seed, trajectory[:h])
-        good = env.oracle_action()
-        wrong = [i for i in range(len(observation.actions)) if i != good]
+        good = set(env.good_actions())
+        wrong = [i for i in range(len(observation.actions)) if i not in good]
         rng.shuffle(wrong)
         for attempt, index in enumerate(wrong):
             if attempt:

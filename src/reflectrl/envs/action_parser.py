@@ -2,8 +2,10 @@
 
 Ids label the enumerated actions in a prompt: ``0``-``9``, then ``a``-``z``, then
 ``A``-``Z``, then ``10``-``199``. Each must be one token of the policy's tokenizer
-(checked in ``agent.prompts``). LLM backends and human players answer in free
-text; ``parse_action`` maps that text back to an index, or says why it cannot.
+(checked in ``agent.policy``); a tokenizer that splits numbers into digits labels
+the actions past its single-character ids with ``EXTRA_ACTION_IDS`` instead. LLM
+backends and human players answer in free text; ``parse_action`` maps that text
+back to an index, or says why it cannot.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from dataclasses import dataclass
 ACTION_IDS: tuple[str, ...] = tuple(
     list(string.digits) + list(string.ascii_lowercase) + list(string.ascii_uppercase) + [str(i) for i in range(10, 200)]
 )
+
+#: letter pairs (``aa``, ``ab``...): the labels a policy whose tokenizer splits numbers into digits
+#: (SmolLM2, Llama 2, Qwen) gives actions past its 62 single characters; most are one token there
+EXTRA_ACTION_IDS: tuple[str, ...] = tuple(a + b for a in string.ascii_lowercase for b in string.ascii_lowercase)
 
 
 def action_ids(n: int) -> list[str]:

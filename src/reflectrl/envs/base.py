@@ -72,6 +72,13 @@ class TextEnv(ABC):
     def oracle_action(self) -> int:
         """The privileged best next action (index into the current action list)."""
 
+    def good_actions(self) -> list[int]:
+        """Every action as good as the oracle's (indices); negative examples never call one of them wrong.
+
+        Override where ties are common (Taxi's two shortest moves); the default is the oracle's action alone.
+        """
+        return [self.oracle_action()]
+
     @abstractmethod
     def invalid_step(self, reply: str) -> StepResult:
         """Apply the env's penalty for a reply that names no valid action."""

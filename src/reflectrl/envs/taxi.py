@@ -14,6 +14,7 @@ import functools
 import operator
 import random
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -187,17 +188,23 @@ def _plan(goal: str) -> tuple[tuple[int | None, ...], tuple[int | None, ...]]:
                 queue.append(previous)
     best: list[int | None] = [None] * n
     for state in range(n):
-        costs = []
-        for action in range(len(ACTIONS)):
-            if not _allowed(goal, state, action):
-                continue
-            if _reaches_goal(goal, state, action):
-                costs.append((1, action))
-            elif (after := distance[transition(state, action)[0]]) is not None:
-                costs.append((after + 1, action))
+        costs = _action_costs(goal, distance, state)
         if costs:
             best[state] = min(costs)[1]
     return tuple(distance), tuple(best)
+
+
+def _action_costs(goal: str, distance: Sequence[int | None], state: int) -> list[tuple[int, int]]:
+    """(steps to the goal, action) for each action the oracle may take in ``state`` that still reaches the goal."""
+    costs = []
+    for action in range(len(ACTIONS)):
+        if not _allowed(goal, state, action):
+            continue
+        if _reaches_goal(goal, state, action):
+            costs.append((1, action))
+        elif (after := distance[transition(state, action)[0]]) is not None:
+            costs.append((after + 1, action))
+    return costs
 
 
 def positions_line(state: int) -> str:
@@ -378,6 +385,13 @@ class DangerousTaxi(TextEnv):
         if action is None:
             raise RuntimeError(f"taxi: no way to reach the {self._goal} goal from state {self.state}")
         return action
+
+    def good_actions(self) -> list[int]:
+        """Every first action of a shortest path: often two moves (north then east, or east then north)."""
+        best = self.oracle_action()
+        costs = _action_costs(self._goal, _plan(self._goal)[0], self.state)
+        shortest = min(cost for cost, action in costs if action == best)
+        return [action for cost, action in costs if cost == shortest]
 
     def _distance(self, state: int) -> int | None:
         return _plan(self._goal)[0][state]

@@ -26,7 +26,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from reflectrl.agent.models import autocast, save_model
 from reflectrl.agent.policy import ActionPolicy
-from reflectrl.agent.prompts import policy_prompt, shuffled_ids
+from reflectrl.agent.prompts import policy_prompt
 from reflectrl.config import SFTConfig
 from reflectrl.envs.action_parser import action_ids
 
@@ -53,14 +53,18 @@ def _encode_reflection(tokenizer, row: dict[str, Any], max_length: int) -> _Enco
 
 
 def _encode_policy(policy: ActionPolicy, rows: list[dict[str, Any]], rng: random.Random | None) -> list[_Encoded]:
-    """The rows' prompts (re-rendered with shuffled ids when ``rng`` is given), tokenized as the policy reads them."""
+    """The rows' prompts, tokenized as the policy reads them.
+
+    A row's stored prompt labels its actions with the default ids; it is re-rendered
+    with the policy's own ids when they differ (shuffled when ``rng`` is given, or
+    letter pairs for a tokenizer that cannot emit the default ids as one token).
+    """
     prompts, ids = [], []
     for row in rows:
-        if rng is None:
-            row_ids = action_ids(len(row["actions"]))
+        row_ids = policy.ids_for(len(row["actions"]), rng)
+        if row_ids == action_ids(len(row["actions"])):
             prompts.append(row["prompt"])
         else:
-            row_ids = shuffled_ids(len(row["actions"]), rng)
             prompts.append(policy_prompt(row["state"], row["actions"], row["reflection"], row_ids))
         ids.append(row_ids)
     tokens = policy.encode(prompts, ids)
@@ -128,14 +132,10 @@ def evaluate_sft(model, tokenizer, rows: list[dict[str, Any]], kind: str, config
     metrics = {"val_loss": total / max(count, 1)}
     if policy is not None:
         correct = 0
-        for start in range(0, len(rows), config.batch_size):
-            chunk = rows[start:start + config.batch_size]
-            choices = policy.act(
-                [row["prompt"] for row in chunk],
-                [action_ids(len(row["actions"])) for row in chunk],
-                greedy=True,
-            )
-            correct += sum(choice.index == row["action"] for choice, row in zip(choices, chunk))
+        for start in range(0, len(encoded), config.batch_size):
+            chunk = encoded[start:start + config.batch_size]
+            choices = policy.act([e.prompt for e in chunk], [e.ids for e in chunk], greedy=True)
+            correct += sum(choice.index == e.action for choice, e in zip(choices, chunk))
         metrics["val_action_accuracy"] = correct / len(rows)
     model.train()
     return metrics
