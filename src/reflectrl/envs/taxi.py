@@ -388,9 +388,9 @@ class DangerousTaxi(TextEnv):
 
     def good_actions(self) -> list[int]:
         """Every first action of a shortest path: often two moves (north then east, or east then north)."""
-        best = self.oracle_action()
+        self.oracle_action()  # the same errors: after the goal, or with no way to reach it
         costs = _action_costs(self._goal, _plan(self._goal)[0], self.state)
-        shortest = min(cost for cost, action in costs if action == best)
+        shortest = min(costs)[0]
         return [action for cost, action in costs if cost == shortest]
 
     def _distance(self, state: int) -> int | None:
