@@ -106,6 +106,8 @@ def test_two_processes_under_accelerate(tmp_path, tiny_dir):
     rows = _metrics(out)
     assert [r["episodes"] for r in rows] == [8, 8]  # 4 per process, summed
     assert rows[-1]["processes"] == 2
+    # one replay buffer shared by both processes: rank 0's holds the successes of both
+    assert rows[-1]["replay"] == round(sum(r["success"] * r["episodes"] for r in rows))
     assert (out / "final").exists()
 
 

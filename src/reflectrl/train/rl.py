@@ -7,8 +7,9 @@ the replay buffer of successful episodes, as in the paper.
 
 Every iteration draws its randomness from ``(seed, iteration, process)``, so a
 run resumed from a checkpoint replays exactly what the uninterrupted run did.
-Under ``accelerate launch`` each process rolls out its own episodes and the
-gradients are averaged across processes before each optimizer step.
+Under ``accelerate launch`` each process rolls out its own episodes, the
+gradients are averaged across processes before each optimizer step, and every
+process adds the successes of all of them to one shared replay buffer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
@@ -206,6 +208,18 @@ def _any_process(flag: bool, accelerator: Accelerator) -> bool:
     return bool(accelerator.reduce(torch.tensor([float(flag)]), reduction="sum").item())
 
 
+def _successes_of_all_processes(episodes: list[Episode], accelerator: Accelerator) -> list[Episode]:
+    """Every process's successful episodes, in rank order: all processes keep the same replay buffer.
+
+    One shared buffer is the paper's, and it makes rank 0's checkpoint of it
+    exact for every process on resume.
+    """
+    successes = [e for e in episodes if e.success]
+    if accelerator.num_processes == 1:
+        return successes
+    return gather_object(successes)
+
+
 def _check_replicas_agree(params, accelerator: Accelerator) -> None:
     """Averaged gradients keep every process's copy identical; a mismatch means a broken set-up."""
     checksum = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1)
@@ -327,7 +341,7 @@ def train_rl(
             replayed = replay.sample(rl.replay_batch, rng) if rl.algorithm == "reinforce" else []
             if _any_process(bool(replayed), accelerator):
                 losses.append(update(reinforce_batch(replayed, rl), loss_fn, params, optimizer, accelerator, rl, dtype))
-        replay.add(episodes)
+        replay.add(_successes_of_all_processes(episodes, accelerator))
         local = torch.tensor([sum(e.success for e in episodes), len(episodes),
                               sum(e.episode_return for e in episodes), sum(len(e) for e in episodes),
                               sum(s.entropy for e in episodes for s in e.steps),
