@@ -66,11 +66,14 @@ def check_action_tokens(tokenizer: PreTrainedTokenizerBase, ids: Sequence[str]) 
     return [valid[label] for label in ids]
 
 
+def _single_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """Each id this tokenizer can emit as one token, with that token: ``ACTION_IDS``, then ``EXTRA_ACTION_IDS``."""
+    return action_token_map(tokenizer, ACTION_IDS + EXTRA_ACTION_IDS)[0]
+
+
 def usable_action_ids(tokenizer: PreTrainedTokenizerBase) -> list[str]:
-    """The ids this tokenizer can emit as one token: those of ``ACTION_IDS``, then of ``EXTRA_ACTION_IDS``, in order."""
-    candidates = ACTION_IDS + EXTRA_ACTION_IDS
-    valid, _ = action_token_map(tokenizer, candidates)
-    return [label for label in candidates if label in valid]
+    """The ids this tokenizer can emit as one token, in order: those of ``ACTION_IDS``, then of ``EXTRA_ACTION_IDS``."""
+    return list(_single_token_ids(tokenizer))
 
 
 def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -174,13 +177,12 @@ class ActionPolicy:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.dtype = dtype
-        valid, _ = action_token_map(tokenizer, ACTION_IDS + EXTRA_ACTION_IDS)
-        if not valid:
+        self.token_of_id: dict[str, int] = _single_token_ids(tokenizer)
+        if not self.token_of_id:
             raise ActionTokenError(f"no action id is a single token after {ACTION_MARKER!r} for {_tokenizer_name(tokenizer)}")
         #: the ids this policy labels actions with, in order: ``ACTION_IDS``, then ``EXTRA_ACTION_IDS``
-        self.action_ids: tuple[str, ...] = tuple(label for label in ACTION_IDS + EXTRA_ACTION_IDS if label in valid)
-        self.token_of_id: dict[str, int] = {label: valid[label] for label in self.action_ids}
-        missing = [label for label in ACTION_IDS if label not in valid]
+        self.action_ids: tuple[str, ...] = tuple(self.token_of_id)
+        missing = [label for label in ACTION_IDS if label not in self.token_of_id]
         if missing:
             logger.info(
                 "%d action ids are not single tokens for %s (%s%s): its prompts label actions with the %d ids it can "
