@@ -124,18 +124,22 @@ def evaluate_sft(model, tokenizer, rows: list[dict[str, Any]], kind: str, config
     model.eval()
     policy = ActionPolicy(model, tokenizer, max_length=config.max_length, dtype=dtype) if kind == "policy" else None
     encoded = _encode_all(rows, kind, tokenizer, policy, config.max_length, None)
-    total, count = 0.0, 0
+    total, count, correct = 0.0, 0, 0
     for start in range(0, len(encoded), config.batch_size):
-        loss, n = _batch_loss(model, tokenizer, policy, encoded[start:start + config.batch_size], dtype)
+        batch = encoded[start:start + config.batch_size]
+        if policy is None:
+            loss, n = _batch_loss(model, tokenizer, policy, batch, dtype)
+        else:
+            # one forward gives both the loss and the greedy choice (the distribution's argmax)
+            log_probs = policy.distribution([e.prompt for e in batch], [e.ids for e in batch],
+                                            tokens=[e.input_ids for e in batch])
+            actions = torch.tensor([e.action for e in batch], device=log_probs.device)
+            loss, n = -log_probs.gather(1, actions[:, None]).mean(), len(batch)
+            correct += int((log_probs.argmax(-1) == actions).sum())
         total += float(loss) * n
         count += n
     metrics = {"val_loss": total / max(count, 1)}
     if policy is not None:
-        correct = 0
-        for start in range(0, len(encoded), config.batch_size):
-            chunk = encoded[start:start + config.batch_size]
-            choices = policy.act([e.prompt for e in chunk], [e.ids for e in chunk], greedy=True)
-            correct += sum(choice.index == e.action for choice, e in zip(choices, chunk))
         metrics["val_action_accuracy"] = correct / len(rows)
     model.train()
     return metrics
