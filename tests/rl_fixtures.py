@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from reflectrl.agent.models import ModelSpec, load_model, save_model
+from reflectrl.envs.base import Observation, StepResult, TextEnv
 from reflectrl.envs.registry import make_env
 from reflectrl.envs.taxi import DangerousTaxi, decode
 from reflectrl.eval.baselines import RandomAgent, play_episode
@@ -29,6 +30,62 @@ def _depot_of(state: int) -> tuple[int, int]:
     return depot_cell(decode(state)[2])
 
 
+class CountingTaxi(OnPassengerTaxi):
+    """OnPassengerTaxi that counts how many instances were ever built (envs must be built once per run)."""
+
+    built = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        CountingTaxi.built += 1
+
+
+class ChainEnv(TextEnv):
+    """A corridor of ``length`` rooms: each room has one right door (which one depends on the room) and one
+    wrong door, which ends the episode. The only reward, +1, comes after the last room, so the first
+    doors are learned only through the return flowing back over several steps.
+    """
+
+    name = "chain"
+    DOORS = ("open the red door", "open the blue door")
+
+    def __init__(self, length: int = 3) -> None:
+        self.length = length
+        self.max_steps = length
+        self.room = 0
+
+    def tasks(self, split: str) -> list[int]:
+        return list(range(8))
+
+    def _right(self) -> int:
+        return (1, 0, 1)[self.room % 3]  # blue, red, blue, ...
+
+    def reset(self, task=None, seed=None) -> Observation:
+        self.room, self._done = 0, False
+        self._obs = Observation(f"You are in room {self.room + 1} of {self.length}.", list(self.DOORS))
+        return self._obs
+
+    def step(self, action_index: int) -> StepResult:
+        self.check_action(action_index)
+        self._require_running()
+        if action_index != self._right():
+            self._done = True
+            return self._obs, 0.0, True, False, {"success": False}
+        self.room += 1
+        self._done = self.room == self.length
+        self._obs = Observation(f"You are in room {self.room + 1} of {self.length}.", list(self.DOORS))
+        return self._obs, 1.0 if self._done else 0.0, self._done, False, {"success": self._done}
+
+    def oracle_action(self) -> int:
+        return self._right()
+
+    def invalid_step(self, reply: str) -> StepResult:
+        self._done = True
+        return self._obs, 0.0, True, False, {"success": False}
+
+
+def chain_texts() -> list[str]:
+    return [f"You are in room {i} of 3. {ChainEnv.DOORS[0]} {ChainEnv.DOORS[1]}" for i in range(1, 5)] * 20
 
 
 def taxi_texts(episodes: int = 40) -> list[str]:

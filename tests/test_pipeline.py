@@ -9,13 +9,13 @@ import time
 
 from rl_fixtures import TINY, write_recipe
 
-ARMS = {"random", "oracle", "sft", "sft_rl", "reflect_rl", "reflect_rl_no_neg", "rl_only"}
+ARMS = {"random", "oracle", "sft", "sft_reflect", "sft_rl", "reflect_rl", "reflect_rl_no_neg", "rl_only"}
 METRICS = {"success", "success_ci", "return", "steps", "invalid_rate", "episodes"}
 
 
-def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
-    recipe = write_recipe(tmp_path / "recipe.yaml", {
-        "name": "tiny-run", "seed": 0, "out_dir": str(tmp_path / "runs"), "ablations": "full",
+def tiny_recipe(tmp_path, **extra) -> dict:
+    return {
+        "name": "tiny-run", "seed": 0, "out_dir": str(tmp_path / "runs"),
         "env": {"name": "taxi", "kwargs": {"max_steps": 20}},
         "model": {"name": "tiny", **TINY},
         "reflection_tokens": 8,
@@ -24,6 +24,14 @@ def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
         "curriculum": {"levels": [{"stage": "pickup"}, {"stage": "full"}]},
         "rl": {"iterations": 2, "batch_episodes": 4, "checkpoint_every": 1},
         "eval": {"episodes": 4, "levels": [{"stage": "pickup"}, {"stage": "full"}]},
+        **extra,
+    }
+
+
+def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
+    recipe = write_recipe(tmp_path / "recipe.yaml", {
+        **tiny_recipe(tmp_path, ablations="full"),
+        "eval": {"episodes": 4, "levels": [{"stage": "pickup"}, {"stage": "full"}], "sampled_repeats": 2},
     })
     command = [sys.executable, "-m", "reflectrl.cli", "run", "--config", str(recipe)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -37,9 +45,10 @@ def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
         lo, hi = metrics["success_ci"]
         assert 0 <= lo <= metrics["success"] <= hi <= 1
         assert {"stage=pickup", "stage=full"} <= set(metrics["levels"])
+        assert metrics["sampled"]["episodes"] == 16  # 4 tasks x 2 repeats x 2 levels
     assert results["oracle"]["success"] == 1.0
     report = (run / "report.md").read_text()
-    assert "| Reflect-RL |" in report and "success [95% CI]" in report and "58% (dropoff)" in report
+    assert "| Reflect-RL |" in report and "sampled success [95% CI]" in report and "58% (dropoff)" in report
     assert (run / "training_curves.png").stat().st_size > 1000
     assert "| Reflect-RL |" in first.stdout
 
@@ -56,3 +65,18 @@ def test_bad_recipe_is_a_clear_error(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "rl.iterations" in result.stderr
+
+
+def test_step_by_step_sft_starts_where_run_does_and_a_changed_recipe_is_not_reused(tmp_path):
+    """`reflectrl sft` honours policy_init like `reflectrl run`; a step made from other values is refused."""
+    values = {**tiny_recipe(tmp_path), "policy_init": "reflector"}
+    recipe = write_recipe(tmp_path / "recipe.yaml", values)
+    command = [sys.executable, "-m", "reflectrl.cli", "sft", "--config", str(recipe), "--set-name", "policy"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "tiny-run"
+    assert json.loads((run / "policy" / "sft_metrics.json").read_text())["init"] == str(run / "reflector")
+
+    changed = subprocess.run(command + ["--set", "sft.lr=0.01"], capture_output=True, text=True, timeout=600)
+    assert changed.returncode == 2
+    assert "changed: sft.lr" in changed.stderr and str(run / "policy") in changed.stderr

@@ -131,35 +131,57 @@ def test_gradients_reach_every_trainable_parameter_of_a_full_model(tiny):
 
 def test_gradients_reach_lora_parameters_only():
     model, tokenizer = load_model(ModelSpec(**{**SPEC.__dict__, "lora": LoraSettings(r=4)}), TEXTS)
-    policy = ActionPolicy(model, tokenizer)
+    value_head = torch.nn.Linear(64, 1)
+    policy = ActionPolicy(model, tokenizer, value_head=value_head)
     prompts, ids = _batch()
-    log_prob, value_input = policy.distribution(prompts, ids, return_hidden=True)
-    assert value_input.shape == (3, 64)
+    log_prob, values = policy.distribution(prompts, ids, return_values=True)
+    assert values.shape == (3,)
     picked, _ = policy.log_prob_and_entropy(prompts, ids, [0, 1, 2])
-    (picked.sum() + value_input.sum()).backward()
+    (picked.sum() + values.sum()).backward()
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)
     assert all(p.grad is None for n, p in model.named_parameters() if "lora_" not in n)
+    assert value_head.weight.grad is not None
 
 
-def test_left_truncation_keeps_the_whole_action_list(tiny):
+def test_a_long_one_line_state_is_cut_from_its_start_and_keeps_the_whole_action_list(tiny):
     model, tokenizer = tiny
     policy = ActionPolicy(model, tokenizer, max_length=160)
     labels = action_ids(9)
     prompt = policy_prompt(" ".join(TEXTS[:30]), ACTIONS, "Reflect.", ids=labels)
     assert len(tokenizer(prompt)["input_ids"]) > 500
     (tokens,) = policy.encode([prompt], [labels])
-    assert len(tokens) == 160
+    assert 150 <= len(tokens) <= 160
     kept = tokenizer.decode(tokens)
-    assert kept.endswith(prompt[action_list_start(prompt, labels) :]) and prompt.endswith(kept)
+    assert kept.endswith(" # Analyze:\nReflect.\n" + prompt[action_list_start(prompt, labels):])
+    assert kept.startswith("[...]") and kept.split("\n")[0][5:] in prompt
     with torch.no_grad():
         assert torch.isfinite(policy.distribution([prompt], [labels])[0]).all()
-    full = ActionPolicy(model, tokenizer, max_length=4096)
-    assert full.encode([prompt], [labels])[0][-160:] == tokens
     many = [f"cat file_number_{i}.py" for i in range(40)]
     long_list = policy_prompt("Short.", many, None)
-    with pytest.raises(ValueError, match="action list alone"):
+    with pytest.raises(ValueError, match="even with its state cut"):
         policy.encode([long_list], [action_ids(40)])
+
+
+def test_a_long_state_loses_old_history_then_long_output_never_the_task_line(tiny):
+    model, tokenizer = tiny
+    state = "\n".join(["Task: find the file that parses the config.", "Current working directory: repo",
+                       "Command history:", *[f"cd folder_{i}" for i in range(12)],
+                       "Execution result of the last command:", *[f"line {i} of a long file" for i in range(60)]])
+    labels = action_ids(3)
+    prompt = policy_prompt(state, ACTIONS[:3], None, ids=labels)
+    full = len(tokenizer(prompt)["input_ids"])
+
+    def shortened(max_length: int) -> str:
+        return tokenizer.decode(ActionPolicy(model, tokenizer, max_length=max_length).encode([prompt], [labels])[0])
+
+    mild = shortened(full - 20)  # a few history entries are enough
+    assert "Task: find the file" in mild and "earlier entries left out" in mild and "cd folder_11" in mild
+    assert "line 59 of a long file" in mild
+    hard = shortened(full // 3)  # all history, then the long output is cut with a marker
+    assert hard.startswith("Task: find the file") and "(12 earlier entries left out to fit)" in hard
+    assert "more lines cut to fit]" in hard and "line 0 of a long file" in hard and "line 59" not in hard
+    assert hard.endswith(prompt[action_list_start(prompt, labels):])
 
 
 def test_prompts_must_match_their_ids(tiny):
@@ -171,7 +193,7 @@ def test_prompts_must_match_their_ids(tiny):
     with pytest.raises(ValueError, match="action marker"):
         policy.distribution([prompt.removesuffix(ACTION_MARKER)], [["0", "1", "2"]])
     with pytest.raises(ActionTokenError, match="not single tokens"):
-        policy._id_tokens([["0", "Zz"]])
+        policy._id_tokens([["0", "Zz"]], "cpu")
 
 
 def digit_splitting_tokenizer() -> PreTrainedTokenizerFast:

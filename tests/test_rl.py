@@ -19,7 +19,7 @@ from reflectrl.config import from_dict, RunConfig
 from reflectrl.eval.evaluate import EvalPlan, evaluate_model
 from reflectrl.train.rl import train_rl
 
-from rl_fixtures import TINY, save_tiny, write_recipe
+from rl_fixtures import TINY, ChainEnv, CountingTaxi, chain_texts, save_tiny, write_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,11 +115,13 @@ def test_the_reflector_stays_frozen(tmp_path, tiny_dir):
     """Gradients of an RL update reach the policy and never the reflector inside the rollout."""
     import random
 
+    from accelerate import Accelerator
+
     from reflectrl.agent.policy import ActionPolicy
     from reflectrl.agent.reflector import Reflector
     from reflectrl.agent.rollout import rollout
     from reflectrl.envs.registry import make_env
-    from reflectrl.train.rl import reinforce_batch, reinforce_loss
+    from reflectrl.train.rl import Learner, reinforce_batch
 
     reflector_dir = save_tiny(tmp_path / "reflector", seed=5)
     before = load_file(reflector_dir / "model.safetensors")
@@ -131,8 +133,8 @@ def test_the_reflector_stays_frozen(tmp_path, tiny_dir):
     envs = [make_env("taxi", stage="full") for _ in range(4)]
     episodes = rollout(envs, envs[0].tasks("train")[:4], [0, 1, 2, 3], policy, reflector, rng=random.Random(0))
     assert all(step.reflection is not None for e in episodes for step in e.steps)
-    batch = reinforce_batch(episodes, config.rl)
-    reinforce_loss(policy, batch.steps, batch.advantages, config.rl).backward()
+    batch = reinforce_batch(episodes, 1.0, "mean")
+    Learner(policy, config.rl, Accelerator(cpu=True)).loss(batch.steps, batch.advantages, None).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     assert all(p.grad is None and not p.requires_grad for p in r_model.parameters())
 
@@ -142,3 +144,109 @@ def test_the_reflector_stays_frozen(tmp_path, tiny_dir):
     assert all(torch.equal(before[k], after[k]) for k in before)
     rows = _metrics(tmp_path / "rl")
     assert rows[-1]["reflected_steps"] > 0
+
+
+# ----------------------------------------------------------------------------- bugs that must stay fixed
+def test_replayed_successes_learn_from_raw_returns(monkeypatch, tmp_path):
+    """Replay is off-policy: subtracting the replay batch's mean return would push good late moves down."""
+    from types import SimpleNamespace
+
+    from reflectrl.train import rl as rl_module
+    from reflectrl.train.replay import ReplayBuffer
+    from test_rl_math import episode
+
+    seen = []
+    learner = SimpleNamespace(update=lambda batch: seen.append(batch.advantages.tolist()) or 0.0)
+    replay = ReplayBuffer(4)
+    replay.add([episode([-0.05, -0.05, 1.0], success=True)])
+    config = from_dict(RunConfig, recipe(tmp_path, baseline="mean", replay_batch=1))
+    run = SimpleNamespace(config=config, learner=learner, replay=replay)
+    rl_module.learn(run, [episode([0.0]), episode([1.0])], __import__("random").Random(0))
+    assert seen[0] == [-0.5, 0.5]  # fresh episodes: the recipe's mean baseline
+    assert seen[1] == pytest.approx([0.9, 0.95, 1.0])  # replayed success: raw returns-to-go
+
+
+def test_stored_log_probs_are_those_of_the_tempered_distribution(tiny_dir):
+    """PPO's ratio compares a step's stored log-prob with its log-prob now: both at the sampling temperature."""
+    import random
+
+    from reflectrl.agent.policy import ActionPolicy
+    from reflectrl.agent.rollout import rollout
+    from reflectrl.envs.registry import make_env
+
+    model, tokenizer = load_model(ModelSpec(name=str(tiny_dir)))
+    policy = ActionPolicy(model, tokenizer, max_length=512)
+    envs = [make_env("taxi", stage="full") for _ in range(3)]
+    episodes = rollout(envs, envs[0].tasks("train")[:3], [0, 1, 2], policy, temperature=2.5, rng=random.Random(0),
+                       generator=torch.Generator().manual_seed(0))
+    steps = [s for e in episodes for s in e.steps]
+    with torch.no_grad():
+        now = policy.distribution([s.prompt for s in steps], [s.ids for s in steps], temperature=2.5)
+    recomputed = now.gather(1, torch.tensor([s.action for s in steps])[:, None])[:, 0]
+    assert torch.allclose(recomputed, torch.tensor([s.log_prob for s in steps]), atol=1e-5)
+
+
+def test_envs_are_built_once_per_run(tmp_path, tiny_dir):
+    CountingTaxi.built = 0
+    config = from_dict(RunConfig, {**recipe(tmp_path, iterations=3, batch_episodes=4, checkpoint_every=0),
+                                   "env": {"name": "rl_fixtures:CountingTaxi", "kwargs": {"stage": "pickup"}}})
+    train_rl(config, tiny_dir, tmp_path / "rl", show_progress=False)
+    assert CountingTaxi.built == 1 + 4  # the task pool's env, then one batch of envs for the only level
+
+
+def test_resume_with_sampled_partial_reflections_matches_the_uninterrupted_run(tmp_path, tiny_dir):
+    """Which states get a reflection and its sampled tokens must replay exactly after a resume."""
+    import shutil
+
+    reflector = save_tiny(tmp_path / "reflector", seed=5)
+    values = {**recipe(tmp_path, iterations=4, batch_episodes=4, checkpoint_every=2),
+              "reflection_probability": 0.5, "reflection_temperature": 1.0, "reflection_tokens": 6}
+    config = from_dict(RunConfig, values)
+    whole = tmp_path / "whole"
+    train_rl(config, tiny_dir, whole, reflector_path=reflector, show_progress=False)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole, resumed)
+    shutil.rmtree(resumed / "checkpoint-4")
+    shutil.rmtree(resumed / "final")
+    train_rl(config, tiny_dir, resumed, reflector_path=reflector, show_progress=False)
+    rows = _metrics(whole)
+    assert 0 < sum(r["reflected_steps"] for r in rows) < sum(r["steps"] * r["episodes"] for r in rows)
+    assert _metrics(resumed) == rows
+
+
+def test_replay_is_cleared_when_the_curriculum_changes_level(tmp_path, tiny_dir):
+    config = from_dict(RunConfig, {**recipe(tmp_path, iterations=4, batch_episodes=8, checkpoint_every=0),
+                                   "curriculum": {"levels": [{}, {}], "weights": [1, 1]}})
+    rows = train_rl(config, tiny_dir, tmp_path / "rl", show_progress=False)
+    assert [r["level"] for r in rows] == [0, 0, 1, 1]
+    assert rows[0]["replay"] > 0  # successes kept on the first level
+    assert rows[1]["replay"] == 0  # the level changed after the second iteration: the buffer starts empty
+
+
+def test_unused_keys_are_gone(tmp_path):
+    from reflectrl.config import ConfigError
+
+    for key in ("eval_every", "eval_episodes"):
+        with pytest.raises(ConfigError, match=f"rl.{key}"):
+            from_dict(RunConfig, {"rl": {key: 1}})
+
+
+# ----------------------------------------------------------------------------- credit over several steps
+def test_reinforce_without_baseline_learns_a_task_decided_step_by_step(tmp_path):
+    """Three doors in a row, reward only after the last: each early door is learned from the return alone."""
+    torch.manual_seed(0)
+    model, tokenizer = load_model(ModelSpec(name="tiny", **TINY), texts=chain_texts())
+    save_model_dir = tmp_path / "policy"
+    from reflectrl.agent.models import save_model
+
+    save_model(model, tokenizer, save_model_dir)
+    values = {**recipe(tmp_path, iterations=20, batch_episodes=16, baseline="none", lr=0.003, checkpoint_every=0,
+                       replay_batch=8),
+              "env": {"name": "rl_fixtures:ChainEnv", "kwargs": {}}}
+    config = from_dict(RunConfig, values)
+    plan = EvalPlan("rl_fixtures:ChainEnv", {}, split="train", episodes=64, seed=3)
+    before = evaluate_model(plan, save_model_dir, greedy=False)["success"]
+    train_rl(config, save_model_dir, tmp_path / "rl", show_progress=False)
+    after = evaluate_model(plan, tmp_path / "rl" / "final", greedy=False)["success"]
+    assert before < 0.3  # about 1/8 by chance
+    assert after > 0.8, (before, after)

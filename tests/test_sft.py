@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -80,3 +81,21 @@ def test_reflector_sft_gives_the_teachers_direction_on_most_held_out_states(tmp_
     agree = [_direction(out) == _direction(row["completion"]) for out, row in zip(outputs, rows)]
     assert all(_direction(row["completion"]) for row in rows)
     assert sum(agree) / len(agree) >= 0.7, [out for out, ok in zip(outputs, agree) if not ok][:5]
+
+
+def test_reflector_sft_sees_the_prompt_tokens_the_reflector_generates_from(data):
+    """A tokenizer that puts BOS first: SFT must train on the same sequence inference feeds the reflector."""
+    from tokenizers.processors import TemplateProcessing
+
+    from reflectrl.train.sft import _encode_reflection
+
+    train, _, tokenizer = data
+    tokenizer = copy.deepcopy(tokenizer)
+    bos = tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    model, _ = load_model(ModelSpec(name="tiny", **TINY), tokenizer=tokenizer)
+    reflector = Reflector(model, tokenizer, max_new_tokens=8)
+    row = train["reflection"][0]
+    encoded = _encode_reflection(tokenizer, row, 512)
+    assert encoded.input_ids[0] == bos
+    assert encoded.input_ids[:encoded.n_prompt] == reflector._encode([row["prompt"]])[0]

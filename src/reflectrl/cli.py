@@ -104,20 +104,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:
-    from reflectrl.pipeline import step_base, step_data, step_sft
+    from reflectrl.pipeline import policy_sft, reflector_sft
 
     config = _load(args)
-    data = step_data(config)
-    policy_base, reflector_base = step_base(config, data)
-    kinds = {
-        "reflection": (reflector_base, "reflection", "reflector", "reflection"),
-        "policy": (policy_base, "policy", "policy", "policy"),
-        "policy_noreflect": (policy_base, "policy_noreflect", "policy_noreflect", "policy"),
-        "reflection_pos": (reflector_base, "reflection_pos", "reflector_noneg", "reflection"),
-        "policy_pos": (policy_base, "policy_pos", "policy_noneg", "policy"),
-    }
-    base, set_name, out, kind = kinds[args.set_name]
-    out_dir = step_sft(config, base, data, set_name, config.run_dir / out, kind)
+    if args.set_name in ("reflection", "reflection_pos"):
+        out_dir = reflector_sft(config, negatives=args.set_name == "reflection")
+    else:
+        # the same starting point as `reflectrl run` (policy_init), running the steps it needs first
+        out_dir = policy_sft(config, args.set_name)
     print((out_dir / "sft_metrics.json").read_text())
     return 0
 

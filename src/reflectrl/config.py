@@ -1,20 +1,21 @@
-"""Recipes: YAML files mapped onto dataclasses and validated.
+"""Recipes: YAML files mapped onto dataclasses, validated by pydantic when they load.
 
-Every key of a recipe maps to a dataclass field; an unknown key or a value of
-the wrong type is an error that names the key (``rl.lr: expected float, got
-'fast'``), so a typo never silently falls back to a default.
+Every key of a recipe maps to a dataclass field with its type and range; an
+unknown key, a value of the wrong type or out of range is an error that names
+the key (``rl.lr: Input should be greater than 0 (got -0.1)``), so a typo
+never silently falls back to a default and a bad number never fails later
+with a raw traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from reflectrl.agent.models import LoraSettings, ModelSpec
 
@@ -23,8 +24,19 @@ class ConfigError(ValueError):
     """A recipe key or value that is not accepted."""
 
 
+PositiveInt = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+#: every section rejects keys it does not know
+_STRICT_KEYS = ConfigDict(extra="forbid")
+
+
 @dataclass
 class EnvConfig:
+    __pydantic_config__ = _STRICT_KEYS
+
     name: str = "taxi"
     #: constructor arguments of the env (``make_env(name, **kwargs)``)
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -34,7 +46,9 @@ class EnvConfig:
 
 @dataclass
 class TeacherConfig:
-    kind: str = "oracle"  # oracle | openai
+    __pydantic_config__ = _STRICT_KEYS
+
+    kind: Literal["oracle", "openai"] = "oracle"
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4o-mini"
     api_key_env: str = "OPENAI_API_KEY"
@@ -43,46 +57,57 @@ class TeacherConfig:
 
 @dataclass
 class DataConfig:
+    __pydantic_config__ = _STRICT_KEYS
+
     #: teacher trajectories on training tasks
-    episodes: int = 200
+    episodes: PositiveInt = 200
     #: probability that a step of a positive trajectory takes a random action
-    random_action_prob: float = 0.3
+    random_action_prob: Probability = 0.3
     #: negative examples per trajectory (replay to step h, wrong action, correction)
-    negatives_per_episode: int = 1
+    negatives_per_episode: Count = 1
     #: fraction of examples kept aside for validation
-    val_fraction: float = 0.1
+    val_fraction: Probability = 0.1
     #: curriculum stage/level kwargs to generate data on (env kwargs overrides); empty = env.kwargs only
     stages: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
 class SFTConfig:
-    epochs: float = 3.0
-    lr: float = 1e-3
-    batch_size: int = 16
-    grad_accum: int = 1
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    max_length: int = 1024
+    __pydantic_config__ = _STRICT_KEYS
+
+    epochs: PositiveFloat = 3.0
+    lr: PositiveFloat = 1e-3
+    batch_size: PositiveInt = 16
+    grad_accum: PositiveInt = 1
+    weight_decay: NonNegative = 0.0
+    warmup_ratio: Probability = 0.05
+    max_length: Annotated[int, Field(ge=2)] = 1024
     #: shuffle which id names which action in policy examples
     shuffle_ids: bool = True
-    eval_every: int = 100
-    save_every: int = 0
-    max_steps: int = 0
+    eval_every: Count = 100
+    save_every: Count = 0
+    max_steps: Count = 0
+    #: split each batch into micro-batches of at most this many padded tokens (rows x longest row),
+    #: accumulating gradients: the same update in less memory; 0 = the whole batch at once
+    max_batch_tokens: Count = 0
+    #: recompute activations in the backward pass instead of keeping them (less memory, ~30% more time)
+    gradient_checkpointing: bool = False
 
 
 @dataclass
 class CurriculumConfig:
+    __pydantic_config__ = _STRICT_KEYS
+
     #: "schedule": levels get steps in proportion to their size (paper); "success": promote on moving success
-    kind: str = "schedule"
+    kind: Literal["schedule", "success"] = "schedule"
     #: list of env kwargs, one per level (e.g. [{stage: pickup}, {stage: dropoff}, {stage: full}])
     levels: list[dict[str, Any]] = field(default_factory=list)
     #: relative sizes for the schedule kind (default: number of train tasks of each level)
     weights: list[float] = field(default_factory=list)
-    threshold: float = 0.8
-    window: int = 64
+    threshold: Probability = 0.8
+    window: PositiveInt = 64
     #: for the success kind: most iterations on one level before promotion anyway
-    max_iterations_per_level: int = 0
+    max_iterations_per_level: Count = 0
 
     def __post_init__(self) -> None:
         n_levels = len(self.levels) or 1
@@ -94,40 +119,43 @@ class CurriculumConfig:
 
 @dataclass
 class RLConfig:
-    algorithm: str = "reinforce"  # reinforce | ppo | group
-    iterations: int = 100
+    __pydantic_config__ = _STRICT_KEYS
+
+    algorithm: Literal["reinforce", "ppo", "group"] = "reinforce"
+    iterations: PositiveInt = 100
     #: episodes rolled out in lock-step per iteration
-    batch_episodes: int = 16
-    lr: float = 2e-4
-    weight_decay: float = 0.001
-    grad_clip: float = 0.3
-    gamma: float = 1.0
+    batch_episodes: PositiveInt = 16
+    lr: PositiveFloat = 2e-4
+    weight_decay: NonNegative = 0.001
+    grad_clip: PositiveFloat = 0.3
+    gamma: Probability = 1.0
     #: REINFORCE baseline: "none" (the paper) or "mean" (subtract the batch's mean return-to-go)
-    baseline: str = "none"
+    baseline: Literal["none", "mean"] = "none"
     #: steps per forward/backward chunk (gradients accumulate over the whole batch)
-    minibatch_size: int = 32
-    temperature: float = 1.0
-    entropy_coef: float = 0.0
-    kl_coef: float = 0.0
-    replay_size: int = 50
-    replay_batch: int = 16
+    minibatch_size: PositiveInt = 32
+    temperature: PositiveFloat = 1.0
+    entropy_coef: NonNegative = 0.0
+    kl_coef: NonNegative = 0.0
+    replay_size: Count = 50
+    replay_batch: Count = 16
     #: PPO
-    ppo_epochs: int = 3
-    clip: float = 0.1
-    value_coef: float = 0.5
-    gae_lambda: float = 0.95
+    ppo_epochs: PositiveInt = 3
+    clip: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    value_coef: NonNegative = 0.5
+    gae_lambda: Probability = 0.95
     #: group baseline: rollouts per task
-    group_size: int = 4
+    group_size: PositiveInt = 4
     shuffle_ids: bool = False
-    checkpoint_every: int = 20
-    eval_every: int = 0
-    eval_episodes: int = 32
+    checkpoint_every: Count = 20
 
 
 @dataclass
 class EvalConfig:
-    episodes: int = 100
-    split: str = "test"
+    __pydantic_config__ = _STRICT_KEYS
+
+    episodes: PositiveInt = 100
+    #: "heldout" = val + test: tasks never trained on (val only gives SFT its validation loss)
+    split: Literal["train", "val", "test", "heldout"] = "test"
     greedy: bool = True
     #: play held-out tasks again (with new seeds) until ``episodes`` is reached; set false where a
     #: task fixes the whole episode (a taxi start state) and play is greedy: repeats would only
@@ -135,14 +163,22 @@ class EvalConfig:
     repeat_tasks: bool = True
     #: per-level eval kwargs (e.g. taxi stages); empty = env.kwargs
     levels: list[dict[str, Any]] = field(default_factory=list)
+    #: also play every held-out task this many times with actions (and reflections) sampled at
+    #: ``sampled_temperature``, the authors' protocol, reported beside greedy; 0 = greedy only
+    sampled_repeats: Count = 0
+    sampled_temperature: PositiveFloat = 1.0
+    #: a zero-shot LLM behind an OpenAI-compatible server, evaluated as the arm ``endpoint``
+    #: (and the default of ``reflectrl eval --agent endpoint``)
     endpoint: TeacherConfig | None = None
 
 
 @dataclass
 class RunConfig:
+    __pydantic_config__ = _STRICT_KEYS
+
     name: str = "run"
-    seed: int = 0
-    threads: int = 0
+    seed: Count = 0
+    threads: Count = 0
     out_dir: str = "runs"
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -151,9 +187,12 @@ class RunConfig:
     #: where the policies' SFT starts: "base" (the model itself, the paper's way) or "reflector"
     #: (the SFT'd reflector: for a tiny model trained from scratch it is the only model that
     #: has already learned to read the env's text; both policy arms start from it)
-    policy_init: str = "base"
-    reflection_tokens: int = 64
-    reflection_probability: float = 1.0
+    policy_init: Literal["base", "reflector"] = "base"
+    #: the reflector's longest analysis, in tokens (the paper: 100)
+    reflection_tokens: PositiveInt = 64
+    #: 0 = greedy reflections; the paper samples them at 1.0, in RL and in evaluation
+    reflection_temperature: NonNegative = 0.0
+    reflection_probability: Probability = 1.0
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -162,93 +201,54 @@ class RunConfig:
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     #: "basic": the paper's main arms; "full": also without negatives and RL without SFT
-    ablations: str = "basic"
+    ablations: Literal["basic", "full"] = "basic"
 
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
 
 
-_CHOICES = {
-    "teacher.kind": ("oracle", "openai"),
-    "rl.algorithm": ("reinforce", "ppo", "group"),
-    "rl.baseline": ("none", "mean"),
-    "curriculum.kind": ("schedule", "success"),
-    "ablations": ("basic", "full"),
-    "policy_init": ("base", "reflector"),
-    "eval.split": ("train", "val", "test"),
-}
+_SECTIONS = (EnvConfig, TeacherConfig, DataConfig, SFTConfig, CurriculumConfig, RLConfig, EvalConfig)
 
 
-def _convert(value: Any, hint: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if errors else f"{key}: unexpected value {value!r}")
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return from_dict(hint, value, prefix=key + ".")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_convert(v, args[0] if args else Any, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is Any:
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    return value
+def _key(location: tuple[Any, ...]) -> str:
+    """pydantic's error location as a recipe key: ``rl.lr``, ``curriculum.levels[1]``."""
+    key = ""
+    for part in location:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        else:
+            key += f".{part}" if key else str(part)
+    return key
 
 
-def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and bad types."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(prefix + k for k in unknown)}; allowed under "
-            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(names))}"
-        )
-    kwargs = {name: _convert(value, hints[name], prefix + name) for name, value in values.items()}
-    for key, choices in _CHOICES.items():
-        head, _, rest = key.partition(".")
-        if rest and prefix == head + "." and rest in kwargs and kwargs[rest] not in choices:
-            raise ConfigError(f"{key}: {kwargs[rest]!r} is not one of {', '.join(choices)}")
-        if not rest and prefix == "" and head in kwargs and kwargs[head] not in choices:
-            raise ConfigError(f"{key}: {kwargs[head]!r} is not one of {', '.join(choices)}")
+def _allowed_keys(cls: Any, location: tuple[Any, ...]) -> list[str]:
+    """The field names of the section at ``location`` (for the message on an unknown key)."""
+    hints = {f.name: f.type for f in dataclasses.fields(cls)}
+    for part in location:
+        name = str(hints.get(part, ""))
+        section = next((c for c in (*_SECTIONS, ModelSpec, LoraSettings) if c.__name__ in name), None)
+        if section is None:
+            return []
+        hints = {f.name: f.type for f in dataclasses.fields(section)}
+    return sorted(hints)
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Build dataclass ``cls`` from a mapping; every problem is named by its key in one ConfigError."""
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {error}") from error
+        return TypeAdapter(cls).validate_python(values)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            key = _key(item["loc"]) or "the recipe"
+            message = item["msg"].removeprefix("Value error, ")
+            if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+                message = f"unknown key; allowed here: {', '.join(_allowed_keys(cls, item['loc'][:-1]))}"
+            elif "input" in item and not isinstance(item["input"], dict):
+                message += f" (got {item['input']!r})"
+            problems.append(f"{key}: {message}")
+        raise ConfigError("; ".join(problems)) from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -277,8 +277,21 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def redacted_dict(config: RunConfig) -> dict[str, Any]:
+    """The recipe as a dict with credentials removed from every endpoint URL: what may be written to disk."""
+    from reflectrl.teachers.openai_compat import redact_url
+
+    values = to_dict(config)
+    for section in (values["teacher"], (values["eval"] or {}).get("endpoint")):
+        if section and section.get("base_url"):
+            section["base_url"] = redact_url(section["base_url"])
+    return values
+
+
 def save_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    from reflectrl.run_files import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(redacted_dict(config), sort_keys=False))
 
 
 __all__ = [

@@ -4,35 +4,95 @@ teacher data -> SFT of reflector, policy, policy-without-reflection -> RL of
 Reflect-RL and of the no-reflection baseline at the same budget -> evaluation
 of every arm on held-out tasks -> report.md + curves + eval.json.
 
-Each step writes its output last and atomically and is skipped when that
-output exists, so re-running a finished run is instant and a crashed run
-resumes where it stopped (RL from its last checkpoint).
+Each step writes its output whole or not at all (a temporary sibling renamed
+into place), beside a fingerprint of the recipe parts it was made from. A
+rerun skips a step whose output exists with the same fingerprint, so a
+finished run is instant and a killed run resumes where it stopped (RL from its
+last checkpoint); an output made from a different recipe is never reused
+silently: the run stops and says which keys changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from reflectrl.agent.models import ModelSpec, load_model, save_model
-from reflectrl.config import RunConfig, save_config
+from reflectrl.agent.models import ModelSpec, default_device, load_model, save_model
+from reflectrl.config import RunConfig, redacted_dict, save_config
 from reflectrl.data.sft_sets import build_sets, read_jsonl, write_sets
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.registry import make_env
 from reflectrl.eval.baselines import OracleAgent, RandomAgent
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
+from reflectrl.run_files import atomic_directory, read_json, write_json_atomic, write_text_atomic
 from reflectrl.teachers.base import Teacher
 from reflectrl.train.rl import train_rl
 from reflectrl.train.sft import train_sft
 
 log = logging.getLogger("reflectrl")
 
+FINGERPRINT_FILE = "fingerprint.json"
+#: the policy SFT sets and where each policy's SFT starts (the reflector it reads, for ``policy_init: reflector``)
+POLICY_SETS = {
+    "policy": ("reflector", "policy"),
+    "policy_noreflect": ("reflector", "policy_noreflect"),
+    "policy_pos": ("reflector_noneg", "policy_noneg"),
+}
 
+
+class StaleOutputError(ValueError):
+    """A step's output exists but was made from different recipe values."""
+
+
+# ----------------------------------------------------------------------------- fingerprints
+def _parts(config: RunConfig, *keys: str) -> dict[str, Any]:
+    values = redacted_dict(config)
+    return {key: values[key] for key in keys}
+
+
+def _changed(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(set(old) | set(new))
+                for k in _changed(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def fingerprint(parts: dict[str, Any]) -> dict[str, Any]:
+    """The recipe values a step depends on (with its inputs' fingerprints), and their hash."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"hash": digest, "parts": parts}
+
+
+def _hash_of(path: Path) -> str:
+    """The fingerprint hash of a step's output directory (its path when it has none: a model given by hand)."""
+    recorded = path / FINGERPRINT_FILE
+    return read_json(recorded)["hash"] if recorded.exists() else str(path)
+
+
+def is_done(out: Path, marker: str, print_: dict[str, Any]) -> bool:
+    """Whether ``out/marker`` exists and was made from the same recipe parts; raises when the parts differ."""
+    if not (out / marker).exists():
+        return False
+    recorded = out / FINGERPRINT_FILE
+    old = read_json(recorded) if recorded.exists() else {"hash": None, "parts": {}}
+    if old["hash"] == print_["hash"]:
+        return True
+    keys = _changed(old["parts"], print_["parts"]) or ["(no fingerprint recorded)"]
+    raise StaleOutputError(
+        f"{out} was made from a different recipe (changed: {', '.join(keys[:8])}); delete {out} and what was "
+        f"made from it to redo it, or run under a new name"
+    )
+
+
+# ----------------------------------------------------------------------------- steps
 def make_teacher(config: RunConfig) -> Teacher:
     if config.teacher.kind == "oracle":
         from reflectrl.teachers.oracle import OracleTeacher
@@ -57,90 +117,164 @@ def _data_levels(config: RunConfig) -> list[tuple[dict[str, Any], float]]:
     return list(zip(levels, config.curriculum.weights or [1.0] * len(levels)))
 
 
+def data_fingerprint(config: RunConfig) -> dict[str, Any]:
+    return fingerprint({**_parts(config, "seed", "env", "teacher", "data"), "levels": _data_levels(config)})
+
+
 def step_data(config: RunConfig) -> Path:
     """Teacher examples on train tasks (training sets) and val tasks (held-out sets), every level."""
     data_dir = config.run_dir / "data"
-    if (data_dir / "done.json").exists():
+    print_ = data_fingerprint(config)
+    if is_done(data_dir, "done.json", print_):
         return data_dir
     teacher = make_teacher(config)
     levels = _data_levels(config)
     total_weight = sum(weight for _, weight in levels)
     counts = {}
-    for split, episodes in (("train", config.data.episodes), ("val", max(1, int(config.data.episodes * config.data.val_fraction)))):
-        examples = []
-        for index, (level, weight) in enumerate(levels):
-            env = make_env(config.env.name, **{**config.env.kwargs, **level})
-            per_level = max(1, round(episodes * weight / total_weight))
-            examples += list(generate_examples(
-                env, teacher, env.tasks(split), per_level, config.data.random_action_prob,
-                config.data.negatives_per_episode, seed=config.seed * 7919 + index + (0 if split == "train" else 10_000),
-            ))
-        sets = build_sets(examples)
-        write_sets(sets, data_dir / split)
-        counts[split] = {name: len(rows) for name, rows in sets.items()}
-    (data_dir / "done.json").write_text(json.dumps(counts, indent=2))
+    with atomic_directory(data_dir) as tmp:
+        for split, episodes in (("train", config.data.episodes),
+                                ("val", max(1, int(config.data.episodes * config.data.val_fraction)))):
+            examples = []
+            for index, (level, weight) in enumerate(levels):
+                env = make_env(config.env.name, **{**config.env.kwargs, **level})
+                per_level = max(1, round(episodes * weight / total_weight))
+                examples += list(generate_examples(
+                    env, teacher, env.tasks(split), per_level, config.data.random_action_prob,
+                    config.data.negatives_per_episode,
+                    seed=config.seed * 7919 + index + (0 if split == "train" else 10_000),
+                ))
+            sets = build_sets(examples)
+            write_sets(sets, tmp / split)
+            counts[split] = {name: len(rows) for name, rows in sets.items()}
+        write_json_atomic(tmp / FINGERPRINT_FILE, print_)
+        write_json_atomic(tmp / "done.json", counts)
     return data_dir
+
+
+def base_fingerprint(config: RunConfig) -> dict[str, Any]:
+    return fingerprint({**_parts(config, "seed", "model", "reflector_model"), "data": data_fingerprint(config)["hash"]})
 
 
 def step_base(config: RunConfig, data_dir: Path) -> tuple[Path, Path]:
     """The untrained starting points of the policy and the reflector (tiny: one tokenizer shared by both)."""
     base_dir = config.run_dir / "base"
-    reflector_base = base_dir / "reflector"
-    policy_base = base_dir / "policy"
-    if (base_dir / "done").exists():
-        return policy_base, reflector_base
-    texts = [row["prompt"] + " " + row["completion"] for row in read_jsonl(data_dir / "train" / "reflection.jsonl")]
-    texts += [row["prompt"] for row in read_jsonl(data_dir / "train" / "policy.jsonl")[:2000]]
-    torch.manual_seed(config.seed)
-    policy_model, tokenizer = load_model(config.model, texts=texts)
-    save_model(policy_model, tokenizer, policy_base)
-    reflector_spec = config.reflector_model or config.model
-    torch.manual_seed(config.seed + 1)
-    reflector_model, _ = load_model(reflector_spec, texts=texts, tokenizer=tokenizer if reflector_spec.name == "tiny" else None)
-    save_model(reflector_model, tokenizer, reflector_base)
-    (base_dir / "done").write_text("ok\n")
-    return policy_base, reflector_base
+    print_ = base_fingerprint(config)
+    if not is_done(base_dir, "done", print_):
+        texts = [row["prompt"] + " " + row["completion"] for row in read_jsonl(data_dir / "train" / "reflection.jsonl")]
+        texts += [row["prompt"] for row in read_jsonl(data_dir / "train" / "policy.jsonl")[:2000]]
+        with atomic_directory(base_dir) as tmp:
+            torch.manual_seed(config.seed)
+            policy_model, tokenizer = load_model(config.model, texts=texts)
+            save_model(policy_model, tokenizer, tmp / "policy")
+            reflector_spec = config.reflector_model or config.model
+            torch.manual_seed(config.seed + 1)
+            reflector_model, _ = load_model(reflector_spec, texts=texts,
+                                            tokenizer=tokenizer if reflector_spec.name == "tiny" else None)
+            save_model(reflector_model, tokenizer, tmp / "reflector")
+            for where in (tmp, tmp / "policy", tmp / "reflector"):
+                write_json_atomic(where / FINGERPRINT_FILE, print_)
+            write_text_atomic(tmp / "done", "ok\n")
+    return base_dir / "policy", base_dir / "reflector"
+
+
+def sft_fingerprint(config: RunConfig, kind: str, start: Path) -> dict[str, Any]:
+    spec = config.reflector_model if kind == "reflection" and config.reflector_model else config.model
+    sft = config.reflector_sft if kind == "reflection" and config.reflector_sft else config.sft
+    return fingerprint({"seed": config.seed, "model": asdict(spec), "sft": asdict(sft), "start": _hash_of(start),
+                        "data": data_fingerprint(config)["hash"]})
 
 
 def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: Path, kind: str) -> Path:
-    if (out / "sft_metrics.json").exists():
+    """SFT of one model on one set, starting from ``base``; the output appears only when it is complete."""
+    print_ = sft_fingerprint(config, kind, base)
+    if is_done(out, "sft_metrics.json", print_):
         return out
     spec = config.reflector_model if kind == "reflection" and config.reflector_model else config.model
     model, tokenizer = load_model(ModelSpec(**{**spec.__dict__, "name": str(base)}))
+    model.to(default_device())
     sft_config = config.reflector_sft if kind == "reflection" and config.reflector_sft else config.sft
-    metrics = train_sft(
-        model, tokenizer,
-        read_jsonl(data_dir / "train" / f"{set_name}.jsonl"),
-        read_jsonl(data_dir / "val" / f"{set_name}.jsonl"),
-        sft_config, out, kind=kind, seed=config.seed, dtype=spec.dtype,
-    )
+    with atomic_directory(out) as tmp:
+        metrics = train_sft(
+            model, tokenizer,
+            read_jsonl(data_dir / "train" / f"{set_name}.jsonl"),
+            read_jsonl(data_dir / "val" / f"{set_name}.jsonl"),
+            sft_config, tmp, kind=kind, seed=config.seed, dtype=spec.dtype,
+        )
+        write_json_atomic(tmp / FINGERPRINT_FILE, print_)
+        write_json_atomic(tmp / "sft_metrics.json", {**metrics, "init": str(base)})
     log.info("sft %s: %s", set_name, metrics)
     return out
 
 
+def policy_sft(config: RunConfig, set_name: str) -> Path:
+    """SFT of one policy set, starting where ``policy_init`` says (running the steps it needs first)."""
+    data = step_data(config)
+    policy_base, reflector_base = step_base(config, data)
+    reflector_dir, out = POLICY_SETS[set_name]
+    if config.policy_init == "reflector":
+        reflection_set = "reflection" if reflector_dir == "reflector" else "reflection_pos"
+        start = step_sft(config, reflector_base, data, reflection_set, config.run_dir / reflector_dir, "reflection")
+    else:
+        start = policy_base
+    return step_sft(config, start, data, set_name, config.run_dir / out, "policy")
+
+
+def reflector_sft(config: RunConfig, negatives: bool = True) -> Path:
+    data = step_data(config)
+    _, reflector_base = step_base(config, data)
+    if negatives:
+        return step_sft(config, reflector_base, data, "reflection", config.run_dir / "reflector", "reflection")
+    return step_sft(config, reflector_base, data, "reflection_pos", config.run_dir / "reflector_noneg", "reflection")
+
+
+def rl_fingerprint(config: RunConfig, policy: Path, reflector: Path | None) -> dict[str, Any]:
+    inputs = {"policy": _hash_of(policy), "reflector": _hash_of(reflector) if reflector is not None else None}
+    parts = _parts(config, "seed", "env", "rl", "curriculum", "reflection_tokens", "reflection_temperature",
+                   "reflection_probability")
+    return fingerprint({**parts, "dtype": config.model.dtype, "max_length": config.sft.max_length, "inputs": inputs})
+
+
 def step_rl(config: RunConfig, arm: str, policy: Path, reflector: Path | None) -> Path:
+    """RL of one arm, resumed from its last checkpoint when a previous attempt was killed."""
     out = config.run_dir / "rl" / arm
+    print_ = rl_fingerprint(config, policy, reflector)
+    if not is_done(out, FINGERPRINT_FILE, print_):
+        if out.exists() and any(out.iterdir()):
+            raise StaleOutputError(f"{out} holds RL output without a {FINGERPRINT_FILE}; delete it to redo the arm")
+        write_json_atomic(out / FINGERPRINT_FILE, print_)
     if not (out / "final").exists():
         train_rl(config, policy, out, reflector, resume=True)
     return out
 
 
-def step_eval(config: RunConfig, arm: str, **kwargs: Any) -> dict[str, Any]:
-    path = config.run_dir / "eval" / f"{arm}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    plan = EvalPlan.from_config(config)
-    if arm == "random":
-        result = evaluate_agent(plan, lambda: RandomAgent(config.seed), desc=arm)
-    elif arm == "oracle":
-        result = evaluate_agent(plan, OracleAgent, desc=arm)
-    else:
-        result = evaluate_model(plan, greedy=config.eval.greedy, dtype=config.model.dtype,
-                                max_length=config.sft.max_length, reflection_tokens=config.reflection_tokens,
-                                desc=arm, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+def step_eval(config: RunConfig, arm: str, evaluate: Callable[[EvalPlan, bool], dict[str, Any]],
+              inputs: list[Path]) -> dict[str, Any]:
+    """One arm on the held-out tasks: greedy, and sampled with repeats when the recipe asks for it."""
+    out = config.run_dir / "eval" / arm
+    upstream = [_hash_of(p) for p in inputs]
+    print_ = fingerprint({**_parts(config, "seed", "env", "eval", "reflection_tokens", "reflection_temperature"),
+                          "inputs": upstream})
+    if is_done(out, "result.json", print_):
+        return read_json(out / "result.json")
+    result = evaluate(EvalPlan.from_config(config), config.eval.greedy)
+    if config.eval.sampled_repeats:
+        result["sampled"] = evaluate(EvalPlan.from_config(config, sampled=True), False)
+    with atomic_directory(out) as tmp:
+        write_json_atomic(tmp / FINGERPRINT_FILE, print_)
+        write_json_atomic(tmp / "result.json", result)
     return result
+
+
+def _model_arm(config: RunConfig, arm: str, policy: Path, reflector: Path | None) -> Callable[[EvalPlan, bool], Any]:
+    """Greedy play is argmax everywhere (actions and reflections); sampled play uses the recipe's temperatures."""
+
+    def evaluate(plan: EvalPlan, greedy: bool) -> dict[str, Any]:
+        return evaluate_model(
+            plan, policy, reflector, greedy=greedy, temperature=config.eval.sampled_temperature,
+            dtype=config.model.dtype, max_length=config.sft.max_length, reflection_tokens=config.reflection_tokens,
+            reflection_temperature=0.0 if greedy else config.reflection_temperature, desc=arm,
+        )
+    return evaluate
 
 
 def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
@@ -150,35 +284,47 @@ def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
     run = config.run_dir
     run.mkdir(parents=True, exist_ok=True)
     save_config(config, run / "config.yaml")
-    data = step_data(config)
-    policy_base, reflector_base = step_base(config, data)
-    reflector = step_sft(config, reflector_base, data, "reflection", run / "reflector", "reflection")
-    policy_start = reflector if config.policy_init == "reflector" else policy_base
-    policy = step_sft(config, policy_start, data, "policy", run / "policy", "policy")
-    policy_noreflect = step_sft(config, policy_start, data, "policy_noreflect", run / "policy_noreflect", "policy")
-    arms: dict[str, dict[str, Any]] = {}
+    reflector = reflector_sft(config)
+    policy = policy_sft(config, "policy")
+    policy_noreflect = policy_sft(config, "policy_noreflect")
     rl_dirs = {
         "sft_rl": step_rl(config, "sft_rl", policy_noreflect, None),
         "reflect_rl": step_rl(config, "reflect_rl", policy, reflector),
     }
     if config.ablations == "full":
-        reflector_noneg = step_sft(config, reflector_base, data, "reflection_pos", run / "reflector_noneg", "reflection")
-        noneg_start = reflector_noneg if config.policy_init == "reflector" else policy_base
-        policy_noneg = step_sft(config, noneg_start, data, "policy_pos", run / "policy_noneg", "policy")
-        rl_dirs["reflect_rl_no_neg"] = step_rl(config, "reflect_rl_no_neg", policy_noneg, reflector_noneg)
+        reflector_noneg = reflector_sft(config, negatives=False)
+        rl_dirs["reflect_rl_no_neg"] = step_rl(config, "reflect_rl_no_neg", policy_sft(config, "policy_pos"),
+                                               reflector_noneg)
+        policy_base, _ = step_base(config, step_data(config))
         rl_dirs["rl_only"] = step_rl(config, "rl_only", policy_base, None)
-    arms["random"] = step_eval(config, "random")
-    arms["oracle"] = step_eval(config, "oracle")
-    arms["sft"] = step_eval(config, "sft", policy_path=policy, reflector_path=reflector)
-    arms["sft_rl"] = step_eval(config, "sft_rl", policy_path=rl_dirs["sft_rl"] / "final")
-    arms["reflect_rl"] = step_eval(config, "reflect_rl", policy_path=rl_dirs["reflect_rl"] / "final",
-                                   reflector_path=reflector)
+    plays = {
+        "random": (lambda plan, greedy: evaluate_agent(plan, lambda: RandomAgent(config.seed), desc="random"), []),
+        "oracle": (lambda plan, greedy: evaluate_agent(plan, OracleAgent, desc="oracle"), []),
+        "sft": (_model_arm(config, "sft", policy_noreflect, None), [policy_noreflect]),
+        "sft_reflect": (_model_arm(config, "sft_reflect", policy, reflector), [policy, reflector]),
+        "sft_rl": (_model_arm(config, "sft_rl", rl_dirs["sft_rl"] / "final", None), [rl_dirs["sft_rl"]]),
+        "reflect_rl": (_model_arm(config, "reflect_rl", rl_dirs["reflect_rl"] / "final", reflector),
+                       [rl_dirs["reflect_rl"], reflector]),
+    }
     if config.ablations == "full":
-        arms["reflect_rl_no_neg"] = step_eval(config, "reflect_rl_no_neg",
-                                              policy_path=rl_dirs["reflect_rl_no_neg"] / "final",
-                                              reflector_path=run / "reflector_noneg")
-        arms["rl_only"] = step_eval(config, "rl_only", policy_path=rl_dirs["rl_only"] / "final")
-    (run / "eval.json").write_text(json.dumps(arms, indent=2))
+        plays["reflect_rl_no_neg"] = (
+            _model_arm(config, "reflect_rl_no_neg", rl_dirs["reflect_rl_no_neg"] / "final", run / "reflector_noneg"),
+            [rl_dirs["reflect_rl_no_neg"], run / "reflector_noneg"])
+        plays["rl_only"] = (_model_arm(config, "rl_only", rl_dirs["rl_only"] / "final", None), [rl_dirs["rl_only"]])
+    if config.eval.endpoint is not None:
+        plays["endpoint"] = (_endpoint_arm(config), [])
+    arms = {arm: step_eval(config, arm, evaluate, inputs) for arm, (evaluate, inputs) in plays.items()}
+    write_json_atomic(run / "eval.json", arms)
     curves = {arm: read_metrics(path / "metrics.jsonl") for arm, path in rl_dirs.items()}
     write_report(run, config.env.name, arms, curves)
     return arms
+
+
+def _endpoint_arm(config: RunConfig) -> Callable[[EvalPlan, bool], dict[str, Any]]:
+    from reflectrl.eval.endpoint_agent import EndpointAgent
+    from reflectrl.teachers.openai_compat import ChatEndpoint
+
+    settings = config.eval.endpoint
+    endpoint = ChatEndpoint(settings.base_url, settings.model, settings.api_key_env,
+                            cache_dir=settings.cache_dir or str(config.run_dir / "endpoint_cache"))
+    return lambda plan, greedy: evaluate_agent(plan, lambda: EndpointAgent(endpoint), desc="endpoint")

@@ -12,16 +12,20 @@ Three sources, one entry point (``load_model``):
   including directories written by ``save_model`` (a full model, or a peft
   adapter that records how to rebuild its base).
 
-Precision: ``dtype="bfloat16"`` means bf16 *autocast* (see ``autocast``); the
-weights stay fp32 so optimizers keep full-precision master weights. Frozen
-inference-only models (the reflector) may be cast to bf16 outright by their
-owner, since they have no master weights to keep.
+Precision: ``dtype="bfloat16"`` runs every forward under bf16 autocast (see
+``autocast``). A fully trained model keeps fp32 weights, the optimizer's master
+copy; under LoRA the frozen base weights are stored in bf16 (half the memory)
+while the adapters and their optimizer state stay fp32. Frozen inference-only
+models (the reflector) are cast to bf16 outright by their owner.
+
+Where a model came from travels in its config's public ``name_or_path``
+(``""`` for a randomly initialised tiny model), which ``save_model`` reads to
+record an adapter's base.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib.metadata
 import json
 import os
@@ -144,6 +148,11 @@ def autocast_dtype(dtype: str) -> torch.dtype | None:
     return torch.bfloat16 if dtype == "bfloat16" else None
 
 
+def default_device() -> torch.device:
+    """Where a single-process step puts its models: the GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 @contextlib.contextmanager
 def _quiet_peft() -> Iterator[None]:
     """peft 0.21 reads a property transformers 5 deprecated; the FutureWarning is noise for our users."""
@@ -154,14 +163,24 @@ def _quiet_peft() -> Iterator[None]:
 
 @contextlib.contextmanager
 def autocast(spec_or_dtype: ModelSpec | str, device_type: str = "cpu") -> Iterator[None]:
-    """bf16 autocast when the spec (or dtype string) asks for ``bfloat16``; a no-op for ``float32``."""
+    """bf16 autocast on ``device_type`` when the spec (or dtype string) asks for ``bfloat16``.
+
+    A no-op for ``float32`` and on devices without autocast (``meta``: shapes only).
+    """
     dtype = spec_or_dtype.dtype if isinstance(spec_or_dtype, ModelSpec) else spec_or_dtype
     lower = autocast_dtype(dtype)
-    if lower is None:
+    if lower is None or not torch.amp.is_autocast_available(device_type):
         yield
         return
     with torch.autocast(device_type=device_type, dtype=lower):
         yield
+
+
+def full_precision(device_type: str) -> contextlib.AbstractContextManager:
+    """Turn an enclosing autocast off on ``device_type`` (nothing to turn off where autocast does not exist)."""
+    if not torch.amp.is_autocast_available(device_type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, enabled=False)
 
 
 def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -172,7 +191,7 @@ def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTok
     they match a standalone ``3`` or ``Z`` but never split a word such as
     ``Zone`` or ``1500``. Training is deterministic for the same texts.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     corpus = [t for t in texts if isinstance(t, str) and t]
     if not corpus:
@@ -180,7 +199,12 @@ def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTok
     if vocab_size < _MIN_TINY_VOCAB:
         raise ValueError(f"vocab_size={vocab_size} is too small; the tiny tokenizer needs at least {_MIN_TINY_VOCAB}")
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # grid and path punctuation stays one character a token: a map cell then sits at the same offset
+    # whatever its neighbours, which a small model trained from scratch can learn to read
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"[|.:+\-]"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
     backend.decoder = decoders.ByteLevel()
     specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]
     trainer = trainers.BpeTrainer(
@@ -349,13 +373,12 @@ def _load_adapter_dir(path: Path, spec: ModelSpec) -> tuple[PreTrainedModel, Pre
     base_spec = ModelSpec(**{**base_fields, "dtype": spec.dtype, "lora": None, "allow_hub": spec.allow_hub})
     tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
     base, _ = load_model(base_spec, tokenizer=tokenizer)
-    base_record = base._reflectrl_base  # type: ignore[attr-defined]
     if base_name == BASE_DIR:
         # an unnamed (random tiny) base travels with each checkpoint, never by reference to an older one
-        base_record = {**base_record, "name": TINY}
+        base.config.name_or_path = ""
+    _lower_frozen_weights(base, spec.dtype)
     with _quiet_peft():
         model = PeftModel.from_pretrained(base, str(path), is_trainable=True)
-    model._reflectrl_base = base_record  # type: ignore[attr-defined]
     return model, tokenizer
 
 
@@ -374,16 +397,13 @@ def apply_lora(model: PreTrainedModel, settings: LoraSettings, seed: int = 0) ->
         fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
         task_type="CAUSAL_LM",
     )
-    base_record = getattr(model, "_reflectrl_base", None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
             with _quiet_peft():
-                peft_model = get_peft_model(model, config)
+                return get_peft_model(model, config)
         except ValueError as exc:
             raise ValueError(f"cannot apply LoRA {settings}: {exc}") from exc
-    peft_model._reflectrl_base = base_record  # type: ignore[attr-defined]
-    return peft_model
 
 
 def load_model(
@@ -401,7 +421,6 @@ def load_model(
     """
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"load_model expects a ModelSpec, got {type(spec).__name__}")
-    record_fields = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("lora", "dtype", "allow_hub")}
     local = Path(spec.name).expanduser()
     if spec.name == TINY:
         if tokenizer is None:
@@ -417,16 +436,27 @@ def load_model(
     else:
         if spec.name == SMOLLM2:
             model, loaded_tokenizer = _load_smollm2()
+            model.config.name_or_path = SMOLLM2
         else:
-            model, loaded_tokenizer = _load_pretrained(str(local) if local.is_dir() else spec.name, spec.allow_hub)
-            if local.is_dir():
-                record_fields["name"] = str(local.resolve())
+            model, loaded_tokenizer = _load_pretrained(str(local.resolve()) if local.is_dir() else spec.name,
+                                                       spec.allow_hub)
         tokenizer = _prepare_tokenizer(tokenizer or loaded_tokenizer)
     model = _prepare_model(model, tokenizer)
-    model._reflectrl_base = record_fields  # type: ignore[attr-defined]
     if spec.lora is not None:
+        _lower_frozen_weights(model, spec.dtype)
         model = apply_lora(model, spec.lora, spec.seed)
     return model.eval(), tokenizer
+
+
+def _lower_frozen_weights(model: PreTrainedModel, dtype: str) -> None:
+    """Under LoRA the base weights stay frozen, so they need no fp32 master copy: store them in ``dtype``.
+
+    The adapters peft adds on top are created (or loaded) in fp32, so the optimizer
+    and its state stay in full precision; autocast runs the matmuls in ``dtype``.
+    """
+    lower = autocast_dtype(dtype)
+    if lower is not None:
+        model.to(lower)
 
 
 def _base_state_dict(peft_model: Any) -> dict[str, torch.Tensor]:
@@ -458,9 +488,9 @@ def save_model(model: Any, tokenizer: PreTrainedTokenizerBase, path: str | os.Pa
         (target / RECORD_FILE).write_text(json.dumps({"format": "full"}, indent=1))
         return target
     model.save_pretrained(str(target))
-    base = dict(getattr(model, "_reflectrl_base", None) or {})
-    if not base:
-        base = {"name": TINY}  # wrapped outside load_model: nothing names its base, so it travels along
+    # where the base came from, as load_model recorded it in the config's public name_or_path:
+    # "" for a randomly initialised tiny model, which nothing else could rebuild, so it travels along
+    base = {"name": model.get_base_model().config.name_or_path or TINY}
     if base["name"] == TINY:
         base_model = model.get_base_model()
         fresh = type(base_model)(base_model.config)

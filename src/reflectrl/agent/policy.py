@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from reflectrl.agent.models import autocast, autocast_dtype
-from reflectrl.agent.prompts import ACTION_MARKER
+from reflectrl.agent.models import autocast, autocast_dtype, full_precision
+from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER, fit_state
 from reflectrl.envs.action_parser import ACTION_IDS, EXTRA_ACTION_IDS
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,24 @@ def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
         if full[start : start + len(plain)] == plain:
             return list(full[:start])
     return []
+
+
+def fit_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, state_end: int, budget: int, what: str) -> list[int]:
+    """Tokens of ``prompt`` in at most ``budget``, shortening only its state (``prompt[:state_end]``) with
+    ``fit_state``; an error names the limit when what follows the state is too long on its own."""
+    state, rest = prompt[:state_end].rstrip("\n"), "\n" + prompt[state_end:].lstrip("\n")
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    fitted = fit_state(state, lambda candidate: count(candidate + rest) <= budget)
+    tokens = tokenizer(fitted + rest, add_special_tokens=False, verbose=False)["input_ids"]
+    if len(tokens) > budget:
+        raise ValueError(
+            f"{what}: even with its state cut to the task line it takes {len(tokens)} tokens, more than the "
+            f"{budget} allowed; raise max_length, or shorten the reflection or the action list"
+        )
+    return tokens
 
 
 def left_pad(sequences: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,6 +176,56 @@ class ActionChoice:
     label: str
 
 
+class ActionHead(torch.nn.Module):
+    """The policy's forward pass as one module: decoder body, shrunk id head, optional value head.
+
+    A module, so that ``accelerate`` can wrap it for multi-process training (DDP's
+    bucketed gradient all-reduce hooks into a module's forward). The body runs
+    under the recipe's autocast on the inputs' device; the id head and the value
+    head run in fp32 so log-probs and values are precise.
+    """
+
+    def __init__(self, model: Any, dtype: str = "float32", value_head: torch.nn.Module | None = None):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.value_head = value_head
+
+    def forward(
+        self, input_ids: torch.Tensor, lengths: torch.Tensor, id_tokens: torch.Tensor, valid: torch.Tensor,
+        temperature: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log-probs [B, A] over the valid ids at ``temperature``, values [B] or None) for right-padded rows."""
+        with autocast(self.dtype, device_type=input_ids.device.type):
+            # Right padding: under the causal mask no real token attends to a pad, so no padding
+            # mask is built (the all-ones mask lets transformers leave causality to the attention
+            # kernel; SDPA's causal kernel also skips the upper triangle) and positions are plain
+            # 0..n-1 on every row.
+            out = decoder_body(self.model)(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False
+            )
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        hidden = out.last_hidden_state[rows, lengths - 1].float()
+        logits = self._id_logits(hidden, id_tokens)
+        log_probs = torch.log_softmax(logits.masked_fill(~valid, float("-inf")) / temperature, dim=-1)
+        values = self.value_head(hidden).squeeze(-1) if self.value_head is not None else None
+        return log_probs, values
+
+    def _id_logits(self, hidden: torch.Tensor, id_tokens: torch.Tensor) -> torch.Tensor:
+        """Logits of the id tokens only: the shrunk LM head ``hidden @ W[id rows].T`` (+ bias), in fp32."""
+        head = unwrap_model(self.model).get_output_embeddings()
+        with full_precision(hidden.device.type):
+            if type(head) is torch.nn.Linear:
+                rows = head.weight[id_tokens].float()
+                logits = torch.einsum("bh,bah->ba", hidden.float(), rows)
+                if head.bias is not None:
+                    logits = logits + head.bias[id_tokens].float()
+                return logits
+            # a wrapped head (LoRA on lm_head, a fully trained copy): apply it to the last position only
+            full = head(hidden.unsqueeze(1).to(next(head.parameters()).dtype))[:, 0].float()
+            return full.gather(1, id_tokens)
+
+
 class ActionPolicy:
     """Scores all valid actions of a batch of prompts with one forward pass.
 
@@ -169,11 +237,14 @@ class ActionPolicy:
     that splits numbers into digits).
     """
 
-    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, max_length: int = 1024, dtype: str = "float32"):
+    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, max_length: int = 1024, dtype: str = "float32",
+                 value_head: torch.nn.Module | None = None):
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
         autocast_dtype(dtype)
         self.model = model
+        #: the forward pass as one module; the RL loop may replace it by accelerate's wrapped copy
+        self.module: torch.nn.Module = ActionHead(model, dtype, value_head)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.dtype = dtype
@@ -216,34 +287,28 @@ class ActionPolicy:
         return next(self.model.parameters()).device
 
     def encode(self, prompts: list[str], ids: list[list[str]]) -> list[list[int]]:
-        """Token ids of each prompt, cut from the LEFT to ``max_length`` but never into the action list."""
+        """Token ids of each prompt; one too long for ``max_length`` has its state shortened by
+        ``prompts.fit_state`` (task line, reflection and action list kept whole)."""
         if len(prompts) != len(ids):
             raise ValueError(f"{len(prompts)} prompts but {len(ids)} id lists")
         encoded = self.tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
         budget = self.max_length - len(self._prefix)
         sequences = []
         for row, (prompt, row_ids) in enumerate(zip(prompts, ids)):
-            tail_char = action_list_start(prompt, row_ids)
+            tail = action_list_start(prompt, row_ids)
             tokens = encoded[row]
             if len(tokens) > budget:
-                offsets = self.tokenizer(
-                    prompt, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-                )["offset_mapping"]
-                tail_token = next(i for i, (_, end) in enumerate(offsets) if end > tail_char)
-                if len(tokens) - tail_token > budget:
-                    raise ValueError(
-                        f"prompt {row}: the action list alone takes {len(tokens) - tail_token} tokens, more than "
-                        f"max_length={self.max_length} allows; raise max_length or enumerate fewer actions"
-                    )
-                tokens = tokens[len(tokens) - budget :]
+                analyze = prompt.find(ANALYZE_MARKER)
+                tokens = fit_prompt(self.tokenizer, prompt, analyze if 0 <= analyze < tail else tail, budget,
+                                    f"prompt {row}")
             sequences.append(self._prefix + list(tokens))
         return sequences
 
-    def _id_tokens(self, ids: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _id_tokens(self, ids: list[list[str]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token of every row's ids [B, A] and which entries are real [B, A], on ``device``."""
         width = max(len(row) for row in ids) if ids else 0
         first = next(iter(self.token_of_id.values()))
-        tokens = torch.full((len(ids), width), first, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.bool)
+        rows = []
         for row, row_ids in enumerate(ids):
             if not row_ids:
                 raise ValueError(f"row {row} has no actions")
@@ -256,59 +321,47 @@ class ActionPolicy:
                 )
             if len(set(row_ids)) != len(row_ids):
                 raise ValueError(f"row {row} repeats an action id: {row_ids}")
-            tokens[row, : len(row_ids)] = torch.tensor([self.token_of_id[label] for label in row_ids])
-            mask[row, : len(row_ids)] = True
+            rows.append([self.token_of_id[label] for label in row_ids] + [first] * (width - len(row_ids)))
+        tokens = torch.tensor(rows, dtype=torch.long, device=device)
+        mask = torch.arange(width, device=device)[None, :] < torch.tensor([len(r) for r in ids], device=device)[:, None]
         return tokens, mask
-
-    def _id_logits(self, hidden: torch.Tensor, id_tokens: torch.Tensor) -> torch.Tensor:
-        """Logits of the id tokens only: the shrunk LM head ``hidden @ W[id rows].T`` (+ bias), in fp32."""
-        head = unwrap_model(self.model).get_output_embeddings()
-        with torch.autocast(device_type=hidden.device.type, enabled=False):
-            if type(head) is torch.nn.Linear:
-                rows = head.weight[id_tokens].float()
-                logits = torch.einsum("bh,bah->ba", hidden.float(), rows)
-                if head.bias is not None:
-                    logits = logits + head.bias[id_tokens].float()
-                return logits
-            # a wrapped head (LoRA on lm_head, a fully trained copy): apply it to the last position only
-            full = head(hidden.unsqueeze(1).to(next(head.parameters()).dtype))[:, 0].float()
-            return full.gather(1, id_tokens)
 
     def distribution(
         self,
         prompts: list[str],
         ids: list[list[str]],
-        return_hidden: bool = False,
         tokens: list[list[int]] | None = None,
+        temperature: float = 1.0,
+        return_values: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Log-probs [B, max_actions] over each row's valid ids (-inf beyond them), from one forward pass.
 
         Only each prompt's last position is read and projected, onto the id rows only.
-        With ``return_hidden`` also the last position's final hidden state [B, H]
-        (fp32), e.g. for a value head. ``tokens``: the prompts as ``encode`` returned
-        them, for callers that already hold them. Differentiable when called under grad.
+        ``temperature`` divides the logits: the distribution actions are sampled from,
+        so that RL scores an action under the same distribution that chose it.
+        ``tokens``: the prompts as ``encode`` returned them, for callers that already
+        hold them. With ``return_values`` also the value head's estimate of each state [B].
+        Differentiable when called under grad; every tensor is made on the model's device.
         """
         if not prompts:
             raise ValueError("distribution needs at least one prompt")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         if tokens is not None and len(tokens) != len(prompts):
             raise ValueError(f"{len(tokens)} token sequences for {len(prompts)} prompts")
-        id_tokens, valid = self._id_tokens(ids)
+        if return_values and self.value_head is None:
+            raise ValueError("return_values needs a policy built with a value_head")
         device = self.device
+        id_tokens, valid = self._id_tokens(ids, device)
         sequences = self.encode(prompts, ids) if tokens is None else tokens
         input_ids, lengths = right_pad(sequences, self.tokenizer.pad_token_id, device)
-        with autocast(self.dtype, device_type=device.type):
-            # Right padding: under the causal mask no real token attends to a pad, so no padding
-            # mask is built (the all-ones mask lets transformers leave causality to the attention
-            # kernel; SDPA's causal kernel also skips the upper triangle) and positions are plain
-            # 0..n-1 on every row.
-            out = decoder_body(self.model)(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False
-            )
-        last = out.last_hidden_state[torch.arange(len(prompts), device=device), lengths - 1]
-        hidden = last.float()
-        logits = self._id_logits(hidden, id_tokens.to(device))
-        log_probs = torch.log_softmax(logits.masked_fill(~valid.to(device), float("-inf")), dim=-1)
-        return (log_probs, hidden) if return_hidden else log_probs
+        log_probs, values = self.module(input_ids, lengths, id_tokens, valid, temperature)
+        return (log_probs, values) if return_values else log_probs
+
+    @property
+    def value_head(self) -> torch.nn.Module | None:
+        inner = getattr(self.module, "module", self.module)  # under DDP, the wrapped ActionHead
+        return inner.value_head
 
     @staticmethod
     def entropy(log_probs: torch.Tensor) -> torch.Tensor:
@@ -325,20 +378,22 @@ class ActionPolicy:
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> list[ActionChoice]:
-        """Choose one action per prompt (no grad, eval mode). Greedy takes the argmax at temperature 1."""
+        """Choose one action per prompt (no grad, eval mode); log-probs are those of the distribution sampled from.
+
+        Greedy takes the argmax and reports log-probs at temperature 1.
+        """
         if not greedy and temperature <= 0:
             raise ValueError(f"temperature must be positive for sampling, got {temperature}")
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                log_probs = self.distribution(prompts, ids).cpu()
+                log_probs = self.distribution(prompts, ids, temperature=1.0 if greedy else temperature).cpu()
         finally:
             self.model.train(was_training)
         if greedy:
             chosen = log_probs.argmax(-1)
         else:
-            log_probs = torch.log_softmax(log_probs / temperature, dim=-1)
             chosen = torch.multinomial(log_probs.exp(), 1, generator=generator)[:, 0]
         entropy = self.entropy(log_probs)
         return [
@@ -347,17 +402,18 @@ class ActionPolicy:
         ]
 
     def log_prob_and_entropy(
-        self, prompts: list[str], ids: list[list[str]], chosen: list[int], tokens: list[list[int]] | None = None
+        self, prompts: list[str], ids: list[list[str]], chosen: list[int], tokens: list[list[int]] | None = None,
+        temperature: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-prob of each chosen action index and the distribution's entropy, both [B] and differentiable.
 
-        ``tokens`` as for ``distribution``.
+        ``tokens`` and ``temperature`` as for ``distribution``.
         """
         if len(chosen) != len(prompts):
             raise ValueError(f"{len(chosen)} chosen indices for {len(prompts)} prompts")
         for row, (index, row_ids) in enumerate(zip(chosen, ids)):
             if not 0 <= index < len(row_ids):
                 raise ValueError(f"row {row}: chosen index {index} outside its {len(row_ids)} actions")
-        log_probs = self.distribution(prompts, ids, tokens=tokens)
+        log_probs = self.distribution(prompts, ids, tokens=tokens, temperature=temperature)
         picked = log_probs.gather(1, torch.tensor(chosen, device=log_probs.device)[:, None])[:, 0]
         return picked, self.entropy(log_probs)

@@ -10,9 +10,25 @@
 ```
 The reflector sees ``reflection_prompt(state)`` and writes until the action
 marker or EOS; the policy sees ``policy_prompt(...)`` and emits one id token.
+
+A state too long for a model's context is shortened by ``fit_state``, in this
+order, never touching its head (the lines up to the one stating the task, which
+starts with ``Task:`` or ``Your task is``, else the first line) nor the
+reflection and the action list that follow the state:
+
+1. history entries, oldest first (the lines under a header that ends with
+   ``history:``), replaced by one line saying how many were left out;
+2. the longest section body (lines under a header that ends with ``:``, such
+   as a file's contents or a directory listing), cut from its end, with a
+   ``[... N more lines cut to fit]`` marker;
+3. whatever is left between the head and the end, cut from its start;
+4. a head that does not fit alone (one long line, say), cut from its start.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 from reflectrl.envs.action_parser import action_ids
 
@@ -46,3 +62,69 @@ def policy_prompt(state_text: str, actions: list[str], reflection: str | None, i
     if reflection is not None:
         head += ANALYZE_MARKER + clean_reflection(reflection) + "\n"
     return head + enumerate_actions(actions, ids) + ACTION_MARKER
+
+
+_TASK_LINE = re.compile(r"^\s*(task:|your task is)", re.IGNORECASE)
+_CUT_MARKER = re.compile(r"^\[\.\.\. (\d+) more lines cut to fit\]$")
+
+
+def _split_head(state_text: str) -> tuple[str, list[str]]:
+    """(the protected head, the other lines): the head ends with the line stating the task."""
+    lines = state_text.split("\n")
+    end = next((i for i, line in enumerate(lines) if _TASK_LINE.match(line)), 0)
+    return "\n".join(lines[:end + 1]), lines[end + 1:]
+
+
+def _sections(lines: list[str]) -> list[tuple[int, int]]:
+    """(header index, end index) of each section: a line ending with ``:`` and the body lines up to the next one."""
+    headers = [i for i, line in enumerate(lines) if line.rstrip().endswith(":")]
+    return [(h, headers[k + 1] if k + 1 < len(headers) else len(lines)) for k, h in enumerate(headers)]
+
+
+def _cut_body(lines: list[str], header: int, end: int) -> list[str]:
+    """Halve a section's body from its end, keeping one marker that counts every line cut so far."""
+    body = lines[header + 1:end]
+    already = 0
+    if body and (found := _CUT_MARKER.match(body[-1])):
+        already, body = int(found.group(1)), body[:-1]
+    keep = len(body) // 2
+    marker = f"[... {already + len(body) - keep} more lines cut to fit]"
+    return lines[:header + 1] + body[:keep] + [marker] + lines[end:]
+
+
+def fit_state(state_text: str, fits: Callable[[str], bool]) -> str:
+    """The state, shortened in the documented order until ``fits(state)``; the head always stays."""
+    if fits(state_text):
+        return state_text
+    head, lines = _split_head(state_text)
+
+    def joined(body: list[str]) -> str:
+        return "\n".join([head, *body])
+
+    for header, end in _sections(lines):
+        if lines[header].rstrip().lower().endswith("history:"):
+            entries = lines[header + 1:end]
+            for dropped in range(1, len(entries) + 1):
+                candidate = lines[:header + 1] + [f"({dropped} earlier entries left out to fit)"] \
+                    + entries[dropped:] + lines[end:]
+                if fits(joined(candidate)):
+                    return joined(candidate)
+            lines = candidate
+            break
+    while bodies := [(end - header - 1, header, end) for header, end in _sections(lines) if end - header - 1 > 1]:
+        _, header, end = max(bodies)
+        lines = _cut_body(lines, header, end)
+        if fits(joined(lines)):
+            return joined(lines)
+    for start in range(1, len(lines) + 1):
+        candidate = ["[... earlier text cut to fit]"] + lines[start:]
+        if fits(joined(candidate)):
+            return joined(candidate)
+    low, high = 0, len(head)  # the shortest cut of the head's start that fits, by bisection
+    while low < high:
+        middle = (low + high) // 2
+        if fits("[...]" + head[middle:]):
+            high = middle
+        else:
+            low = middle + 1
+    return "[...]" + head[low:]

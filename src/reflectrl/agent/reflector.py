@@ -19,8 +19,8 @@ from transformers.cache_utils import DynamicLayer
 
 from reflectrl.agent.attention import CPU_ATTENTION
 from reflectrl.agent.models import ModelSpec, autocast_dtype, load_model
-from reflectrl.agent.policy import bos_prefix, left_pad, positions_from_mask
-from reflectrl.agent.prompts import ACTION_STOP, clean_reflection, reflection_prompt
+from reflectrl.agent.policy import bos_prefix, fit_prompt, left_pad, positions_from_mask
+from reflectrl.agent.prompts import ACTION_STOP, ANALYZE_MARKER, clean_reflection, reflection_prompt
 
 #: a row's stop check decodes only its last few tokens: enough to hold the marker however it is split
 _STOP_WINDOW = len(ACTION_STOP) + 4
@@ -89,8 +89,8 @@ class Reflector:
     generator seeded by ``seed``. With ``probability < 1`` each state gets a
     reflection only with that probability (the others get None; 0 is the
     no-reflection ablation and never calls the model). The constructor freezes
-    the model (eval mode, ``requires_grad=False``); with ``dtype="bfloat16"`` it
-    also casts the weights to bf16 in place: a frozen model needs no fp32 master
+    the model (eval mode, ``requires_grad=False``), folds a LoRA adapter into its
+    base weights; with ``dtype="bfloat16"`` it also casts the weights to bf16 in place: a frozen model needs no fp32 master
     weights, and autocast would re-cast every weight at every decode step.
     """
 
@@ -114,6 +114,10 @@ class Reflector:
         if tokenizer.pad_token_id is None:
             raise ValueError("the reflector's tokenizer has no pad token; load it with models.load_model")
         lower = autocast_dtype(dtype)
+        if hasattr(model, "merge_and_unload"):
+            # a frozen LoRA adapter adds two small matmuls per layer at every decoded token for nothing:
+            # folded into the base weights it costs none (peft's merge is exact up to rounding)
+            model = model.merge_and_unload()
         self.model = model.eval()
         for param in self.model.parameters():
             param.requires_grad_(False)
@@ -127,8 +131,7 @@ class Reflector:
         self.max_length = max_length or _max_positions(model)
         if self.max_length <= max_new_tokens:
             raise ValueError(f"max_length={self.max_length} leaves no room for a prompt before {max_new_tokens} new tokens")
-        self._rng = random.Random(seed)
-        self._generator = torch.Generator().manual_seed(seed)
+        self.reseed(seed)
         self._prefix = bos_prefix(tokenizer)
         stop = {tokenizer.eos_token_id}
         eos_config = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -136,10 +139,22 @@ class Reflector:
         self._stop_tokens = {t for t in stop if t is not None}
         self._marker_end_tokens: torch.Tensor | None = None
 
+    def reseed(self, seed: int) -> None:
+        """Restart both random streams (which states get a reflection, sampled tokens) from ``seed``.
+
+        The RL loop reseeds at every iteration from the iteration's own seed, so a
+        resumed run draws what the uninterrupted one drew without checkpointing them.
+        """
+        self._rng = random.Random(seed)
+        self._generator = torch.Generator().manual_seed(seed)
+
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: str = "float32", **kwargs: Any) -> "Reflector":
-        """A reflector from a saved (SFT'd) model directory; ``kwargs`` as for the constructor."""
+    def from_pretrained(cls, path: str | Path, dtype: str = "float32", device: torch.device | str | None = None,
+                        **kwargs: Any) -> "Reflector":
+        """A reflector from a saved (SFT'd) model directory, on ``device``; ``kwargs`` as for the constructor."""
         model, tokenizer = load_model(ModelSpec(name=str(path), dtype=dtype))
+        if device is not None:
+            model.to(device)
         return cls(model, tokenizer, dtype=dtype, **kwargs)
 
     def reflect(self, state_texts: list[str]) -> list[str | None]:
@@ -158,10 +173,12 @@ class Reflector:
         return results
 
     def _encode(self, prompts: list[str]) -> list[list[int]]:
-        """Prompt tokens cut from the LEFT so prompt + new tokens fit the model (the marker end is kept)."""
+        """Prompt tokens that leave room for the new tokens; a long state is shortened by ``fit_state``."""
         budget = self.max_length - self.max_new_tokens - len(self._prefix)
         encoded = self.tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
-        return [self._prefix + list(tokens[-budget:]) for tokens in encoded]
+        return [self._prefix + (list(tokens) if len(tokens) <= budget else
+                                fit_prompt(self.tokenizer, prompt, prompt.rfind(ANALYZE_MARKER), budget, "reflection prompt"))
+                for prompt, tokens in zip(prompts, encoded)]
 
     def _next_tokens(self, logits: torch.Tensor) -> torch.Tensor:
         if self.temperature == 0:

@@ -30,9 +30,16 @@ class StepRecord:
     log_prob: float
     entropy: float
     reward: float
-    done: bool
+    #: the episode ended here on its own (goal, crash); a bootstrapped return must stop here
+    terminated: bool
+    #: the episode was cut here by the horizon; the state after it still has a value
+    truncated: bool
     reflection: str | None
     action_text: str
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
 
 
 @dataclass
@@ -42,6 +49,10 @@ class Episode:
     steps: list[StepRecord] = field(default_factory=list)
     success: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    #: for an episode cut by the horizon: the policy prompt and ids of the state it was cut in
+    #: (what a critic bootstraps from); filled only when ``rollout(final_prompts=True)``
+    final_prompt: str | None = None
+    final_ids: list[str] | None = None
 
     @property
     def episode_return(self) -> float:
@@ -62,22 +73,23 @@ def rollout(
     shuffle_ids: bool = False,
     rng: random.Random | None = None,
     generator: torch.Generator | None = None,
+    final_prompts: bool = False,
 ) -> list[Episode]:
-    """Play one episode in each env (``envs[i]`` on ``tasks[i]`` with ``seeds[i]``), batched."""
+    """Play one episode in each env (``envs[i]`` on ``tasks[i]`` with ``seeds[i]``), batched.
+
+    ``final_prompts``: also write the policy prompt of the state each truncated episode
+    was cut in (with its reflection), so a critic can bootstrap the return from there.
+    """
     if not len(envs) == len(tasks) == len(seeds):
         raise ValueError(f"rollout needs as many tasks and seeds as envs: {len(envs)}, {len(tasks)}, {len(seeds)}")
     rng = rng or random.Random(0)
     observations = [env.reset(task=task, seed=seed) for env, task, seed in zip(envs, tasks, seeds)]
     episodes = [Episode(task, seed) for task, seed in zip(tasks, seeds)]
     live = list(range(len(envs)))
+    cut: list[int] = []
     while live:
-        states = [observations[i].text for i in live]
-        reflections = reflector.reflect(states) if reflector is not None else [None] * len(live)
-        labels = [policy.ids_for(len(observations[i].actions), rng if shuffle_ids else None) for i in live]
-        prompts = [
-            policy_prompt(observations[i].text, observations[i].actions, reflection, ids)
-            for i, reflection, ids in zip(live, reflections, labels)
-        ]
+        prompts, labels, reflections = _prompts([observations[i] for i in live], policy, reflector,
+                                                rng if shuffle_ids else None)
         choices = policy.act(prompts, labels, greedy=greedy, temperature=temperature, generator=generator)
         still = []
         for i, prompt, ids, reflection, choice in zip(live, prompts, labels, reflections, choices):
@@ -85,22 +97,31 @@ def rollout(
             observation, reward, terminated, truncated, info = envs[i].step(choice.index)
             done = terminated or truncated
             episodes[i].steps.append(StepRecord(
-                prompt, ids, choice.index, choice.log_prob, choice.entropy, float(reward), done, reflection, action_text,
+                prompt, ids, choice.index, choice.log_prob, choice.entropy, float(reward), bool(terminated),
+                bool(truncated and not terminated), reflection, action_text,
             ))
             observations[i] = observation
             if done:
                 episodes[i].success = bool(info.get("success", False))
                 episodes[i].info = dict(info)
+                if truncated and not terminated:
+                    cut.append(i)
             else:
                 still.append(i)
         live = still
+    if final_prompts and cut:
+        prompts, labels, _ = _prompts([observations[i] for i in cut], policy, reflector, rng if shuffle_ids else None)
+        for i, prompt, ids in zip(cut, prompts, labels):
+            episodes[i].final_prompt, episodes[i].final_ids = prompt, ids
     return episodes
 
 
-def returns_to_go(rewards: list[float], gamma: float = 1.0) -> list[float]:
-    """Monte-Carlo return from each step to the episode's end."""
-    out, running = [0.0] * len(rewards), 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        running = rewards[t] + gamma * running
-        out[t] = running
-    return out
+def _prompts(
+    observations: list[Any], policy: ActionPolicy, reflector: Reflector | None, rng: random.Random | None
+) -> tuple[list[str], list[list[str]], list[str | None]]:
+    """The policy prompts of a batch of states: one batched reflection each, then the labelled action list."""
+    reflections = reflector.reflect([o.text for o in observations]) if reflector is not None else [None] * len(observations)
+    labels = [policy.ids_for(len(o.actions), rng) for o in observations]
+    prompts = [policy_prompt(o.text, o.actions, reflection, ids)
+               for o, reflection, ids in zip(observations, reflections, labels)]
+    return prompts, labels, reflections

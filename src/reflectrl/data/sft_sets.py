@@ -15,14 +15,13 @@ re-render them with shuffled ids.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from reflectrl.agent.prompts import policy_prompt, reflection_prompt
 from reflectrl.data.trajectories import Example
 from reflectrl.envs.action_parser import action_ids
+from reflectrl.run_files import write_jsonl_atomic
 
 SET_NAMES = ("reflection", "policy", "policy_noreflect", "reflection_pos", "policy_pos")
 
@@ -56,17 +55,6 @@ def build_sets(examples: Iterable[Example]) -> dict[str, list[dict[str, Any]]]:
     return sets
 
 
-def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> None:
-    """Write atomically, so an interrupted run never leaves a half file that looks finished."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
-
-
 def read_jsonl(path: str | Path, required: tuple[str, ...] = ("prompt", "completion")) -> list[dict[str, Any]]:
     """Read an SFT set; a bad line is an error naming the file and line."""
     rows = []
@@ -86,4 +74,4 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ("prompt", "complet
 
 def write_sets(sets: dict[str, list[dict[str, Any]]], directory: str | Path) -> None:
     for name, rows in sets.items():
-        write_jsonl(rows, Path(directory) / f"{name}.jsonl")
+        write_jsonl_atomic(rows, Path(directory) / f"{name}.jsonl")

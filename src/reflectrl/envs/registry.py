@@ -10,6 +10,7 @@ dependency is missing only fails (with an install hint) when it is asked for.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Callable
 
 from reflectrl.envs.base import TextEnv
@@ -55,5 +56,16 @@ def _resolve(name: str) -> Callable[..., TextEnv]:
 
 
 def make_env(name: str, **kwargs: Any) -> TextEnv:
-    """Build a registered env, passing ``kwargs`` to its constructor."""
-    return _resolve(name)(**kwargs)
+    """Build a registered env, passing ``kwargs`` to its constructor; a bad argument is named in a ValueError."""
+    factory = _resolve(name)
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**kwargs)
+        except TypeError as error:
+            accepted = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
+            raise ValueError(f"env {name!r}: {error} (its arguments: {', '.join(accepted) or 'none'})") from None
+    return factory(**kwargs)

@@ -4,8 +4,26 @@ The physics (moves, walls, pickup/drop-off and their base rewards) come from
 gymnasium's own transition table ``P``, read once per process; this module only
 adds what Reflect-RL changes: the text rendering, the "dangerous" rule (an
 action that leaves the state unchanged gives -10 and ends the episode), the
-curriculum stages (pickup / dropoff / full) with their +20 pickup bonus, reward
-scaling, a horizon, fixed task splits and a BFS oracle for the teacher.
+curriculum stages (pickup / dropoff / full) with their +20 pickup reward,
+reward scaling, a horizon, fixed task splits and a BFS oracle for the teacher.
+
+Two protocols, chosen per recipe with three constructor arguments:
+
+========================  =======================================  ==========================================
+argument                  ``"paper"`` (the authors' code)           reflectrl's alternative
+========================  =======================================  ==========================================
+``observation``           the map (depot letters blanked) and the   ``"hints"``: the map with depot letters,
+                          history of actions in words               a legend, the positions and walls in
+                                                                    words, and the last step's result
+``dropoff_start``         ``"oracle_pickup"``: a full-task start,   ``"anywhere"``: any cell, passenger
+                          then the oracle drives to the passenger   already aboard
+                          and picks up
+``pickup_reward``         ``"replace"``: the pickup step pays +20   ``"add"``: -1 + 20
+========================  =======================================  ==========================================
+
+The defaults are reflectrl's; ``configs/taxi-paper.yaml`` selects the authors'.
+With the paper's observation nothing is spelled out: reading the map is the
+policy's (or the reflector's) job, which is where reflection can matter.
 """
 
 from __future__ import annotations
@@ -49,6 +67,9 @@ _TASK_SENTENCES = {
 }
 _LEGEND = "Legend: T taxi, P passenger, D destination, O taxi at passenger, X taxi with passenger, | wall. North is up."
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four")
+OBSERVATIONS: tuple[str, ...] = ("hints", "paper")
+DROPOFF_STARTS: tuple[str, ...] = ("anywhere", "oracle_pickup")
+PICKUP_REWARDS: tuple[str, ...] = ("add", "replace")
 
 
 @functools.lru_cache(maxsize=1)
@@ -227,8 +248,13 @@ def positions_line(state: int) -> str:
             f"Walls next to the taxi: {walls}.")
 
 
-def render_map(state: int) -> str:
-    """The 5x5 map: walls ``|``, ``.`` empty, depot letters, and T/P/D/O/X for taxi, passenger, destination."""
+def render_map(state: int, depot_letters: bool = True) -> str:
+    """The 5x5 map as gymnasium draws it (``|`` a wall, ``:`` an open side) with ``.`` for an empty cell,
+    depot letters, and T/P/D/O/X for taxi, passenger, destination. Every character is one cell or side, so a
+    tokenizer that keeps them apart (the tiny preset's) gives each cell a fixed position in the text.
+
+    ``depot_letters=False`` blanks the depots that are neither the passenger's nor the destination (the paper's map).
+    """
     taxi_row, taxi_col, passenger, destination = decode(state)
     passenger_cell = None if passenger == IN_TAXI else depot_cell(passenger)
     depots = {depot_cell(i): name for i, name in enumerate(DEPOTS)}
@@ -244,10 +270,10 @@ def render_map(state: int) -> str:
             elif cell == depot_cell(destination):
                 symbol = "D"
             else:
-                symbol = depots.get(cell, ".")
+                symbol = depots.get(cell, ".") if depot_letters else "."
             line += symbol
             if col < 4:
-                line += " " if _is_open(row, col, "east") else "|"
+                line += ":" if _is_open(row, col, "east") else "|"
         lines.append(line + "|")
     lines.append("+---------+")
     return "\n".join(lines)
@@ -263,6 +289,13 @@ def relative_position(d_row: int, d_col: int) -> str:
         cols = abs(d_col)
         parts.append(f"{_NUMBER_WORDS[cols]} column{'s' if cols > 1 else ''} {'east' if d_col > 0 else 'west'}")
     return " and ".join(parts) if parts else "right here"
+
+
+def _after_oracle_pickup(state: int) -> int:
+    """Where the paper's dropoff stage starts: the state after the oracle drove to the passenger and picked up."""
+    while decode(state)[2] != IN_TAXI:
+        state = transition(state, _plan("pickup")[1][state])[0]
+    return state
 
 
 def _check_stage(stage: str) -> None:
@@ -282,12 +315,21 @@ class DangerousTaxi(TextEnv):
 
     name = "taxi"
 
-    def __init__(self, stage: str = "full", max_steps: int = 20, reward_scale: float = 20.0) -> None:
+    def __init__(self, stage: str = "full", max_steps: int = 20, reward_scale: float = 20.0,
+                 observation: str = "hints", dropoff_start: str = "anywhere", pickup_reward: str = "add") -> None:
         _check_stage(stage)
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"taxi: max_steps must be a positive int, got {max_steps!r}")
-        if not reward_scale > 0:
-            raise ValueError(f"taxi: reward_scale must be > 0, got {reward_scale!r}")
+        if isinstance(reward_scale, bool) or not isinstance(reward_scale, (int, float)) or not reward_scale > 0:
+            raise ValueError(f"taxi: reward_scale must be a number > 0, got {reward_scale!r}")
+        for name, value, choices in (("observation", observation, OBSERVATIONS),
+                                     ("dropoff_start", dropoff_start, DROPOFF_STARTS),
+                                     ("pickup_reward", pickup_reward, PICKUP_REWARDS)):
+            if value not in choices:
+                raise ValueError(f"taxi: {name} must be one of {', '.join(choices)}, got {value!r}")
+        self.observation_kind = observation
+        self.dropoff_start = dropoff_start
+        self.pickup_reward = pickup_reward
         self.stage = stage
         self.max_steps = max_steps
         self.reward_scale = float(reward_scale)
@@ -298,11 +340,17 @@ class DangerousTaxi(TextEnv):
         self._done = False
         self._succeeded = False
         self._bonus_paid = False
+        self._history: list[str] = []
+
+    @property
+    def _task_stage(self) -> str:
+        """Whose start states are this env's tasks: the paper's dropoff starts from full-task states."""
+        return "full" if self.stage == "dropoff" and self.dropoff_start == "oracle_pickup" else self.stage
 
     def tasks(self, split: str) -> list[int]:
         if split not in SPLITS:
             raise ValueError(f"taxi: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        return list(_splits(self.stage)[split])
+        return list(_splits(self._task_stage)[split])
 
     @property
     def state(self) -> int:
@@ -312,7 +360,7 @@ class DangerousTaxi(TextEnv):
         return self._state
 
     def reset(self, task: Any = None, seed: int | None = None) -> Observation:
-        valid = start_states(self.stage)
+        valid = start_states(self._task_stage)
         if task is None:
             state = random.Random(seed).choice(valid)
         else:
@@ -326,6 +374,9 @@ class DangerousTaxi(TextEnv):
                     f"({len(valid)} valid states; see tasks(split))"
                 )
         self._state = int(state)
+        if self._task_stage != self.stage:
+            self._state = _after_oracle_pickup(self._state)
+        self._history = []
         self._steps = 0
         self._done = False
         self._succeeded = False
@@ -348,7 +399,7 @@ class DangerousTaxi(TextEnv):
         else:
             reward, terminated = base_reward, False
             if picked_up and self.stage != "dropoff" and not self._bonus_paid:
-                reward += PICKUP_BONUS
+                reward = PICKUP_BONUS if self.pickup_reward == "replace" else reward + PICKUP_BONUS
                 self._bonus_paid = True
             if delivered or (picked_up and self.stage == "pickup"):
                 terminated = success = True
@@ -409,6 +460,7 @@ class DangerousTaxi(TextEnv):
     def _finish(self, reward: float, terminated: bool, success: bool, info: dict[str, Any], result: str,
                 last_action: str | None, kind: str, previous_distance: int | None) -> StepResult:
         self._steps += 1
+        self._history.append(last_action or "an invalid reply")
         truncated = not terminated and self._steps >= self.max_steps
         self._done = terminated or truncated
         self._succeeded = success
@@ -423,8 +475,12 @@ class DangerousTaxi(TextEnv):
     def _observe(self, result: str, last_action: str | None, last_result: str,
                  previous_distance: int | None) -> Observation:
         state = self.state
-        text = (f"{_TASK_SENTENCES[self.stage]}\n{render_map(state)}\n{_LEGEND}\n"
-                f"{positions_line(state)}\nLast step: {result}")
+        if self.observation_kind == "paper":
+            history = ", ".join(self._history) if self._history else "none"
+            text = f"{_TASK_SENTENCES[self.stage]}\n{render_map(state, depot_letters=False)}\nActions so far: {history}."
+        else:
+            text = (f"{_TASK_SENTENCES[self.stage]}\n{render_map(state)}\n{_LEGEND}\n"
+                    f"{positions_line(state)}\nLast step: {result}")
         oracle = self._oracle_facts(state)
         oracle.update(last_action=last_action, last_result=last_result, previous_distance=previous_distance)
         return Observation(text=text, actions=list(ACTIONS),

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from reflectrl.agent.models import ModelSpec, load_model
+from reflectrl.agent.models import ModelSpec, default_device, load_model
 from reflectrl.agent.policy import ActionPolicy
 from reflectrl.agent.reflector import Reflector
 from reflectrl.agent.rollout import rollout
@@ -79,12 +79,21 @@ class EvalPlan:
     episodes: int = 100
     seed: int = 0
     repeat_tasks: bool = True
+    #: play each task this many times in a row (with new seeds): the sampled protocol's repeats
+    repeats: int = 1
 
     @classmethod
-    def from_config(cls, config: Any) -> "EvalPlan":
-        """The plan of a run's ``eval`` section (a ``RunConfig``)."""
-        return cls(config.env.name, config.env.kwargs, config.eval.levels or [{}], config.eval.split,
+    def from_config(cls, config: Any, sampled: bool = False) -> "EvalPlan":
+        """The plan of a run's ``eval`` section (a ``RunConfig``).
+
+        ``sampled``: the authors' protocol, every held-out task (up to ``eval.episodes``
+        of them) played ``eval.sampled_repeats`` times.
+        """
+        plan = cls(config.env.name, config.env.kwargs, config.eval.levels or [{}], config.eval.split,
                    config.eval.episodes, seed=config.seed + 12345, repeat_tasks=config.eval.repeat_tasks)
+        if sampled:
+            plan.repeat_tasks, plan.repeats = False, config.eval.sampled_repeats
+        return plan
 
     def level_name(self, level: dict[str, Any]) -> str:
         return ",".join(f"{k}={v}" for k, v in sorted(level.items())) or "all"
@@ -94,12 +103,12 @@ class EvalPlan:
 
     def tasks(self, env: TextEnv) -> list[tuple[Any, int]]:
         """(task, seed) pairs: every held-out task once, cycled with new seeds up to ``episodes``
-        (without ``repeat_tasks``: each task at most once)."""
-        tasks = env.tasks(self.split)
+        (without ``repeat_tasks``: each task at most once), each then ``repeats`` times."""
+        tasks = env.tasks("val") + env.tasks("test") if self.split == "heldout" else env.tasks(self.split)
         if not tasks:
             raise ValueError(f"{self.env_name}: the {self.split} split has no tasks")
         n = self.episodes if self.repeat_tasks else min(self.episodes, len(tasks))
-        return [(tasks[i % len(tasks)], self.seed + i) for i in range(n)]
+        return [(tasks[i % len(tasks)], self.seed + i * self.repeats + r) for i in range(n) for r in range(self.repeats)]
 
 
 def _group_key(task: Any) -> str | None:
@@ -145,17 +154,25 @@ def evaluate_model(
     reflector_path: str | Path | None = None,
     batch_size: int = 32,
     greedy: bool = True,
+    temperature: float = 1.0,
     dtype: str = "float32",
     max_length: int = 1024,
     reflection_tokens: int = 64,
+    reflection_temperature: float = 0.0,
     desc: str = "eval",
 ) -> dict[str, Any]:
-    """A saved policy (and optional reflector) played in lock-step batches."""
+    """A saved policy (and optional reflector) played in lock-step batches, on the accelerator when there is one.
+
+    ``greedy`` takes each step's most likely action; otherwise actions are sampled at
+    ``temperature``. The reflector decodes greedily at ``reflection_temperature=0``.
+    """
+    device = default_device()
     model, tokenizer = load_model(ModelSpec(name=str(policy_path), dtype=dtype))
-    policy = ActionPolicy(model.eval(), tokenizer, max_length=max_length, dtype=dtype)
+    policy = ActionPolicy(model.eval().to(device), tokenizer, max_length=max_length, dtype=dtype)
     reflector = None
     if reflector_path is not None:
-        reflector = Reflector.from_pretrained(reflector_path, dtype=dtype, max_new_tokens=reflection_tokens)
+        reflector = Reflector.from_pretrained(reflector_path, dtype=dtype, max_new_tokens=reflection_tokens,
+                                              temperature=reflection_temperature, seed=plan.seed, device=device)
     generator = torch.Generator().manual_seed(plan.seed)
     per_level = {}
     for level in plan.levels:
@@ -164,8 +181,11 @@ def evaluate_model(
         jobs = plan.tasks(envs[0])
         for start in tqdm(range(0, len(jobs), batch_size), desc=f"{desc} {plan.level_name(level)}", leave=False):
             chunk = jobs[start:start + batch_size]
+            if reflector is not None:
+                reflector.reseed(plan.seed + start)
             episodes = rollout(envs[:len(chunk)], [t for t, _ in chunk], [s for _, s in chunk], policy, reflector,
-                               greedy=greedy, rng=random.Random(plan.seed + start), generator=generator)
+                               greedy=greedy, temperature=temperature, rng=random.Random(plan.seed + start),
+                               generator=generator)
             pairs += [(e.task, EpisodeResult(e.success, e.episode_return, len(e), 0, [s.action_text for s in e.steps]))
                       for e in episodes]
         per_level[plan.level_name(level)] = pairs

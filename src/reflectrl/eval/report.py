@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +10,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from reflectrl.run_files import read_jsonl_tolerant, write_text_atomic  # noqa: E402
+
 ARM_TITLES = {
     "random": "Random",
     "oracle": "Oracle",
-    "sft": "SFT only (with reflection)",
+    "sft": "SFT only (no reflection)",
+    "sft_reflect": "SFT with reflection (no RL)",
     "sft_rl": "SFT + RL without reflection",
     "reflect_rl": "Reflect-RL",
     "reflect_rl_no_neg": "Reflect-RL without negative examples",
     "rl_only": "RL only (no SFT)",
+    "endpoint": "Zero-shot LLM (endpoint)",
 }
 
 #: success rates reported in the paper (PAPER.md; unverified secondary summary), by env and arm
@@ -39,21 +42,29 @@ def _pct(value: float) -> str:
     return f"{100 * value:.0f}%"
 
 
+def _with_ci(metrics: dict[str, Any]) -> str:
+    lo, hi = metrics["success_ci"]
+    return f"{_pct(metrics['success'])} [{_pct(lo)}, {_pct(hi)}]"
+
+
 def results_table(results: dict[str, dict[str, Any]], env_name: str) -> str:
-    """Markdown table: overall success [95% CI], return, steps, invalid rate, per-level success, paper."""
+    """Markdown table: greedy success [95% CI], sampled success when measured, return, steps, invalid rate,
+    per-level greedy success, episodes, paper."""
     level_names: list[str] = []
     for metrics in results.values():
         for name in metrics.get("levels", {}):
             if name not in level_names:
                 level_names.append(name)
+    sampled = any("sampled" in metrics for metrics in results.values())
     paper = PAPER_NUMBERS.get(env_name, {})
-    header = ["arm", "success [95% CI]", "return", "steps", "invalid", *level_names, "episodes", "paper"]
+    header = ["arm", "greedy success [95% CI]", *(["sampled success [95% CI]"] if sampled else []), "return",
+              "steps", "invalid", *level_names, "episodes", "paper"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arm, metrics in results.items():
-        lo, hi = metrics["success_ci"]
         row = [
             ARM_TITLES.get(arm, arm),
-            f"{_pct(metrics['success'])} [{_pct(lo)}, {_pct(hi)}]",
+            _with_ci(metrics),
+            *([_with_ci(metrics["sampled"]) if "sampled" in metrics else "-"] if sampled else []),
             f"{metrics['return']:+.2f}",
             f"{metrics['steps']:.1f}",
             _pct(metrics["invalid_rate"]),
@@ -90,8 +101,7 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path, windo
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_jsonl_tolerant(path)
 
 
 def write_report(
@@ -107,7 +117,10 @@ def write_report(
     body = [
         f"# reflectrl report: {run_dir.name}",
         "",
-        f"Environment: `{env_name}`. Success on held-out tasks, Wilson 95% interval in brackets. "
+        f"Environment: `{env_name}`. Success on held-out tasks, Wilson 95% interval in brackets: greedy "
+        "(argmax actions and reflections) and, where measured, sampled (the authors' protocol: every task "
+        "played several times with sampled actions; repeats of one task are not independent, so read its "
+        "interval as optimistic). Per-level columns are greedy. "
         "The paper column quotes Reflect-RL (GPT-2 XL) from PAPER.md (unverified secondary summary).",
         "",
         results_table(results, env_name),
@@ -121,6 +134,4 @@ def write_report(
             body.append(f"- `{arm}`: {last['iteration']} RL iterations, {last['env_steps']} env steps, "
                         f"{last['seconds']:.0f} s")
     body += [f"- {note}" for note in notes or []]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(body) + "\n")
-    return path
+    return write_text_atomic(run_dir / "report.md", "\n".join(body) + "\n")

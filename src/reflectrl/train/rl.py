@@ -1,25 +1,29 @@
 """Online RL of the policy with the reflector frozen inside the rollout.
 
-Read top to bottom: the three losses (REINFORCE + replay, PPO, group baseline),
-then the loop. One iteration = one batch of lock-step episodes on the current
-curriculum level, one update on them, and (REINFORCE) one update on a sample of
-the replay buffer of successful episodes, as in the paper.
+Read top to bottom: the algorithm's arithmetic (returns, advantages, losses) as
+pure functions, the batches built from episodes, the learner that turns a
+batch into one optimizer step, then the loop. One iteration = one batch of
+lock-step episodes on the current curriculum level, one update on them, and
+(REINFORCE) one update on a sample of the replay buffer of successful
+episodes, as in the paper.
 
-Every iteration draws its randomness from ``(seed, iteration, process)``, so a
-run resumed from a checkpoint replays exactly what the uninterrupted run did.
-Under ``accelerate launch`` each process rolls out its own episodes, the
-gradients are averaged across processes before each optimizer step, and every
-process adds the successes of all of them to one shared replay buffer.
+Every iteration draws its randomness (tasks, env seeds, sampled actions, which
+states get a reflection, sampled reflection tokens) from ``(seed, iteration,
+process)``, so a run resumed from a checkpoint replays exactly what the
+uninterrupted run did. Under ``accelerate launch`` each process rolls out its
+own episodes, the policy's forward module is wrapped by accelerate (DDP's
+bucketed gradient all-reduce on the model's device), and every process adds
+the successes of all of them to one shared replay buffer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,214 +34,365 @@ from accelerate.utils import gather_object
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from reflectrl.agent.models import ModelSpec, autocast, load_model, save_model
+from reflectrl.agent.models import ModelSpec, load_model, save_model
 from reflectrl.agent.policy import ActionPolicy
 from reflectrl.agent.reflector import Reflector
-from reflectrl.agent.rollout import Episode, StepRecord, returns_to_go, rollout
+from reflectrl.agent.rollout import Episode, StepRecord, rollout
 from reflectrl.config import RLConfig, RunConfig
 from reflectrl.envs.registry import make_env
+from reflectrl.run_files import append_jsonl, atomic_directory, read_jsonl_tolerant, write_jsonl_atomic
 from reflectrl.train.curriculum import Curriculum
 from reflectrl.train.replay import ReplayBuffer
 
 
-# ----------------------------------------------------------------------------- losses
+# ----------------------------------------------------------------------------- the arithmetic
+def returns_to_go(rewards: list[float], gamma: float = 1.0) -> list[float]:
+    """Monte-Carlo return from each step to the episode's end."""
+    out, running = [0.0] * len(rewards), 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
+
+
+def generalized_advantages(rewards: list[float], values: list[float], last_value: float, gamma: float,
+                           lam: float) -> list[float]:
+    """GAE over one episode; ``last_value`` is the value of the state after the last step (0 when it terminated)."""
+    advantages, running = [0.0] * len(rewards), 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        next_value = values[t + 1] if t + 1 < len(values) else last_value
+        delta = rewards[t] + gamma * next_value - values[t]
+        running = delta + gamma * lam * running
+        advantages[t] = running
+    return advantages
+
+
+def group_advantages(episode_returns: list[float], group_size: int) -> list[float]:
+    """GRPO-style: each episode's return minus the mean return of its group (consecutive episodes of one task)."""
+    out = []
+    for start in range(0, len(episode_returns), group_size):
+        group = episode_returns[start:start + group_size]
+        mean = sum(group) / len(group)
+        out += [r - mean for r in group]
+    return out
+
+
+def policy_gradient_loss(logp: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """REINFORCE: raise the log-prob of each taken action in proportion to its advantage."""
+    return -(advantages * logp).mean()
+
+
+def clipped_surrogate_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                           clip: float) -> torch.Tensor:
+    """PPO's pessimistic surrogate: the ratio is clipped to [1 - clip, 1 + clip] where that lowers the objective."""
+    ratio = (logp - old_logp).exp()
+    return -torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages).mean()
+
+
+def kl_divergence(logp_all: torch.Tensor, reference_logp_all: torch.Tensor) -> torch.Tensor:
+    """KL(pi || pi_ref) of each row over its valid actions (entries at -inf, outside the list, count zero)."""
+    probs = logp_all.exp()
+    diff = (logp_all - reference_logp_all).masked_fill(probs == 0, 0.0)
+    return (probs * diff).sum(-1)
+
+
+# ----------------------------------------------------------------------------- batches
 @dataclass
 class Batch:
-    """Steps to learn from, with their advantages (and PPO's old log-probs and returns)."""
+    """Steps to learn from, with their advantages (and PPO's value targets)."""
 
     steps: list[StepRecord]
     advantages: torch.Tensor
     returns: torch.Tensor | None = None
 
 
-def action_stats(policy: ActionPolicy, steps: list[StepRecord], value_head: torch.nn.Module | None = None):
-    """Log-prob of the taken action, entropy, full log-distribution (and value) under the current policy."""
-    prompts = [s.prompt for s in steps]
-    ids = [s.ids for s in steps]
-    if value_head is not None:
-        logp_all, hidden = policy.distribution(prompts, ids, return_hidden=True)
-        values = value_head(hidden.float()).squeeze(-1)
-    else:
-        logp_all, values = policy.distribution(prompts, ids), None
-    chosen = torch.tensor([s.action for s in steps])
-    logp = logp_all.gather(1, chosen[:, None]).squeeze(1)
-    return logp, ActionPolicy.entropy(logp_all), logp_all, values
+def reinforce_batch(episodes: list[Episode], gamma: float, baseline: str = "none") -> Batch:
+    """Returns-to-go as advantages; ``baseline="mean"`` subtracts the batch's mean (on-policy episodes only)."""
+    steps = [s for e in episodes for s in e.steps]
+    returns = torch.tensor([g for e in episodes for g in returns_to_go([s.reward for s in e.steps], gamma)])
+    if baseline == "mean" and len(returns) > 1:
+        returns = returns - returns.mean()
+    return Batch(steps, returns)
 
 
-def kl_to_reference(logp_all: torch.Tensor, reference: ActionPolicy, steps: list[StepRecord]) -> torch.Tensor:
-    """KL(pi || pi_sft) over the valid actions of each step."""
-    with torch.no_grad():
-        ref = reference.distribution([s.prompt for s in steps], [s.ids for s in steps])
-    probs = logp_all.exp()
-    diff = (logp_all - ref).masked_fill(probs == 0, 0.0)
-    return (probs * diff).sum(-1)
+def group_batch(episodes: list[Episode], group_size: int) -> Batch:
+    advantages = group_advantages([e.episode_return for e in episodes], group_size)
+    return Batch([s for e in episodes for s in e.steps],
+                 torch.tensor([a for e, a in zip(episodes, advantages) for _ in e.steps]))
 
 
-def reinforce_loss(policy, steps, advantages, config: RLConfig, reference=None) -> torch.Tensor:
-    """Policy gradient on Monte-Carlo returns-to-go (the paper's algorithm)."""
-    logp, entropy, logp_all, _ = action_stats(policy, steps)
-    loss = -(advantages * logp).mean() - config.entropy_coef * entropy.mean()
-    if reference is not None and config.kl_coef:
-        loss = loss + config.kl_coef * kl_to_reference(logp_all, reference, steps).mean()
-    return loss
+def ppo_batch(episodes: list[Episode], values_of: Any, config: RLConfig) -> Batch:
+    """GAE advantages (normalised, as in CleanRL) and value targets; ``values_of(steps_or_prompts)`` -> list[float].
 
-
-def ppo_loss(policy, steps, advantages, returns, value_head, config: RLConfig, reference=None) -> torch.Tensor:
-    """Clipped surrogate + value regression on GAE targets."""
-    logp, entropy, logp_all, values = action_stats(policy, steps, value_head)
-    old = torch.tensor([s.log_prob for s in steps])
-    ratio = (logp - old).exp()
-    surrogate = torch.min(ratio * advantages, ratio.clamp(1 - config.clip, 1 + config.clip) * advantages)
-    loss = -surrogate.mean() - config.entropy_coef * entropy.mean()
-    if values is not None:
-        loss = loss + config.value_coef * (values - returns).pow(2).mean()
-    if reference is not None and config.kl_coef:
-        loss = loss + config.kl_coef * kl_to_reference(logp_all, reference, steps).mean()
-    return loss
-
-
-def reinforce_batch(episodes: list[Episode], config: RLConfig) -> Batch:
-    steps: list[StepRecord] = []
-    advantages: list[float] = []
-    for episode in episodes:
-        steps += episode.steps
-        advantages += returns_to_go([s.reward for s in episode.steps], config.gamma)
-    adv = torch.tensor(advantages, dtype=torch.float32)
-    if config.baseline == "mean" and len(adv) > 1:
-        adv = adv - adv.mean()
-    return Batch(steps, adv)
-
-
-def group_batch(episodes: list[Episode], config: RLConfig) -> Batch:
-    """GRPO-style: each episode's return minus the mean return of its task's group."""
-    groups: dict[int, list[Episode]] = {}
-    for index, episode in enumerate(episodes):
-        groups.setdefault(index // config.group_size, []).append(episode)
-    steps, advantages = [], []
-    for members in groups.values():
-        mean = sum(e.episode_return for e in members) / len(members)
-        for episode in members:
-            steps += episode.steps
-            advantages += [episode.episode_return - mean] * len(episode.steps)
-    return Batch(steps, torch.tensor(advantages, dtype=torch.float32))
-
-
-@torch.no_grad()
-def ppo_batch(episodes: list[Episode], policy: ActionPolicy, value_head: torch.nn.Module, config: RLConfig) -> Batch:
-    """Generalised advantage estimation with the value head's estimates."""
+    A step that terminated the episode has no future; an episode cut by the horizon
+    bootstraps from the value of the state it was cut in.
+    """
     steps, advantages, returns = [], [], []
     for episode in episodes:
-        values = _chunked_values(policy, episode.steps, value_head, config.minibatch_size)
-        gae, adv = 0.0, [0.0] * len(episode.steps)
-        for t in range(len(episode.steps) - 1, -1, -1):
-            next_value = values[t + 1] if t + 1 < len(values) and not episode.steps[t].done else 0.0
-            delta = episode.steps[t].reward + config.gamma * next_value - values[t]
-            gae = delta + config.gamma * config.gae_lambda * gae
-            adv[t] = gae
+        values = values_of([(s.prompt, s.ids) for s in episode.steps])
+        last = episode.steps[-1]
+        last_value = values_of([(episode.final_prompt, episode.final_ids)])[0] \
+            if last.truncated and episode.final_prompt is not None else 0.0
+        adv = generalized_advantages([s.reward for s in episode.steps], values, last_value, config.gamma,
+                                     config.gae_lambda)
         steps += episode.steps
         advantages += adv
         returns += [a + v for a, v in zip(adv, values)]
-    adv = torch.tensor(advantages, dtype=torch.float32)
+    adv = torch.tensor(advantages)
     if len(adv) > 1:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)  # normalised, as in CleanRL's PPO
-    return Batch(steps, adv, torch.tensor(returns, dtype=torch.float32))
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    return Batch(steps, adv, torch.tensor(returns))
 
 
-def _chunked_values(policy, steps, value_head, size) -> list[float]:
-    values: list[float] = []
-    for start in range(0, len(steps), size):
-        chunk = steps[start:start + size]
-        _, hidden = policy.distribution([s.prompt for s in chunk], [s.ids for s in chunk], return_hidden=True)
-        values += value_head(hidden.float()).squeeze(-1).tolist()
-    return values
+# ----------------------------------------------------------------------------- the learner
+class Learner:
+    """The policy being trained, its optimizer, and what its loss needs (PPO's value head, a KL reference)."""
+
+    def __init__(self, policy: ActionPolicy, config: RLConfig, accelerator: Accelerator,
+                 reference: ActionPolicy | None = None):
+        self.policy, self.config, self.accelerator, self.reference = policy, config, accelerator, reference
+        # the caller placed the model; accelerate wraps it for multi-process training (DDP) and leaves it there
+        self.policy.module = accelerator.prepare_model(policy.module, device_placement=False)
+        self.params = [p for p in policy.module.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the policy has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+
+    def loss(self, steps: list[StepRecord], advantages: torch.Tensor, returns: torch.Tensor | None) -> torch.Tensor:
+        config, device = self.config, self.policy.device
+        prompts, ids = [s.prompt for s in steps], [s.ids for s in steps]
+        out = self.policy.distribution(prompts, ids, temperature=config.temperature,
+                                       return_values=config.algorithm == "ppo")
+        logp_all, values = out if config.algorithm == "ppo" else (out, None)
+        logp = logp_all.gather(1, torch.tensor([s.action for s in steps], device=device)[:, None])[:, 0]
+        advantages = advantages.to(device)
+        if config.algorithm == "ppo":
+            old = torch.tensor([s.log_prob for s in steps], device=device)
+            loss = clipped_surrogate_loss(logp, old, advantages, config.clip)
+            loss = loss + config.value_coef * (values - returns.to(device)).pow(2).mean()
+        else:
+            loss = policy_gradient_loss(logp, advantages)
+        if config.entropy_coef:
+            loss = loss - config.entropy_coef * ActionPolicy.entropy(logp_all).mean()
+        if self.reference is not None and config.kl_coef:
+            with torch.no_grad():
+                reference = self.reference.distribution(prompts, ids, temperature=config.temperature)
+            loss = loss + config.kl_coef * kl_divergence(logp_all, reference.to(device)).mean()
+        return loss
+
+    @torch.no_grad()
+    def values(self, pairs: list[tuple[str, list[str]]]) -> list[float]:
+        out: list[float] = []
+        for start in range(0, len(pairs), self.config.minibatch_size):
+            chunk = pairs[start:start + self.config.minibatch_size]
+            _, values = self.policy.distribution([p for p, _ in chunk], [i for _, i in chunk], return_values=True)
+            out += values.float().cpu().tolist()
+        return out
+
+    def update(self, batch: Batch) -> float:
+        """One optimizer step over the whole batch in minibatch chunks; gradients sync once, on the last chunk."""
+        self.optimizer.zero_grad(set_to_none=True)
+        n, size, total = len(batch.steps), self.config.minibatch_size, 0.0
+        starts = list(range(0, n, size))
+        for start in starts:
+            chunk = slice(start, start + size)
+            returns = batch.returns[chunk] if batch.returns is not None else None
+            syncing = start == starts[-1]
+            with contextlib.nullcontext() if syncing else self.accelerator.no_sync(self.policy.module):
+                loss = self.loss(batch.steps[chunk], batch.advantages[chunk], returns) * (len(batch.steps[chunk]) / n)
+                self.accelerator.backward(loss)
+            total += float(loss.detach())
+        self.accelerator.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.optimizer.step()
+        return total
 
 
-# ----------------------------------------------------------------------------- one update
-def update(batch: Batch, loss_fn, params, optimizer, accelerator: Accelerator, config: RLConfig, dtype: str) -> float:
-    """One optimizer step over the whole batch, in minibatch chunks, gradients averaged across processes."""
-    optimizer.zero_grad(set_to_none=True)
-    total = 0.0
-    n = len(batch.steps)  # 0 on a process that only joins another's update
-    for start in range(0, n, config.minibatch_size):
-        sl = slice(start, start + config.minibatch_size)
-        returns = batch.returns[sl] if batch.returns is not None else None
-        with autocast(dtype):
-            loss = loss_fn(batch.steps[sl], batch.advantages[sl], returns) * (len(batch.steps[sl]) / n)
-        loss.backward()
-        total += float(loss.detach())
-    if accelerator.num_processes > 1:
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            p.grad = accelerator.reduce(p.grad, reduction="mean")
-    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-    optimizer.step()
-    return total
+# ----------------------------------------------------------------------------- the run's state
+@dataclass
+class RLRun:
+    """Everything the loop carries from one iteration to the next."""
+
+    config: RunConfig
+    out_dir: Path
+    accelerator: Accelerator
+    policy: ActionPolicy
+    tokenizer: Any
+    reflector: Reflector | None
+    learner: Learner
+    curriculum: Curriculum
+    replay: ReplayBuffer
+    levels: list[dict[str, Any]]
+    pools: list[list[Any]]
+    env_kwargs: dict[str, Any]
+    envs: dict[int, list] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=lambda: {"env_steps": 0, "seconds": 0.0})
+    start_iteration: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def envs_for(self, level: int) -> list:
+        """The level's envs, built once per run (ALFWorld's engine is costly to build)."""
+        if level not in self.envs:
+            self.envs[level] = [make_env(self.config.env.name, **{**self.env_kwargs, **self.levels[level]})
+                                for _ in range(self.config.rl.batch_episodes)]
+        return self.envs[level]
 
 
-# ----------------------------------------------------------------------------- checkpoints
 def _checkpoints(out_dir: Path) -> list[Path]:
     return sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_checkpoint(out_dir: Path, iteration: int, model, tokenizer, optimizer, value_head, replay: ReplayBuffer,
-                    curriculum: Curriculum, state: dict[str, Any]) -> Path:
-    """Write to a temp dir, then rename: a killed process never leaves a half checkpoint."""
-    final = out_dir / f"checkpoint-{iteration}"
-    tmp = out_dir / f".tmp-checkpoint-{iteration}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tokenizer, tmp)
-    torch.save({
-        "optimizer": optimizer.state_dict(),
-        "value_head": value_head.state_dict() if value_head is not None else None,
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-    }, tmp / "trainer_state.pt")
-    payload = {**state, "iteration": iteration, "curriculum": curriculum.state_dict(), "replay": replay.state_dict()}
-    (tmp / "state.json").write_text(json.dumps(payload, default=str))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in _checkpoints(out_dir)[:-2]:
+def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, reflector_path: str | Path | None,
+          resume: bool) -> RLRun:
+    """Load the policy (from the last checkpoint when resuming), the frozen reflector, the learner and the tasks."""
+    rl = config.rl
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dtype = config.model.dtype
+    checkpoints = _checkpoints(out_dir) if resume else []
+    start_from = checkpoints[-1] if checkpoints else Path(policy_path)
+    model, tokenizer = load_model(ModelSpec(name=str(start_from), dtype=dtype))
+    value_head = None
+    if rl.algorithm == "ppo":
+        value_head = torch.nn.Linear(model.get_input_embeddings().embedding_dim, 1)
+        torch.nn.init.zeros_(value_head.weight)
+        torch.nn.init.zeros_(value_head.bias)
+    policy = ActionPolicy(model.to(accelerator.device), tokenizer, max_length=config.sft.max_length, dtype=dtype,
+                          value_head=value_head.to(accelerator.device) if value_head is not None else None)
+    reflector = None
+    if reflector_path is not None:
+        reflector = Reflector.from_pretrained(reflector_path, dtype=dtype, max_new_tokens=config.reflection_tokens,
+                                              probability=config.reflection_probability,
+                                              temperature=config.reflection_temperature, seed=config.seed,
+                                              device=accelerator.device)
+    reference = None
+    if rl.kl_coef:
+        ref_model, _ = load_model(ModelSpec(name=str(policy_path), dtype=dtype))
+        ref_model.requires_grad_(False)
+        reference = ActionPolicy(ref_model.eval().to(accelerator.device), tokenizer,
+                                 max_length=config.sft.max_length, dtype=dtype)
+    learner = Learner(policy, rl, accelerator, reference)
+
+    env_kwargs = {**config.env.kwargs, **config.env.train_kwargs}
+    levels = config.curriculum.levels or [{}]
+    pools = [make_env(config.env.name, **{**env_kwargs, **level}).tasks("train") for level in levels]
+    run = RLRun(config, out_dir, accelerator, policy, tokenizer, reflector, learner,
+                Curriculum.from_config(config.curriculum, rl.iterations, [len(p) for p in pools]),
+                ReplayBuffer(rl.replay_size), levels, pools, env_kwargs)
+    if checkpoints:
+        load_checkpoint(run, start_from)
+    if run.main:
+        write_jsonl_atomic(run.history, out_dir / "metrics.jsonl")
+    return run
+
+
+def collect(run: RLRun, rng: random.Random, generator: torch.Generator) -> list[Episode]:
+    """One batch of lock-step episodes on the current curriculum level."""
+    rl = run.config.rl
+    level = run.curriculum.level
+    pool = run.pools[level]
+    if rl.algorithm == "group":
+        tasks = [t for t in rng.choices(pool, k=max(1, rl.batch_episodes // rl.group_size)) for _ in range(rl.group_size)]
+    else:
+        tasks = rng.choices(pool, k=rl.batch_episodes)
+    seeds = [rng.randrange(2**31) for _ in tasks]
+    return rollout(run.envs_for(level)[:len(tasks)], tasks, seeds, run.policy, run.reflector,
+                   temperature=rl.temperature, shuffle_ids=rl.shuffle_ids, rng=rng, generator=generator,
+                   final_prompts=rl.algorithm == "ppo")
+
+
+def learn(run: RLRun, episodes: list[Episode], rng: random.Random) -> list[float]:
+    """The update(s) of one iteration; returns their losses."""
+    rl, learner = run.config.rl, run.learner
+    if rl.algorithm == "ppo":
+        batch = ppo_batch(episodes, learner.values, rl)
+        return [learner.update(batch) for _ in range(rl.ppo_epochs)]
+    if rl.algorithm == "group":
+        return [learner.update(group_batch(episodes, rl.group_size))]
+    losses = [learner.update(reinforce_batch(episodes, rl.gamma, rl.baseline))]
+    # replayed successes are off-policy: the paper learns from their raw returns, with no baseline
+    replayed = run.replay.sample(rl.replay_batch, rng)
+    if replayed:
+        losses.append(learner.update(reinforce_batch(replayed, rl.gamma, "none")))
+    return losses
+
+
+def record(run: RLRun, iteration: int, level: int, episodes: list[Episode], losses: list[float]) -> dict[str, Any]:
+    """Sum the iteration's numbers over processes, move the curriculum on, log a metrics row."""
+    accelerator = run.accelerator
+    successes = [e for e in episodes if e.success]
+    run.replay.add(successes if accelerator.num_processes == 1 else gather_object(successes))
+    local = torch.tensor([len(successes), len(episodes), sum(e.episode_return for e in episodes),
+                          sum(len(e) for e in episodes), sum(s.entropy for e in episodes for s in e.steps),
+                          sum(s.reflection is not None for e in episodes for s in e.steps)],
+                         dtype=torch.float64, device=accelerator.device)
+    totals = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
+    n_success, count, ret, steps, entropy, reflected = totals.tolist()
+    outcomes = torch.tensor([e.success for e in episodes], device=accelerator.device)
+    outcomes = accelerator.gather(outcomes) if accelerator.num_processes > 1 else outcomes
+    if run.curriculum.update(iteration + 1, [bool(s) for s in outcomes.tolist()]):
+        run.replay.clear()
+    run.state["env_steps"] += int(steps)
+    row = {
+        "iteration": iteration + 1, "level": level, "success": n_success / count, "return": ret / count,
+        "steps": steps / count, "entropy": entropy / max(steps, 1), "loss": float(np.mean(losses)),
+        "env_steps": run.state["env_steps"], "seconds": run.state["seconds"], "replay": len(run.replay),
+        "episodes": int(count), "reflected_steps": int(reflected), "processes": accelerator.num_processes,
+    }
+    run.history.append(row)
+    if run.main:
+        append_jsonl(row, run.out_dir / "metrics.jsonl")
+    return row
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(run: RLRun, iteration: int) -> Path:
+    """Model, optimizer, value head, curriculum and replay buffer; written whole or not at all.
+
+    No random state: every iteration reseeds everything it draws from its own seed.
+    """
+    final = run.out_dir / f"checkpoint-{iteration}"
+    with atomic_directory(final) as tmp:
+        save_model(run.policy.model, run.tokenizer, tmp)
+        value_head = run.policy.value_head
+        torch.save({
+            "optimizer": run.learner.optimizer.state_dict(),
+            "value_head": value_head.state_dict() if value_head is not None else None,
+        }, tmp / "trainer_state.pt")
+        payload = {**run.state, "iteration": iteration, "curriculum": run.curriculum.state_dict(),
+                   "replay": run.replay.state_dict()}
+        (tmp / "state.json").write_text(json.dumps(payload, default=str))
+    for old in _checkpoints(run.out_dir)[:-2]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def _any_process(flag: bool, accelerator: Accelerator) -> bool:
-    """Collective decisions must agree: every process updates if any has something to learn from."""
-    if accelerator.num_processes == 1:
-        return flag
-    return bool(accelerator.reduce(torch.tensor([float(flag)]), reduction="sum").item())
-
-
-def _successes_of_all_processes(episodes: list[Episode], accelerator: Accelerator) -> list[Episode]:
-    """Every process's successful episodes, in rank order: all processes keep the same replay buffer.
-
-    One shared buffer is the paper's, and it makes rank 0's checkpoint of it
-    exact for every process on resume.
-    """
-    successes = [e for e in episodes if e.success]
-    if accelerator.num_processes == 1:
-        return successes
-    return gather_object(successes)
-
-
-def _check_replicas_agree(params, accelerator: Accelerator) -> None:
-    """Averaged gradients keep every process's copy identical; a mismatch means a broken set-up."""
-    checksum = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1)
-    gathered = accelerator.gather(checksum)
-    if not torch.allclose(gathered, gathered[0].expand_as(gathered)):
-        raise RuntimeError(f"policy replicas diverged across processes: checksums {gathered.tolist()}")
+def load_checkpoint(run: RLRun, path: Path) -> None:
+    """Restore what ``save_checkpoint`` wrote (the model was loaded from ``path`` already); tensors only."""
+    try:
+        trainer = torch.load(path / "trainer_state.pt", weights_only=True, map_location="cpu")
+        saved = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"RL checkpoint {path} cannot be read ({error}); delete it to resume from the one before") \
+            from error
+    run.learner.optimizer.load_state_dict(trainer["optimizer"])
+    if run.policy.value_head is not None and trainer["value_head"] is not None:
+        run.policy.value_head.load_state_dict(trainer["value_head"])
+    run.start_iteration = saved["iteration"]
+    run.curriculum.load_state_dict(saved["curriculum"])
+    run.replay.load_state_dict(saved["replay"])
+    run.state = {"env_steps": saved["env_steps"], "seconds": saved["seconds"]}
+    rows = read_jsonl_tolerant(run.out_dir / "metrics.jsonl")
+    run.history = [row for row in rows if row["iteration"] <= run.start_iteration]
 
 
 # ----------------------------------------------------------------------------- the loop
-def _iteration_seed(seed: int, iteration: int, rank: int) -> int:
+def iteration_seed(seed: int, iteration: int, rank: int) -> int:
     return (seed * 1_000_003 + iteration) * 101 + rank
-
-
-def _sample_tasks(pool: list[Any], config: RLConfig, rng: random.Random) -> list[Any]:
-    if config.algorithm == "group":
-        n_groups = max(1, config.batch_episodes // config.group_size)
-        return [task for task in rng.choices(pool, k=n_groups) for _ in range(config.group_size)]
-    return rng.choices(pool, k=config.batch_episodes)
 
 
 def train_rl(
@@ -249,135 +404,35 @@ def train_rl(
     show_progress: bool = True,
 ) -> list[dict[str, Any]]:
     """RL of the policy saved at ``policy_path``; writes checkpoints, ``final/`` and metrics to ``out_dir``."""
+    run = setup(config, policy_path, out_dir, reflector_path, resume)
     rl = config.rl
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    rank, world = accelerator.process_index, accelerator.num_processes
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dtype = config.model.dtype
-    checkpoints = _checkpoints(out_dir) if resume else []
-    start_from = checkpoints[-1] if checkpoints else Path(policy_path)
-    model, tokenizer = load_model(ModelSpec(name=str(start_from), dtype=dtype))
-    model.to(accelerator.device)
-    model.eval()
-    policy = ActionPolicy(model, tokenizer, max_length=config.sft.max_length, dtype=dtype)
-    reflector = None
-    if reflector_path is not None:
-        reflector = Reflector.from_pretrained(reflector_path, dtype=dtype, max_new_tokens=config.reflection_tokens,
-                                              probability=config.reflection_probability, seed=config.seed)
-    reference = None
-    if rl.kl_coef:
-        ref_model, _ = load_model(ModelSpec(name=str(policy_path), dtype=dtype))
-        ref_model.requires_grad_(False)
-        reference = ActionPolicy(ref_model.eval(), tokenizer, max_length=config.sft.max_length, dtype=dtype)
-    value_head = None
-    if rl.algorithm == "ppo":
-        value_head = torch.nn.Linear(model.get_input_embeddings().embedding_dim, 1)
-        torch.nn.init.zeros_(value_head.weight)
-        torch.nn.init.zeros_(value_head.bias)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError(f"the policy loaded from {start_from} has no trainable parameters")
-    optimizer = torch.optim.AdamW(params + (list(value_head.parameters()) if value_head else []),
-                                  lr=rl.lr, weight_decay=rl.weight_decay)
-    params = params + (list(value_head.parameters()) if value_head else [])
-
-    env_kwargs = {**config.env.kwargs, **config.env.train_kwargs}
-    levels = config.curriculum.levels or [{}]
-    pools = [make_env(config.env.name, **{**env_kwargs, **level}).tasks("train") for level in levels]
-    curriculum = Curriculum.from_config(config.curriculum, rl.iterations, [len(p) for p in pools])
-    replay = ReplayBuffer(rl.replay_size)
-    envs: dict[int, list] = {}
-    history: list[dict[str, Any]] = []
-    state: dict[str, Any] = {"env_steps": 0, "seconds": 0.0}
-    start_iteration = 0
-    if checkpoints:
-        trainer = torch.load(start_from / "trainer_state.pt", weights_only=False)
-        optimizer.load_state_dict(trainer["optimizer"])
-        if value_head is not None and trainer["value_head"] is not None:
-            value_head.load_state_dict(trainer["value_head"])
-        random.setstate(trainer["rng"]["python"])
-        np.random.set_state(trainer["rng"]["numpy"])
-        torch.set_rng_state(trainer["rng"]["torch"])
-        saved = json.loads((start_from / "state.json").read_text())
-        start_iteration = saved["iteration"]
-        curriculum.load_state_dict(saved["curriculum"])
-        replay.load_state_dict(saved["replay"])
-        state = {"env_steps": saved["env_steps"], "seconds": saved["seconds"]}
-        if (out_dir / "metrics.jsonl").exists():
-            rows = (json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines())
-            history = [row for row in rows if row["iteration"] <= start_iteration]
-    main = accelerator.is_main_process
-    if main:
-        (out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-    writer = SummaryWriter(str(out_dir / "logs")) if main else None
-
-    def loss_fn(steps, advantages, returns):
-        if rl.algorithm == "ppo":
-            return ppo_loss(policy, steps, advantages, returns, value_head, rl, reference)
-        return reinforce_loss(policy, steps, advantages, rl, reference)
-
-    progress = tqdm(total=rl.iterations, initial=start_iteration, desc="rl", unit="it",
-                    disable=not (show_progress and main), dynamic_ncols=True)
-    started = time.time() - state["seconds"]
-    for iteration in range(start_iteration, rl.iterations):
-        it_seed = _iteration_seed(config.seed, iteration, rank)
-        rng = random.Random(it_seed)
-        torch.manual_seed(it_seed)
-        generator = torch.Generator().manual_seed(it_seed)
-        level = curriculum.level
-        batch_envs = envs.setdefault(level, [make_env(config.env.name, **{**env_kwargs, **levels[level]})
-                                             for _ in range(rl.batch_episodes)])
-        tasks = _sample_tasks(pools[level], rl, rng)
-        seeds = [rng.randrange(2**31) for _ in tasks]
-        episodes = rollout(batch_envs[:len(tasks)], tasks, seeds, policy, reflector, temperature=rl.temperature,
-                           shuffle_ids=rl.shuffle_ids, rng=rng, generator=generator)
-        if rl.algorithm == "ppo":
-            batch = ppo_batch(episodes, policy, value_head, rl)
-            losses = [update(batch, loss_fn, params, optimizer, accelerator, rl, dtype) for _ in range(rl.ppo_epochs)]
-        else:
-            batch = group_batch(episodes, rl) if rl.algorithm == "group" else reinforce_batch(episodes, rl)
-            losses = [update(batch, loss_fn, params, optimizer, accelerator, rl, dtype)]
-            replayed = replay.sample(rl.replay_batch, rng) if rl.algorithm == "reinforce" else []
-            if _any_process(bool(replayed), accelerator):
-                losses.append(update(reinforce_batch(replayed, rl), loss_fn, params, optimizer, accelerator, rl, dtype))
-        replay.add(_successes_of_all_processes(episodes, accelerator))
-        local = torch.tensor([sum(e.success for e in episodes), len(episodes),
-                              sum(e.episode_return for e in episodes), sum(len(e) for e in episodes),
-                              sum(s.entropy for e in episodes for s in e.steps),
-                              sum(s.reflection is not None for e in episodes for s in e.steps)], dtype=torch.float64)
-        totals = accelerator.reduce(local, reduction="sum") if world > 1 else local
-        successes, count, ret, steps, entropy, reflected = totals.tolist()
-        all_success = accelerator.gather_for_metrics(torch.tensor([e.success for e in episodes])).tolist() \
-            if world > 1 else [e.success for e in episodes]
-        if curriculum.update(iteration + 1, [bool(s) for s in all_success]):
-            replay.clear()
-        state["env_steps"] += int(steps)
-        state["seconds"] = time.time() - started
-        record = {
-            "iteration": iteration + 1, "level": level, "success": successes / count, "return": ret / count,
-            "steps": steps / count, "entropy": entropy / max(steps, 1), "loss": float(np.mean(losses)),
-            "env_steps": state["env_steps"], "seconds": state["seconds"], "replay": len(replay),
-            "episodes": int(count), "reflected_steps": int(reflected), "processes": world,
-        }
-        history.append(record)
-        if main:
-            with open(out_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            for key, value in record.items():
-                if key != "iteration":
-                    writer.add_scalar(f"rl/{key}", value, record["env_steps"])
+    writer = SummaryWriter(str(run.out_dir / "logs")) if run.main else None
+    progress = tqdm(total=rl.iterations, initial=run.start_iteration, desc="rl", unit="it",
+                    disable=not (show_progress and run.main), dynamic_ncols=True)
+    started = time.time() - run.state["seconds"]
+    for iteration in range(run.start_iteration, rl.iterations):
+        seed = iteration_seed(config.seed, iteration, run.accelerator.process_index)
+        rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        if run.reflector is not None:
+            run.reflector.reseed(seed)
+        level = run.curriculum.level
+        episodes = collect(run, rng, generator)
+        losses = learn(run, episodes, rng)
+        run.state["seconds"] = time.time() - started
+        row = record(run, iteration, level, episodes, losses)
+        if writer is not None:
+            for key, value in row.items():
+                writer.add_scalar(f"rl/{key}", value, row["env_steps"])
         progress.update(1)
-        progress.set_postfix(success=f"{record['success']:.2f}", level=level)
-        last = iteration + 1 == rl.iterations
-        if main and (last or (rl.checkpoint_every and (iteration + 1) % rl.checkpoint_every == 0)):
-            save_checkpoint(out_dir, iteration + 1, model, tokenizer, optimizer, value_head, replay, curriculum, state)
-        accelerator.wait_for_everyone()
+        progress.set_postfix(success=f"{row['success']:.2f}", level=level)
+        if run.main and (iteration + 1 == rl.iterations or (rl.checkpoint_every and (iteration + 1) % rl.checkpoint_every == 0)):
+            save_checkpoint(run, iteration + 1)
+        run.accelerator.wait_for_everyone()
     progress.close()
-    if world > 1:
-        _check_replicas_agree(params, accelerator)
-    if main:
-        save_model(model, tokenizer, out_dir / "final")
+    if run.main:
+        with atomic_directory(run.out_dir / "final") as tmp:
+            save_model(run.policy.model, run.tokenizer, tmp)
         writer.close()
-    accelerator.wait_for_everyone()
-    return history
+    run.accelerator.wait_for_everyone()
+    return run.history

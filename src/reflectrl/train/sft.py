@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from reflectrl.agent.models import autocast, save_model
-from reflectrl.agent.policy import ActionPolicy
-from reflectrl.agent.prompts import policy_prompt
+from reflectrl.agent.policy import ActionPolicy, bos_prefix, decoder_body, fit_prompt, unwrap_model
+from reflectrl.agent.prompts import ANALYZE_MARKER, policy_prompt
 from reflectrl.config import SFTConfig
 from reflectrl.envs.action_parser import action_ids
+from reflectrl.memory import peak_device_gb, peak_rss_gb
 
 
 @dataclass
@@ -43,12 +44,17 @@ class _Encoded:
 
 
 def _encode_reflection(tokenizer, row: dict[str, Any], max_length: int) -> _Encoded:
+    """Prompt + completion + EOS, starting with the special tokens the reflector puts first when it generates."""
+    prefix = bos_prefix(tokenizer)
     completion_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         completion_ids = completion_ids + [tokenizer.eos_token_id]
     completion_ids = completion_ids[: max_length // 2]
+    budget = max_length - len(prefix) - len(completion_ids)
     prompt_ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-    prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_length - len(completion_ids))):]
+    if len(prompt_ids) > budget:  # shortened the way the reflector shortens it when it generates
+        prompt_ids = fit_prompt(tokenizer, row["prompt"], row["prompt"].rfind(ANALYZE_MARKER), budget, "reflection row")
+    prompt_ids = prefix + prompt_ids
     return _Encoded(prompt_ids + completion_ids, len(prompt_ids))
 
 
@@ -78,17 +84,34 @@ def _encode_all(rows: list[dict[str, Any]], kind: str, tokenizer, policy: Action
     return [_encode_reflection(tokenizer, row, max_length) for row in rows]
 
 
-def _collate(batch: list[_Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+def _collate(batch: list[_Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded input ids, attention mask and labels (-100 outside the completion), on ``device``."""
     width = max(len(e.input_ids) for e in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    for row, encoded in enumerate(batch):
-        n = len(encoded.input_ids)
-        input_ids[row, :n] = torch.tensor(encoded.input_ids)
-        attention[row, :n] = 1
-        labels[row, encoded.n_prompt:n] = input_ids[row, encoded.n_prompt:n]
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    input_ids = [e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in batch]
+    attention = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch]
+    labels = [[-100] * e.n_prompt + e.input_ids[e.n_prompt:] + [-100] * (width - len(e.input_ids)) for e in batch]
+    return {name: torch.tensor(rows, dtype=torch.long, device=device)
+            for name, rows in (("input_ids", input_ids), ("attention_mask", attention), ("labels", labels))}
+
+
+def _predictions(encoded: _Encoded, policy: ActionPolicy | None) -> int:
+    """How many predictions a row's loss averages over: one id for a policy row, its completion tokens otherwise."""
+    return 1 if policy is not None else len(encoded.input_ids) - max(encoded.n_prompt, 1)
+
+
+def _micro_batches(batch: list[_Encoded], max_tokens: int) -> list[list[_Encoded]]:
+    """Split a batch so each part's padded size (rows x longest row) stays within ``max_tokens`` (0 = no split)."""
+    if not max_tokens:
+        return [batch]
+    parts: list[list[_Encoded]] = [[]]
+    width = 0
+    for encoded in sorted(batch, key=lambda e: len(e.input_ids)):
+        width = max(width, len(encoded.input_ids))
+        if parts[-1] and width * (len(parts[-1]) + 1) > max_tokens:
+            parts.append([])
+            width = len(encoded.input_ids)
+        parts[-1].append(encoded)
+    return parts
 
 
 def _length_batches(encoded: list[_Encoded], batch_size: int, rng: random.Random) -> list[list[_Encoded]]:
@@ -104,16 +127,26 @@ def _length_batches(encoded: list[_Encoded], batch_size: int, rng: random.Random
     return batches
 
 
-def _batch_loss(model, tokenizer, policy: ActionPolicy | None, batch: list[_Encoded], dtype: str) -> tuple[torch.Tensor, int]:
-    """Mean loss of a batch and how many predictions it averages: completion tokens, or one id per policy row."""
+def _loss_sum(model, tokenizer, policy: ActionPolicy | None, batch: list[_Encoded], dtype: str) -> tuple[torch.Tensor, int]:
+    """Summed loss of a (micro-)batch and how many predictions it sums: completion tokens, or one id per policy row.
+
+    Reflection rows project only the completion's positions onto the vocabulary:
+    with a 49k-token vocabulary the full [rows x length x vocab] logits of a
+    1024-token batch would take gigabytes for the ~100 positions that count.
+    """
     if policy is not None:
         log_probs, _ = policy.log_prob_and_entropy([e.prompt for e in batch], [e.ids for e in batch],
                                                    [e.action for e in batch], tokens=[e.input_ids for e in batch])
-        return -log_probs.mean(), len(batch)
-    tensors = _collate(batch, tokenizer.pad_token_id)
-    with autocast(dtype):
-        loss = model(**tensors).loss
-    return loss, int((tensors["labels"][:, 1:] != -100).sum())
+        return -log_probs.sum(), len(batch)
+    device = next(model.parameters()).device
+    tensors = _collate(batch, tokenizer.pad_token_id, device)
+    with autocast(dtype, device_type=device.type):
+        hidden = decoder_body(model)(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
+                                     use_cache=False).last_hidden_state
+        targets = tensors["labels"][:, 1:]
+        keep = targets != -100
+        logits = unwrap_model(model).get_output_embeddings()(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
 
 
 @torch.no_grad()
@@ -126,18 +159,18 @@ def evaluate_sft(model, tokenizer, rows: list[dict[str, Any]], kind: str, config
     encoded = _encode_all(rows, kind, tokenizer, policy, config.max_length, None)
     total, count, correct = 0.0, 0, 0
     for start in range(0, len(encoded), config.batch_size):
-        batch = encoded[start:start + config.batch_size]
-        if policy is None:
-            loss, n = _batch_loss(model, tokenizer, policy, batch, dtype)
-        else:
-            # one forward gives both the loss and the greedy choice (the distribution's argmax)
-            log_probs = policy.distribution([e.prompt for e in batch], [e.ids for e in batch],
-                                            tokens=[e.input_ids for e in batch])
-            actions = torch.tensor([e.action for e in batch], device=log_probs.device)
-            loss, n = -log_probs.gather(1, actions[:, None]).mean(), len(batch)
-            correct += int((log_probs.argmax(-1) == actions).sum())
-        total += float(loss) * n
-        count += n
+        for batch in _micro_batches(encoded[start:start + config.batch_size], config.max_batch_tokens):
+            if policy is None:
+                loss, n = _loss_sum(model, tokenizer, policy, batch, dtype)
+            else:
+                # one forward gives both the loss and the greedy choice (the distribution's argmax)
+                log_probs = policy.distribution([e.prompt for e in batch], [e.ids for e in batch],
+                                                tokens=[e.input_ids for e in batch])
+                actions = torch.tensor([e.action for e in batch], device=log_probs.device)
+                loss, n = -log_probs.gather(1, actions[:, None]).sum(), len(batch)
+                correct += int((log_probs.argmax(-1) == actions).sum())
+            total += float(loss)
+            count += n
     metrics = {"val_loss": total / max(count, 1)}
     if policy is not None:
         metrics["val_action_accuracy"] = correct / len(rows)
@@ -175,6 +208,8 @@ def train_sft(
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     writer = SummaryWriter(str(logs))
     metrics_file = open(logs / "metrics.jsonl", "a")
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     step, started, loss_sum = 0, time.time(), 0.0
     progress = tqdm(total=total_steps, desc=f"sft {kind}", unit="step", dynamic_ncols=True)
@@ -186,10 +221,12 @@ def train_sft(
             optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
             for _ in range(config.grad_accum):
-                loss, _ = _batch_loss(model, tokenizer, policy, micro.pop(), dtype)
-                loss = loss / config.grad_accum
-                loss.backward()
-                loss_sum += float(loss.detach())
+                batch = micro.pop()
+                predictions = sum(_predictions(e, policy) for e in batch) * config.grad_accum
+                for part in _micro_batches(batch, config.max_batch_tokens):
+                    loss = _loss_sum(model, tokenizer, policy, part, dtype)[0] / predictions
+                    loss.backward()
+                    loss_sum += float(loss.detach())
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
@@ -209,6 +246,7 @@ def train_sft(
     progress.close()
     metrics = {"steps": step, "train_loss": loss_sum, "seconds": time.time() - started}
     metrics.update(evaluate_sft(model, tokenizer, val_rows, kind, config, dtype))
+    metrics.update(peak_rss_gb=peak_rss_gb(), peak_device_gb=peak_device_gb())
     metrics_file.write(json.dumps({"step": step, "final": True, **metrics}) + "\n")
     metrics_file.close()
     writer.close()
