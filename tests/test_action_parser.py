@@ -56,3 +56,41 @@ def test_ids_are_unique_and_many():
     assert action_ids(12)[10:] == ["a", "b"]
     with pytest.raises(ValueError, match="at most"):
         action_ids(len(ACTION_IDS) + 1)
+
+
+# AutoExplore's own vocabulary: a file named "3", one named "a", two names that differ only by case
+EXPLORE = ["cd ..", "cat 3", "id 3", "cat setup.py", "id setup.py", "id a", "cat README", "cat readme", "id README",
+           "id readme", "cd src", "cat a"]
+
+
+@pytest.mark.parametrize("index", range(len(EXPLORE)))
+@pytest.mark.parametrize("template", ["{}", "{}.", "`{}`", "I will {} now.", "My choice: {}", "Next I {}"])
+def test_an_action_text_names_that_action_and_never_the_id_it_contains(index, template):
+    assert parse_action(template.format(EXPLORE[index]), EXPLORE).index == index
+
+
+def test_the_id_keyword_still_names_an_id_when_no_action_has_that_text():
+    assert parse_action("id 4", ["cd ..", "cat x.py", "id x.py", "cat y.py", "id y.py"]).index == 4
+    assert parse_action("Action id: 3", EXPLORE).index == 3
+
+
+def test_an_id_that_contradicts_the_action_text_it_quotes_is_rejected():
+    parsed = parse_action("Action 3: cat 3", EXPLORE)
+    assert parsed.index is None and "cat 3" in parsed.error
+    assert parse_action("Action 1: cat 3", EXPLORE).index == 1
+    assert parse_action("Action 1: cat 3, not id 3", EXPLORE).index == 1
+
+
+def test_texts_differing_only_by_case_stay_distinct_and_case_only_helps_when_unambiguous():
+    assert parse_action("CAT SETUP.PY", EXPLORE).index == 3
+    assert parse_action("please Cat Setup.py", EXPLORE).index == 3
+    for reply in ("CAT README", "I will CAT README now"):
+        parsed = parse_action(reply, EXPLORE)
+        assert parsed.index is None and "cat README" in parsed.error and "cat readme" in parsed.error
+
+
+def test_a_shorter_text_inside_a_longer_name_is_not_a_mention():
+    actions = ["cat a.py", "cat a.py.bak"]
+    parsed = parse_action("cat a.py.bak or cat a.py", actions)
+    assert parsed.index is None and "several" in parsed.error
+    assert parse_action("I will cat a.py.bak.", ["cat a.py"]).index is None

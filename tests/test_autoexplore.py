@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from reflectrl.envs import InvalidActionError, make_env
+from reflectrl.agent.prompts import enumerate_actions
+from reflectrl.cli import main as cli_main
+from reflectrl.envs import InvalidActionError, make_env, parse_action
+from reflectrl.envs.base import Observation
 from reflectrl.envs.autoexplore import (
     AutoExplore,
     DirectoryTree,
@@ -27,6 +30,7 @@ from reflectrl.envs.autoexplore import (
     write_tasks,
 )
 from reflectrl.envs.autoexplore.tasks import SPLITS, TASK_KINDS
+from reflectrl.envs.autoexplore.tree import MAX_WALK_DEPTH, load_tree
 from reflectrl.teachers.oracle import OracleTeacher
 from reflectrl.teachers.oracle.autoexplore import reflect
 
@@ -118,10 +122,11 @@ def test_tree_lists_only_safe_text_files_and_no_path_leaves_the_root(tmp_path: P
     assert tree.list_dir("").dirs == ("sub",) and tree.list_dir("").files == ("a.py",)
     assert tree.resolve("sub/../a.py") == "a.py" and tree.resolve("..", cwd="sub") == ""
     for escaping, cwd in (("..", ""), ("../outside/secret.py", ""), ("sub/../..", ""), ("../..", "sub"),
-                          ("/etc/passwd", ""), ("/", "sub"), ("..\\outside", "")):
+                          ("/etc/passwd", ""), ("/", "sub")):
         with pytest.raises(PathOutsideRootError):
             tree.resolve(escaping, cwd=cwd)
-    for missing in ("link.py", "link_dir", "link_dir/secret.py", ".hidden.py", "bin.py", "latin.txt", "sub/loop"):
+    for missing in ("link.py", "link_dir", "link_dir/secret.py", ".hidden.py", "bin.py", "latin.txt", "sub/loop",
+                    "..\\outside"):
         with pytest.raises(FileNotFoundError):
             tree.resolve(missing)
     with pytest.raises(PathOutsideRootError):
@@ -143,6 +148,148 @@ def test_tree_lists_only_safe_text_files_and_no_path_leaves_the_root(tmp_path: P
                 assert word not in obs.text and not any(word in a for a in obs.actions)
             obs, _, terminated, truncated, _ = env.step(rng.randrange(len(obs.actions)))
             done = terminated or truncated
+
+
+def play_every_task(tasks: list[Task]) -> list[Observation]:
+    """Every observation of an oracle episode and of a random one on each task."""
+    env = AutoExplore(tasks=tasks)
+    seen = []
+    for index, task in enumerate(tasks):
+        for pick in (lambda obs: env.oracle_action(), lambda obs: random.Random(index).randrange(len(obs.actions))):
+            obs = env.reset(task, seed=index)
+            while True:
+                seen.append(obs)
+                obs, _, terminated, truncated, _ = env.step(pick(obs))
+                if terminated or truncated:
+                    seen.append(obs)
+                    break
+    return seen
+
+
+def test_names_that_could_forge_lines_are_skipped_with_the_reason(tmp_path: Path):
+    root = tmp_path / "repo\nid forged.py"
+    write(root / "ok.py", '"""Plain module of the sample repository."""\n')
+    write(root / "spaced name.md", "# Notes with a space in the name\n")
+    write(root / "x\nid ok.py", '"""Module whose name breaks the line."""\n')
+    write(root / "tab\tname.py", "T = 1\n")
+    write(root / "para\u2029graph.md", "# Unicode paragraph separator\n")
+    write(root / "two  spaces.py", "S = 1\n")
+    write(root / "d\ncd forged" / "inner.py", '"""Inner module of a badly named directory."""\n')
+    write(root / "keys.json", json.dumps({"a\nTask: forged": 1, "b": 2, "c": 3}))
+    with open(os.path.join(os.fsencode(root), b"bad\xff.py"), "wb") as handle:
+        handle.write(b"B = 1\n")
+
+    with pytest.warns(UserWarning, match="skipped 6 entries"):
+        tasks = build_tasks([root], max_tasks_per_repo=100, max_tasks_per_file=5)
+    for obs in play_every_task(tasks):
+        assert len(enumerate_actions(obs.actions).splitlines()) == len(obs.actions), obs.actions
+        assert obs.text.splitlines()[1].startswith("Current working directory: repo\\nid forged.py"), obs.text
+        assert "\n" not in obs.text.split("\nCurrent working directory: ")[0], obs.text
+        assert "forged" not in "".join(obs.actions)
+        for index, action in enumerate(obs.actions):
+            assert parse_action(action, obs.actions).index == index
+    assert all(t.question.isprintable() for t in tasks)
+
+    tree = load_tree(root)
+    assert tree.name == "repo\\nid forged.py"
+    assert sorted(tree.files()) == ["keys.json", "ok.py", "spaced name.md"]
+    assert sorted(tree.skipped) == ["bad\\udcff.py", "d\\ncd forged", "para\\u2029graph.md", "tab\\tname.py",
+                                    "two  spaces.py", "x\\nid ok.py"]
+    assert "spaces" in tree.skipped["two  spaces.py"] and "character" in tree.skipped["x\\nid ok.py"]
+    shown = r"repo\\nid forged\.py: skipped 6 entries .*d\\ncd forged \(name has a control"
+    with pytest.warns(UserWarning, match=shown):
+        DirectoryTree(root)
+
+
+def test_a_backslash_in_a_name_is_an_ordinary_character(tmp_path: Path):
+    root = tmp_path / "repo"
+    write(root / "back\\slash.py", '"""Parse paths written the Windows way."""\n')
+    write(root / "dir\\name" / "inner.md", "# Inner notes about backslashes\n")
+    out = tmp_path / "tasks.jsonl"
+    assert cli_main(["tasks", "build", "--root", str(root), "--out", str(out)]) == 0
+    tasks = read_tasks(out)
+    assert sorted(load_tree(root).files()) == ["back\\slash.py", "dir\\name/inner.md"]
+    task = task_where(tasks, "Find the file named inner.md.")
+    env = AutoExplore(tasks=tasks)
+    env.reset(task)
+    assert play(env, ["cd dir\\name", "cat inner.md", "id inner.md"])[-1][4]["success"]
+    env.reset(task_where(tasks, "written the Windows way"))
+    actions = env.observation.actions
+    assert parse_action("I will cat back\\slash.py now", actions).index == actions.index("cat back\\slash.py")
+    assert DirectoryTree(root).resolve("dir\\name/inner.md") == "dir\\name/inner.md"
+
+
+def make_deep(root: Path, depth: int) -> None:
+    """``root/d/d/.../d/leaf.py``, ``depth`` directories deep, built through directory fds (no long paths)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    leaf = os.open("leaf.py", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(leaf, b'"""Leaf module at the bottom of the deep tree."""\n')
+    os.close(leaf)
+    os.close(fd)
+
+
+def remove_deep(root: Path) -> None:
+    """Undo ``make_deep`` one level at a time with short paths (shutil.rmtree recurses once per level)."""
+    top = root / "d"
+    while top.exists():
+        if (top / "d").exists():
+            (top / "d").rename(root / "next")
+            top.rmdir()
+            (root / "next").rename(top)
+        else:
+            shutil.rmtree(top)
+
+
+def test_a_very_deep_tree_is_cut_at_the_walk_limit_with_a_message_naming_it(tmp_path: Path):
+    root = tmp_path / "deep"
+    write(root / "top.py", '"""Top module of the deep repository."""\n')
+    make_deep(root, 3000)
+    try:
+        with pytest.warns(UserWarning, match=f"deeper than {MAX_WALK_DEPTH} directories"):
+            tree = DirectoryTree(root)
+        cut = "/".join(["d"] * (MAX_WALK_DEPTH + 1))
+        assert list(tree.skipped) == [cut] and str(MAX_WALK_DEPTH) in tree.skipped[cut]
+        assert list(tree.files()) == ["top.py"]
+        with pytest.warns(UserWarning, match="skipped 1 entry"):
+            assert build_tasks([root], max_tasks_per_repo=100)
+    finally:
+        remove_deep(root)
+
+
+def test_a_tree_changed_after_the_snapshot_is_never_read_outside_it(tmp_path: Path):
+    outside = tmp_path / "outside"
+    write(outside / "secret.py", '"""SECRET module that must never be read."""\nSECRET = 1\n')
+    write(outside / "notes.md", "# SECRET notes that must never be read\n")
+    root = tmp_path / "repo"
+    write(root / "a.py", '"""Alpha module of the sample repository."""\n')
+    write(root / "b.py", '"""Beta module of the sample repository."""\n')
+    write(root / "c.py", '"""Gamma module of the sample repository."""\n')
+    write(root / "sub" / "notes.md", "# Notes of the sample repository\n")
+    tree = load_tree(root)
+    before = {path: tree.preview(path) for path in tree.files()}
+
+    (root / "a.py").unlink()
+    (root / "a.py").symlink_to(outside / "secret.py")
+    (root / "sub").rename(tmp_path / "old_sub")
+    (root / "sub").symlink_to(outside, target_is_directory=True)
+    (root / "b.py").unlink()
+    write(root / "b.py", '"""SECRET replacement with a new inode."""\n')
+    with (root / "c.py").open("r+") as handle:
+        handle.write('"""SECRET')
+
+    assert {path: tree.preview(path) for path in tree.files()} == before
+    for path in ("a.py", "b.py", "c.py", "sub/notes.md"):
+        with pytest.raises(ValueError, match=f"{path!r} .*changed since the snapshot"):
+            tree.read_text(path)
+    tasks = build_tasks([root], max_tasks_per_repo=100, max_tasks_per_file=5)
+    assert tasks and not [t for t in tasks if "SECRET" in t.question]
+    for obs in play_every_task(tasks):
+        assert "SECRET" not in obs.text
 
 
 def test_long_files_are_truncated_with_a_marker(toy_repo: Path):
@@ -429,3 +576,19 @@ def test_teacher_explains_where_and_why_with_varied_phrasing(toy_tasks: list[Tas
         teacher.reflect(obs, history, "cd pkg", False)
     with pytest.raises(ValueError, match="history"):
         reflect(obs, [], "cd ..", True, random.Random(0))
+
+
+def test_split_by_task_shares_repositories_across_splits_seven_two_one():
+    by_repo, by_task = make_env("autoexplore", split_by="repository"), make_env("autoexplore", split_by="task")
+    every = {t.task_id for split in SPLITS for t in by_repo.tasks(split)}
+    assert every == {t.task_id for split in SPLITS for t in by_task.tasks(split)}
+    counts = {split: len(by_task.tasks(split)) for split in SPLITS}
+    assert abs(counts["train"] / len(every) - 0.7) < 0.06 and abs(counts["test"] / len(every) - 0.1) < 0.05
+
+    def repositories(env, split):
+        return {t.task_id.split(":")[0] for t in env.tasks(split)}
+
+    assert not repositories(by_repo, "test") & repositories(by_repo, "train")
+    assert repositories(by_task, "test") & repositories(by_task, "train")
+    with pytest.raises(ValueError, match="split_by"):
+        make_env("autoexplore", split_by="folder")

@@ -44,17 +44,80 @@ class ParsedAction:
 
 _KEYWORD = re.compile(r"\b(?:action|choice|option|answer|command|id)\s*(?:id)?\s*(?:is|=|:|#)?\s*([0-9A-Za-z]+)\b", re.I)
 _LEADING_ID = re.compile(r"^\s*[\(\[]?([0-9A-Za-z]+)[\)\]]?\s*(?:[.:)\-]|$)")
+_QUOTES = "`'\""
+#: a reply that is only an id: "3", "3.", "(3)", "`b`"
+_BARE_ID = re.compile(r"[`'\"]?[\(\[]?([0-9A-Za-z]+)[\)\]]?[.:!)]?[`'\"]?")
 
 
-def _normalize(text: str) -> str:
-    return " ".join(text.strip().strip("`'\"").split()).lower()
+def _squash(text: str) -> str:
+    """``text`` with runs of whitespace collapsed, so a reply's line breaks or double spaces do not matter."""
+    return " ".join(text.split())
+
+
+def _exact(reply: str, actions: list[str], ignore_case: bool) -> ParsedAction | None:
+    """The action whose whole text the reply is (whitespace and surrounding quotes aside); None if there is none.
+
+    With ``ignore_case``, texts that differ only by case make the reply ambiguous rather than picking one.
+    """
+    def key(text: str) -> str:
+        return _squash(text).casefold() if ignore_case else _squash(text)
+
+    if not ignore_case and reply in actions:
+        return ParsedAction(actions.index(reply))
+    for candidate in (key(reply), key(reply.strip(_QUOTES))):
+        found = sorted({i for i, action in enumerate(actions) if key(action) == candidate})
+        if len(found) == 1:
+            return ParsedAction(found[0])
+        if found:
+            return ParsedAction(None, f"reply {reply[:80]!r} matches several actions: {[actions[i] for i in found]}")
+    return None
+
+
+def _mentions(text: str, actions: list[str]) -> list[tuple[int, int, int]]:
+    """Where action texts occur in ``text`` as whole phrases: ``(start, end, action index)``.
+
+    Same case first; only if no action text occurs in the reply's own case, case-insensitively.
+    Whitespace inside a phrase may differ. A phrase ends where no name character (word, ``/``,
+    ``-``, or ``.`` followed by one) goes on, so ``cat a.py`` is not found in ``cat a.py.bak``;
+    an occurrence inside a longer one (``id a`` inside ``id a b``) does not count.
+    """
+    found: list[tuple[int, int, int]] = []
+    folded = text.casefold()
+    for flags in (0, re.IGNORECASE):
+        for index, action in enumerate(actions):
+            words = action.split()
+            if not words or not all(word.casefold() in folded for word in words):
+                continue
+            pattern = r"(?<![\w./-])" + r"\s+".join(map(re.escape, words)) + r"(?!\.?[\w/-])"
+            found += [(m.start(), m.end(), index) for m in re.finditer(pattern, text, flags)]
+        if found:
+            break
+    return [(start, end, index) for start, end, index in found
+            if not any(s <= start and end <= e and e - s > end - start for s, e, _ in found)]
+
+
+def _id_named(text: str, index_of_id: dict[str, int]) -> int | None:
+    """The id a reply names by keyword ("Action 3", "answer: b") or at the start of its first line ("3.")."""
+    keyword = _KEYWORD.search(text)
+    if keyword and keyword.group(1) in index_of_id:
+        return index_of_id[keyword.group(1)]
+    leading = _LEADING_ID.match(text.splitlines()[0]) if text.strip() else None
+    if leading and leading.group(1) in index_of_id:
+        return index_of_id[leading.group(1)]
+    return None
 
 
 def parse_action(reply: str, actions: list[str], ids: list[str] | None = None) -> ParsedAction:
     """Map a free-text reply ("3", "3.", "Action 3", "cat setup.py") to an action index.
 
     ``ids[i]`` is the label shown for ``actions[i]`` (default: ``action_ids``); a
-    shuffled labelling is passed explicitly.
+    shuffled labelling is passed explicitly. An action's own text always names
+    that action, even when it reads like an id form (AutoExplore's ``id 3`` for a
+    file named ``3``): a reply is matched against whole action texts first, and id
+    forms are looked for only outside the action texts it quotes; an id that
+    contradicts the quoted text makes the reply invalid. Texts that differ only by
+    case (``cat README``, ``cat readme``) stay distinct; case is ignored only where
+    that leaves one action.
     """
     if ids is None:
         ids = action_ids(len(actions))
@@ -64,27 +127,28 @@ def parse_action(reply: str, actions: list[str], ids: list[str] | None = None) -
         return ParsedAction(None, "empty reply")
     index_of_id = {label: i for i, label in enumerate(ids)}
     text = reply.strip()
-    bare = text.rstrip(".:)!").strip().strip("`'\"")
-    if bare in index_of_id:
-        return ParsedAction(index_of_id[bare])
-    by_text = {_normalize(a): i for i, a in enumerate(actions)}
-    if _normalize(bare) in by_text:
-        return ParsedAction(by_text[_normalize(bare)])
-    keyword = _KEYWORD.search(text)
-    if keyword and keyword.group(1) in index_of_id:
-        return ParsedAction(index_of_id[keyword.group(1)])
-    first_line = text.splitlines()[0]
-    leading = _LEADING_ID.match(first_line)
-    if leading and leading.group(1) in index_of_id:
-        return ParsedAction(index_of_id[leading.group(1)])
-    lowered = _normalize(text)
-    mentioned = [
-        a for a in by_text if re.search(r"(?<![\w./-])" + re.escape(a) + r"(?![\w/-])", lowered)
-    ]
-    if mentioned:
-        longest = max(mentioned, key=len)
-        if all(m == longest or m in longest for m in mentioned):
-            return ParsedAction(by_text[longest])
-        return ParsedAction(None, f"reply names several actions: {sorted(mentioned)}")
+    exact = _exact(text, actions, ignore_case=False)
+    if exact is not None:
+        return exact
+    bare = _BARE_ID.fullmatch(text)
+    if bare and bare.group(1) in index_of_id:
+        return ParsedAction(index_of_id[bare.group(1)])
+    exact = _exact(text, actions, ignore_case=True)
+    if exact is not None:
+        return exact
+    mentions = _mentions(text, actions)
+    quoted = {position for start, end, _ in mentions for position in range(start, end)}
+    outside = "".join(" " if position in quoted else char for position, char in enumerate(text))
+    named = sorted({index for _, _, index in mentions})
+    by_id = _id_named(outside, index_of_id)
+    if by_id is not None and (not named or by_id in named):
+        return ParsedAction(by_id)
+    if by_id is not None:
+        return ParsedAction(None, f"reply names id {ids[by_id]} ({actions[by_id]!r}) but the action text(s) "
+                                  f"{[actions[i] for i in named]}")
+    if len(named) == 1:
+        return ParsedAction(named[0])
+    if named:
+        return ParsedAction(None, f"reply names several actions: {[actions[i] for i in named]}")
     shown = ", ".join(ids[: min(len(ids), 12)]) + (" ..." if len(ids) > 12 else "")
     return ParsedAction(None, f"reply {text[:80]!r} names no valid action id ({shown}) or action text")

@@ -12,7 +12,13 @@ from reflectrl.envs.autoexplore.tasks import (
     task_counts,
     write_tasks,
 )
-from reflectrl.envs.autoexplore.tree import DirectoryTree, DirListing, PathOutsideRootError, load_tree
+from reflectrl.envs.autoexplore.tree import (
+    DirectoryTree,
+    DirListing,
+    PathOutsideRootError,
+    SnapshotChangedError,
+    load_tree,
+)
 
 __all__ = [
     "DEFAULT_CORPUS",
@@ -24,6 +30,7 @@ __all__ = [
     "DirectoryTree",
     "PathOutsideRootError",
     "RepoSpec",
+    "SnapshotChangedError",
     "Task",
     "build_tasks",
     "cache_dir",

@@ -1,8 +1,10 @@
 """AutoExplore: answer a question about a repository by exploring it and identifying the file.
 
 The paper's benchmark, run on a shared in-memory snapshot of each repository
-(``tree.load_tree``): no sandbox copy per episode, no shell, no writes. An
-episode starts at the repository root. Each step offers:
+(``tree.load_tree``): no sandbox copy per episode, no shell, no writes, no
+disk read after the snapshot. An episode starts at the repository root. Each
+step offers (names as they are: the snapshot holds only names that fit on one
+line unambiguously, so the action list has exactly one line per action):
 
 * ``cd ..`` (not at the root), ``cd <dir>`` for each subdirectory,
 * ``cat <file>`` for each file not read yet (shows a truncated preview),
@@ -32,7 +34,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
-from reflectrl.envs.autoexplore.tasks import SPLITS, Task, read_tasks
+from reflectrl.envs.autoexplore.tasks import SPLITS, Task, read_tasks, split_by_task
 from reflectrl.envs.autoexplore.tree import DirListing
 from reflectrl.envs.base import Observation, StepResult, TextEnv
 
@@ -95,7 +97,9 @@ class AutoExplore(TextEnv):
     targets' paths is left out of the episode with this probability, decided by
     the reset seed (the paper trains with 0.5). ``max_depth``: only tasks whose
     target depth is at most this (curriculum levels). ``split``: where
-    ``reset(task=None)`` draws tasks from.
+    ``reset(task=None)`` draws tasks from. ``split_by``: ``"repository"`` (the
+    default, stricter: test questions are about repositories never seen in
+    training) or ``"task"`` (the authors' 7:2:1 over tasks, repositories shared).
     """
 
     name = "autoexplore"
@@ -108,6 +112,7 @@ class AutoExplore(TextEnv):
         max_depth: int | None = None,
         split: str = "train",
         tasks: Sequence[Task] | None = None,
+        split_by: str = "repository",
     ) -> None:
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"autoexplore: max_steps must be a positive int, got {max_steps!r}")
@@ -117,6 +122,8 @@ class AutoExplore(TextEnv):
             raise ValueError(f"autoexplore: max_depth must be None or an int >= 0, got {max_depth!r}")
         if split not in SPLITS:
             raise ValueError(f"autoexplore: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        if split_by not in ("repository", "task"):
+            raise ValueError(f"autoexplore: split_by must be 'repository' or 'task', got {split_by!r}")
         if tasks_path is not None and tasks is not None:
             raise ValueError("autoexplore: pass tasks_path or tasks, not both")
         if tasks is not None:
@@ -131,6 +138,7 @@ class AutoExplore(TextEnv):
         self.hide_unrelated_prob = float(hide_unrelated_prob)
         self.max_depth = max_depth
         self.split = split
+        self.split_by = split_by
         self._all_tasks = all_tasks
         self._by_id = {task.task_id: task for task in all_tasks}
         if len(self._by_id) != len(all_tasks):
@@ -142,7 +150,9 @@ class AutoExplore(TextEnv):
         """The tasks of ``split`` (within ``max_depth`` when set), in file order."""
         if split not in SPLITS:
             raise ValueError(f"autoexplore: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        return [t for t in self._all_tasks if t.split == split and (self.max_depth is None or t.depth <= self.max_depth)]
+        return [t for t in self._all_tasks
+                if (t.split if self.split_by == "repository" else split_by_task(t)) == split
+                and (self.max_depth is None or t.depth <= self.max_depth)]
 
     @property
     def task(self) -> Task:

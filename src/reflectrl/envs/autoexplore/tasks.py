@@ -48,13 +48,13 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from reflectrl.envs.autoexplore.tree import DirectoryTree, load_tree, normalize_relative
+from reflectrl.envs.autoexplore.tree import DirectoryTree, display_name, load_tree, normalize_relative
 
 TASK_KINDS: tuple[str, ...] = ("code", "data", "text", "name")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_FRACTIONS: tuple[float, float] = (0.7, 0.2)
 #: bump when the question rules change, so cached task files are rebuilt
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 _DOC_SUFFIXES = (".md", ".rst", ".txt")
 _CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".toml", ".cfg", ".ini")
@@ -87,11 +87,11 @@ class RepoSpec:
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], name: str | None = None, version: str = "unknown",
                   split: str | None = None) -> RepoSpec:
-        """A whole directory as a repository, named after the directory unless ``name`` is given."""
+        """A whole directory as a repository, named after it (escaped to one line) unless ``name`` is given."""
         root = Path(path).expanduser().resolve()
         if not root.is_dir():
             raise NotADirectoryError(f"repository root {str(path)!r} is not a directory")
-        return cls(name=name or root.name, root=str(root), version=version, split=split)
+        return cls(name=name or display_name(root.name), root=str(root), version=version, split=split)
 
     def tree(self) -> DirectoryTree:
         return load_tree(self.root, self.include, self.exclude, self.max_depth)
@@ -274,6 +274,11 @@ def _stable_hash(*parts: str) -> int:
     return int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest()[:8], "big")
 
 
+def split_by_task(task: "Task") -> str:
+    """The authors' split: 7:2:1 by task (a hash of its id), repositories shared across splits."""
+    return _split_by_hash(_stable_hash("task-split", task.task_id))
+
+
 def _split_by_hash(value: int) -> str:
     fraction = value / 2**64
     if fraction < SPLIT_FRACTIONS[0]:
@@ -298,10 +303,16 @@ def _repo_splits(specs: Sequence[RepoSpec]) -> dict[str, str | None]:
 
 
 def _candidates(tree: DirectoryTree) -> list[_Candidate]:
-    """Every question the files of ``tree`` yield, merged so identical questions share their targets."""
+    """Every question the files of ``tree`` yield, merged so identical questions share their targets.
+
+    A question must be one printable line: file contents (a config key, a heading) could
+    otherwise forge lines of the observation.
+    """
     by_question: dict[str, tuple[str, str, str, list[str]]] = {}
     for path in tree.files():
         for kind, question, topic in _questions_for(tree, path):
+            if not question.isprintable():
+                continue
             paths = by_question.setdefault(question.casefold(), (kind, question, topic, []))[3]
             if path not in paths:
                 paths.append(path)

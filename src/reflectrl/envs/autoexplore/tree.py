@@ -18,19 +18,42 @@ Always skipped: hidden entries (name starting with ``.``), ``__pycache__``,
 anything that is not a regular file or directory, and EVERY symbolic link
 (followed or not, a link can point outside the root, so none is listed).
 
-Each file keeps only its display preview (the first ``preview_lines`` lines /
-``preview_chars`` characters, then ``... [truncated: N more lines]``), so the
-snapshot stays small; ``read_text`` re-reads a file's full text (read-only)
-for the task generator.
+Also skipped, each recorded in ``DirectoryTree.skipped`` (shown path ->
+reason) and reported in one warning per snapshot:
+
+* names that could not be one unambiguous line of the observation and the
+  action list (``name_problem``): a control, separator, format or undecodable
+  character (newline, tab, U+2028, bytes that are not UTF-8), or leading,
+  trailing or repeated spaces. Every other character, a backslash included, is
+  an ordinary name character shown as it is;
+* directories more than ``MAX_WALK_DEPTH`` levels below the root (the walk
+  keeps one open directory per level), with everything under them;
+* entries that cannot be opened or that changed while the scan read them.
+
+Why it is a real snapshot: the walk opens every directory and file relative to
+its parent's descriptor, never following a link (``O_NOFOLLOW``), checks that
+what it opened is the entry it listed (device and inode), and reads each file
+once, at most ``max_file_bytes + 1`` bytes. Each file keeps only its display
+preview (the first ``preview_lines`` lines / ``preview_chars`` characters,
+then ``... [truncated: N more lines]``) and a digest, so the snapshot stays
+small and episodes never touch the disk. ``read_text`` (the task generator's
+full text) re-opens the file the same way and returns it only if device,
+inode, size and digest are the snapshot's; a tree changed afterwards (a file
+swapped for a link, a directory moved) raises ``SnapshotChangedError`` and
+nothing outside the snapshot is read. Hard links are ordinary files: one whose
+other name lies outside the tree is read like any file of the tree.
+Needs a POSIX system (``dir_fd``, ``O_NOFOLLOW``).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import posixpath
 import stat
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -47,10 +70,41 @@ SKIPPED_DIR_NAMES: frozenset[str] = frozenset({"__pycache__"})
 DEFAULT_MAX_FILE_BYTES = 2_000_000
 DEFAULT_PREVIEW_LINES = 30
 DEFAULT_PREVIEW_CHARS = 1500
+#: directories deeper than this below the root are skipped: the walk holds one open descriptor per level
+MAX_WALK_DEPTH = 100
+
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: O_NONBLOCK: opening a FIFO swapped in after the listing must not hang (it is then refused as not a file)
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_SHOWN_SKIPS = 5
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be shown as one unambiguous line of an action list, or None when it can.
+
+    A line break would forge lines of the observation and of the action list, and
+    the action parser collapses whitespace, so ``a  b`` would read as ``a b``.
+    """
+    if not name.isprintable():
+        return "name has a control, separator, format or undecodable character"
+    if name != name.strip(" ") or "  " in name:
+        return "name has leading, trailing or repeated spaces"
+    return None
+
+
+def display_name(name: str) -> str:
+    """``name`` printable on one line: as it is when it can be, else with backslash escapes (``\\n``, ``\\\\``)."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in name)
 
 
 class PathOutsideRootError(ValueError):
     """A path that is absolute or climbs above the tree's root."""
+
+
+class SnapshotChangedError(ValueError):
+    """A file of the snapshot that is no longer, on disk, the file the snapshot read."""
 
 
 @dataclass(frozen=True)
@@ -63,12 +117,15 @@ class DirListing:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One file of the snapshot: its kind, size in bytes, line count and display preview."""
+    """One file of the snapshot: kind, size in bytes, line count, display preview, and what identifies it on disk."""
 
     kind: str
     size: int
     lines: int
     preview: str
+    device: int
+    inode: int
+    digest: bytes
 
 
 def preview_text(text: str, max_lines: int = DEFAULT_PREVIEW_LINES, max_chars: int = DEFAULT_PREVIEW_CHARS) -> str:
@@ -98,11 +155,14 @@ def preview_text(text: str, max_lines: int = DEFAULT_PREVIEW_LINES, max_chars: i
 
 
 def normalize_relative(path: str) -> str:
-    """``path`` as a normalized relative POSIX path (``""`` for the root); raises if it leaves the root."""
+    """``path`` as a normalized relative POSIX path (``""`` for the root); raises if it leaves the root.
+
+    A backslash is an ordinary name character (POSIX names may hold one); only ``/`` separates.
+    """
     if not isinstance(path, str):
         raise TypeError(f"a tree path is a str, got {type(path).__name__}")
-    if "\\" in path or "\0" in path:
-        raise PathOutsideRootError(f"path {path!r} contains a backslash or NUL; use relative POSIX paths")
+    if "\0" in path:
+        raise PathOutsideRootError(f"path {path!r} contains a NUL character")
     if path.startswith("/"):
         raise PathOutsideRootError(f"path {path!r} is absolute; tree paths are relative to the root")
     normalized = posixpath.normpath(path) if path else "."
@@ -121,6 +181,43 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name
+
+
+def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _read_bounded(fd: int, limit: int, expected_size: int) -> bytes:
+    """At most ``limit`` bytes of the open file ``fd``, in as few reads as its expected size allows."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = os.read(fd, min(limit - total, max(expected_size - total + 1, 1 << 16)))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+@dataclass
+class _OpenDir:
+    """A directory being walked: its descriptor, its sorted entry names and what was kept of them so far."""
+
+    path: str
+    fd: int
+    names: list[str]
+    dirs: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    position: int = 0
+
+
 class DirectoryTree:
     """An immutable snapshot of the eligible files under ``root`` (see the module docstring).
 
@@ -129,6 +226,7 @@ class DirectoryTree:
     how a huge package is restricted to a few subtrees. ``exclude``: relative
     paths left out with everything under them. ``max_depth``: files deeper than
     this many directories below the root are left out (``None``: no limit).
+    ``skipped``: entries left out for a reason worth knowing (shown path -> reason).
     """
 
     def __init__(
@@ -147,7 +245,7 @@ class DirectoryTree:
         if max_depth is not None and (isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0):
             raise ValueError(f"max_depth must be None or an int >= 0, got {max_depth!r}")
         self.root = resolved
-        self.name = resolved.name or str(resolved)
+        self.name = display_name(resolved.name or str(resolved))
         self.include = tuple(sorted({normalize_relative(p) for p in include}))
         self.exclude = tuple(sorted({normalize_relative(p) for p in exclude}))
         if "" in self.include:
@@ -162,9 +260,20 @@ class DirectoryTree:
         self.max_file_bytes = max_file_bytes
         self.preview_lines = preview_lines
         self.preview_chars = preview_chars
+        self.skipped: dict[str, str] = {}
         self._dirs: dict[str, DirListing] = {}
         self._files: dict[str, FileEntry] = {}
-        self._scan("")
+        self._root_stat = self._scan()
+        if self.skipped:
+            warnings.warn(self._skipped_summary(), stacklevel=2)
+
+    def _skipped_summary(self) -> str:
+        """One line naming the first skipped entries and why (names are shown escaped)."""
+        shown = "; ".join(f"{path} ({reason})" for path, reason in list(self.skipped.items())[:_SHOWN_SKIPS])
+        more = f"; and {len(self.skipped) - _SHOWN_SKIPS} more" if len(self.skipped) > _SHOWN_SKIPS else ""
+        noun = "entry" if len(self.skipped) == 1 else "entries"
+        return (f"snapshot of {display_name(str(self.root))}: skipped {len(self.skipped)} {noun} "
+                f"(DirectoryTree.skipped): {shown}{more}")
 
     def _wanted(self, path: str, is_dir: bool) -> bool:
         if any(_under(path, prefix) for prefix in self.exclude):
@@ -175,56 +284,115 @@ class DirectoryTree:
             return True
         return is_dir and any(prefix.startswith(path + "/") for prefix in self.include)
 
-    def _scan(self, path: str) -> bool:
-        """Record the directory at ``path`` if anything eligible lies below it; return whether it did."""
-        directory = self.root / path if path else self.root
-        try:
-            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
-        except OSError:
-            return False
-        dirs: list[str] = []
-        files: list[str] = []
-        depth = _depth_of_dir(path)
-        for entry in entries:
-            name = entry.name
-            if name.startswith(".") or entry.is_symlink():
-                continue
-            child = f"{path}/{name}" if path else name
-            try:
-                mode = entry.stat(follow_symlinks=False).st_mode
-            except OSError:
-                continue
-            if stat.S_ISDIR(mode):
-                if name in SKIPPED_DIR_NAMES or not self._wanted(child, True):
-                    continue
-                if self.max_depth is not None and depth + 1 > self.max_depth:
-                    continue
-                if self._scan(child):
-                    dirs.append(name)
-            elif stat.S_ISREG(mode) and self._wanted(child, False):
-                file_entry = self._load_file(child, entry)
-                if file_entry is not None:
-                    self._files[child] = file_entry
-                    files.append(name)
-        if not dirs and not files and path:
-            return False
-        self._dirs[path] = DirListing(tuple(dirs), tuple(files))
-        return True
+    def _skip(self, path: str, reason: str) -> None:
+        self.skipped[display_name(path)] = reason
 
-    def _load_file(self, path: str, entry: os.DirEntry[str]) -> FileEntry | None:
-        kind = SUFFIX_KIND.get(posixpath.splitext(entry.name)[1].lower())
-        if kind is None:
+    def _scan(self) -> os.stat_result:
+        """Walk the tree depth-first without recursion, one open descriptor per level; return the root's stat."""
+        root_fd = os.open(self.root, _OPEN_DIR)
+        root_stat = os.fstat(root_fd)
+        stack = [_OpenDir("", root_fd, [])]
+        try:
+            stack[0].names = sorted(os.listdir(root_fd))
+            while stack:
+                current = stack[-1]
+                if current.position < len(current.names):
+                    name = current.names[current.position]
+                    current.position += 1
+                    opened = self._visit(current, name)
+                    if opened is not None:
+                        stack.append(opened)
+                    continue
+                stack.pop()
+                os.close(current.fd)
+                if current.dirs or current.files or not current.path:
+                    self._dirs[current.path] = DirListing(tuple(current.dirs), tuple(current.files))
+                    if stack:
+                        stack[-1].dirs.append(posixpath.basename(current.path))
+        finally:
+            for still_open in stack:
+                os.close(still_open.fd)
+        return root_stat
+
+    def _visit(self, parent: _OpenDir, name: str) -> _OpenDir | None:
+        """Record the file ``name`` of ``parent``, or open the directory ``name`` to walk next (returned)."""
+        if name.startswith("."):
+            return None
+        path = _join(parent.path, name)
+        try:
+            info = os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
+        except OSError as error:
+            self._skip(path, f"cannot be read: {error.strerror}")
+            return None
+        if stat.S_ISDIR(info.st_mode):
+            return self._open_dir(parent, name, path, info)
+        if stat.S_ISREG(info.st_mode) and self._wanted(path, False):
+            kind = SUFFIX_KIND.get(posixpath.splitext(name)[1].lower())
+            if kind is None or info.st_size > self.max_file_bytes:
+                return None
+            problem = name_problem(name)
+            if problem:
+                self._skip(path, problem)
+                return None
+            entry = self._load_file(parent.fd, name, path, kind, info)
+            if entry is not None:
+                self._files[path] = entry
+                parent.files.append(name)
+        return None
+
+    def _open_dir(self, parent: _OpenDir, name: str, path: str, info: os.stat_result) -> _OpenDir | None:
+        if name in SKIPPED_DIR_NAMES or not self._wanted(path, True):
+            return None
+        depth = _depth_of_dir(path)
+        if self.max_depth is not None and depth > self.max_depth:
+            return None
+        problem = name_problem(name)
+        if depth > MAX_WALK_DEPTH:
+            problem = (f"deeper than {MAX_WALK_DEPTH} directories below the root (the walk's limit); "
+                       "nothing under it is listed")
+        if problem:
+            self._skip(path, problem)
             return None
         try:
-            size = entry.stat(follow_symlinks=False).st_size
-            if size > self.max_file_bytes:
-                return None
-            text = self._decode(Path(entry.path).read_bytes())
-        except OSError:
+            fd = os.open(name, _OPEN_DIR, dir_fd=parent.fd)
+        except OSError as error:
+            self._skip(path, f"cannot be opened: {error.strerror}")
             return None
+        try:
+            if not _same_inode(os.fstat(fd), info):
+                self._skip(path, "changed while the snapshot was taken")
+                os.close(fd)
+                return None
+            return _OpenDir(path, fd, sorted(os.listdir(fd)))
+        except OSError as error:
+            os.close(fd)
+            self._skip(path, f"cannot be listed: {error.strerror}")
+            return None
+
+    def _load_file(self, dir_fd: int, name: str, path: str, kind: str, info: os.stat_result) -> FileEntry | None:
+        """Read the listed file once, through no link, and keep its preview; None if it is not eligible text."""
+        try:
+            fd = os.open(name, _OPEN_FILE, dir_fd=dir_fd)
+        except OSError as error:
+            self._skip(path, f"cannot be opened: {error.strerror}")
+            return None
+        try:
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode) or not _same_inode(opened, info):
+                self._skip(path, "changed while the snapshot was taken")
+                return None
+            data = _read_bounded(fd, self.max_file_bytes + 1, opened.st_size)
+        except OSError as error:
+            self._skip(path, f"cannot be read: {error.strerror}")
+            return None
+        finally:
+            os.close(fd)
+        text = self._decode(data) if len(data) <= self.max_file_bytes else None
         if text is None:
             return None
-        return FileEntry(kind, size, len(text.splitlines()), preview_text(text, self.preview_lines, self.preview_chars))
+        return FileEntry(kind, len(data), len(text.splitlines()),
+                         preview_text(text, self.preview_lines, self.preview_chars),
+                         opened.st_dev, opened.st_ino, _digest(data))
 
     @staticmethod
     def _decode(data: bytes) -> str | None:
@@ -278,12 +446,39 @@ class DirectoryTree:
         return self.file(path).preview
 
     def read_text(self, path: str) -> str:
-        """The file's full text, re-read from disk read-only (for the task generator, not per step)."""
-        self.file(path)
-        text = self._decode((self.root / path).read_bytes())
-        if text is None:
-            raise ValueError(f"{path!r} under {self.root} no longer decodes as UTF-8 text")
-        return text
+        """The file's full text as the snapshot read it (for the task generator, not per step).
+
+        Re-opened from the root through no link; raises ``SnapshotChangedError`` unless it is
+        still the same file (device, inode) with the same content (size, digest).
+        """
+        entry = self.file(path)
+        *dirs, name = path.split("/")
+        try:
+            fd = os.open(self.root, _OPEN_DIR)
+            try:
+                if not _same_inode(os.fstat(fd), self._root_stat):
+                    raise SnapshotChangedError(f"{path!r} under {self.root} changed since the snapshot: "
+                                               "the root is another directory now")
+                for part in dirs:
+                    child = os.open(part, _OPEN_DIR, dir_fd=fd)
+                    os.close(fd)
+                    fd = child
+                child = os.open(name, _OPEN_FILE, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                opened = os.fstat(fd)
+                same = stat.S_ISREG(opened.st_mode) and (opened.st_dev, opened.st_ino) == (entry.device, entry.inode)
+                data = _read_bounded(fd, entry.size + 1, entry.size) if same else b""
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise SnapshotChangedError(f"{path!r} under {self.root} changed since the snapshot: "
+                                       f"{error.strerror} (links are never followed)") from None
+        if not same:
+            raise SnapshotChangedError(f"{path!r} under {self.root} changed since the snapshot: it is another file now")
+        if len(data) != entry.size or _digest(data) != entry.digest:
+            raise SnapshotChangedError(f"{path!r} under {self.root} changed since the snapshot: its content differs")
+        return data.decode("utf-8")
 
     @staticmethod
     def parent(path: str) -> str:
