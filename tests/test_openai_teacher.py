@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 
@@ -13,6 +14,8 @@ pytest.importorskip("openai")
 from chat_server import ChatServer, derived_reply
 
 from reflectrl.envs.base import Observation
+from reflectrl.envs.registry import make_env
+from reflectrl.eval.baselines import play_episode
 from reflectrl.eval.endpoint_agent import AGENT_INSTRUCTION, EndpointAgent
 from reflectrl.teachers.openai_compat import (
     MAX_REFLECTION_WORDS,
@@ -20,6 +23,7 @@ from reflectrl.teachers.openai_compat import (
     EndpointError,
     OpenAITeacher,
     clean_teacher_reply,
+    redact_url,
 )
 
 TAXI_STATE = Observation(
@@ -36,6 +40,12 @@ REPO_STATE = Observation(
 def server():
     with ChatServer() as chat_server:
         yield chat_server
+
+
+@pytest.fixture(scope="module")
+def repo_env():
+    """The env REPO_STATE comes from; an EndpointAgent is handed it but, like a zero-shot LLM, reads only the observation."""
+    return make_env("autoexplore")
 
 
 def endpoint_for(server: ChatServer, **kwargs) -> ChatEndpoint:
@@ -159,6 +169,7 @@ def test_exhausted_retries_name_status_url_and_message(server):
     assert "HTTP 503" in message and server.base_url in message and "test-model" in message
     assert "injected failure with status 503" in message and "3 attempts" in message
     assert server.request_count == 3
+    assert info.value.__cause__ is not None, "the last HTTP error is chained for debugging"
 
 
 def test_client_errors_are_not_retried(server):
@@ -190,6 +201,9 @@ def test_malformed_reply_is_a_clear_error(server, kind, problem):
 def test_bad_arguments_are_rejected(server):
     with pytest.raises(ValueError, match="base_url"):
         ChatEndpoint("localhost:8000", "m")
+    with pytest.raises(ValueError, match="not a valid URL") as info:
+        ChatEndpoint("http://alice:s3cret@[::1/v1", "m")
+    assert "s3cret" not in str(info.value)
     with pytest.raises(ValueError, match=r"messages\[0\]"):
         endpoint_for(server).complete([{"role": "robot", "content": "x"}])
     assert server.request_count == 0
@@ -205,10 +219,10 @@ def test_missing_openai_client_says_how_to_install(server, monkeypatch):
     ("reply", "expected"),
     [("Action 3", 3), ("cat setup.py", 3), ("4.", 4), ("I would choose option 1 here.", 1), ("banana split", None)],
 )
-def test_endpoint_agent_parses_replies(server, reply, expected):
+def test_endpoint_agent_parses_replies(server, repo_env, reply, expected):
     server.queue_replies(reply)
     agent = EndpointAgent(endpoint_for(server))
-    index, raw = agent.act(REPO_STATE)
+    index, raw = agent.act(repo_env, REPO_STATE)
     assert (index, raw) == (expected, reply)
     assert (agent.last_parse_error is None) == (expected is not None)
     system, user = server.requests[0]["messages"]
@@ -217,16 +231,14 @@ def test_endpoint_agent_parses_replies(server, reply, expected):
     assert "0. cd ..\n1. cd src\n2. cat README.md\n3. cat setup.py\n4. id setup.py\n" in user["content"]
 
 
-def test_endpoint_agent_custom_instruction(server):
+def test_endpoint_agent_custom_instruction(server, repo_env):
     server.queue_replies("2")
     agent = EndpointAgent(endpoint_for(server), instruction="Pick wisely.")
-    assert agent.act(REPO_STATE) == (2, "2")
+    assert agent.act(repo_env, REPO_STATE) == (2, "2")
     assert server.requests[0]["messages"][0]["content"] == "Pick wisely."
 
 
 def test_endpoint_agent_and_teacher_on_a_real_taxi_episode(server):
-    from reflectrl.envs.registry import make_env
-
     env = make_env("taxi")
     observation = env.reset(seed=0)
     good = env.oracle_action()
@@ -237,11 +249,121 @@ def test_endpoint_agent_and_teacher_on_a_real_taxi_episode(server):
 
     server.queue_replies(f"I will {observation.actions[good]}.", "Let me think about it.")
     agent = EndpointAgent(endpoint_for(server))
-    index, _ = agent.act(observation)
+    index, _ = agent.act(env, observation)
     assert index == good
     _, _, terminated, _, _ = env.step(index)
     assert not terminated
-    index, reply = agent.act(env.observation)
+    index, reply = agent.act(env, env.observation)
     assert index is None
     _, reward, _, _, _ = env.invalid_step(reply)
     assert reward < 0
+
+
+def test_endpoint_agent_plays_episodes_through_the_evaluator():
+    """play_episode/evaluate_agent call ``act(env, observation)``, like every sequential agent."""
+    env = make_env("taxi", stage="pickup")
+    with ChatServer(action_ids=True) as server:
+        result = play_episode(env, EndpointAgent(endpoint_for(server)), seed=3)
+    assert result.steps >= 1 and result.invalid_actions == 0
+    assert server.request_count == result.steps
+
+
+@pytest.mark.parametrize("part", ["body", "headers"])
+def test_dripping_server_hits_the_total_deadline(server, part):
+    server.drip_next(part, seconds=10)
+    endpoint = endpoint_for(server, timeout=1, max_retries=0)
+    start = time.monotonic()
+    with pytest.raises(EndpointError, match=r"no complete reply within 1s") as info:
+        endpoint.complete([{"role": "user", "content": "take your time"}])
+    assert time.monotonic() - start < 5, "the 1s limit, plus slack for a busy machine, not the 10s drip"
+    assert server.base_url in str(info.value)
+
+
+def test_deadline_miss_is_retried(server):
+    server.drip_next("body", seconds=6)
+    messages = [{"role": "user", "content": "second try"}]
+    assert endpoint_for(server, timeout=1, max_retries=1).complete(messages) == derived_reply({"messages": messages})
+    assert server.request_count == 2
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "until-close"])
+def test_huge_reply_is_refused_not_retried(server, sized):
+    server.huge_next(3_000_000, sized=sized)
+    endpoint = endpoint_for(server, max_reply_bytes=100_000, max_retries=2)
+    with pytest.raises(EndpointError, match=r"reply larger than 100000 bytes") as info:
+        endpoint.complete([{"role": "user", "content": "tell me everything"}])
+    assert server.base_url in str(info.value)
+    assert server.request_count == 1
+
+
+def test_reply_within_the_size_cap_is_accepted(server):
+    server.huge_next(50_000)
+    reply = endpoint_for(server, max_reply_bytes=100_000).complete([{"role": "user", "content": "a lot"}])
+    assert len(reply) >= 49_000
+
+
+def test_rejected_teacher_reply_is_not_cached(server, tmp_path):
+    server.queue_replies("# Action: 3", "Head south to reach the passenger.")
+    teacher = OpenAITeacher(endpoint_for(server, cache_dir=tmp_path))
+    with pytest.raises(EndpointError, match="no reflection"):
+        teacher.reflect(TAXI_STATE, [], "south", False)
+    assert not list(tmp_path.iterdir()), "a rejected reply must not be cached"
+    assert teacher.reflect(TAXI_STATE, [], "south", False) == "Head south to reach the passenger."
+    assert teacher.reflect(TAXI_STATE, [], "south", False) == "Head south to reach the passenger."
+    assert server.request_count == 2
+
+
+def test_cached_reply_the_caller_now_rejects_is_asked_again(server, tmp_path):
+    """A cache written before a stricter check (or by an older version) heals itself."""
+    endpoint = endpoint_for(server, cache_dir=tmp_path)
+    messages = [{"role": "user", "content": "judge me"}]
+    server.queue_replies("unusable")
+    assert endpoint.complete(messages) == "unusable"
+
+    def accept(reply: str) -> str:
+        if reply == "unusable":
+            raise ValueError("no good")
+        return reply.upper()
+
+    with pytest.warns(UserWarning, match=r"rejects the cached reply.*no good"):
+        assert endpoint.complete(messages, accept=accept) == derived_reply({"messages": messages}).upper()
+    assert endpoint.complete(messages, accept=accept) == derived_reply({"messages": messages}).upper()
+    assert server.request_count == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+        ("http://alice:s3cret@127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+        ("https://sk-s3cret@api.example.com/v1/", "https://api.example.com/v1/"),
+        ("https://api.example.com/v1?api_key=s3cret", "https://api.example.com/v1?api_key=REDACTED"),
+        ("http://h:81/v1?api-version=2024-02&Token=s3cret&sig=s3cret", "http://h:81/v1?api-version=2024-02&Token=REDACTED&sig=REDACTED"),
+        ("http://[::1]:8000/v1?x-api-key=s3cret#frag", "http://[::1]:8000/v1?x-api-key=REDACTED#frag"),
+    ],
+)
+def test_redact_url(url, expected):
+    assert redact_url(url) == expected
+    assert redact_url(expected) == expected
+    assert redact_url("http://alice:s3cret@[::1/v1") == "REDACTED", "an unparsable URL is not shown at all"
+
+
+def test_credentials_in_base_url_are_used_but_never_written(server, tmp_path, caplog):
+    secrets = ("pw-s3cret", "key-s3cret")
+    host = server.base_url.removeprefix("http://").removesuffix("/v1")
+    endpoint = ChatEndpoint(f"http://alice:pw-s3cret@{host}/v1?api_key=key-s3cret", "test-model",
+                            cache_dir=tmp_path, backoff=0.001, timeout=10, max_retries=1)
+    messages = [{"role": "user", "content": "who am i"}]
+    server.fail_next(1, status=500)
+    with caplog.at_level(logging.WARNING):
+        assert endpoint.complete(messages) == derived_reply({"messages": messages})
+    assert server.paths[-1] == "/v1/chat/completions?api_key=key-s3cret", "the server still gets its credentials"
+    wrong_path = ChatEndpoint(f"http://alice:pw-s3cret@{host}/nope?api_key=key-s3cret", "test-model", max_retries=0)
+    with pytest.raises(EndpointError, match="HTTP 404") as info:
+        wrong_path.complete(messages)
+    assert info.value.__cause__ is None, "the HTTP error may echo the URL, so it is not chained"
+    written = [str(info.value), repr(endpoint), repr(wrong_path), caplog.text]
+    written += [path.read_text(encoding="utf-8") + path.name for path in tmp_path.iterdir()]
+    assert caplog.text and len(written) == 5
+    for text in written:
+        assert not any(secret in text for secret in secrets), text

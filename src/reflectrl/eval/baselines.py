@@ -17,6 +17,12 @@ from reflectrl.envs.base import Observation, TextEnv
 
 
 class Agent(Protocol):
+    """What ``play_episode`` and ``evaluate_agent`` drive: every sequential agent, the endpoint one included.
+
+    ``env`` is passed so privileged agents (the oracle) can ask it; an agent that
+    sees only what a model would see ignores it, but takes it all the same.
+    """
+
     def act(self, env: TextEnv, observation: Observation) -> tuple[int | None, str]: ...
 
 

@@ -2,14 +2,15 @@
 
 Such a model answers in free text, so its reply goes through the one shared
 action parser; a reply naming no valid action is returned as ``None`` and the
-evaluator charges the env's invalid-action penalty for it.
+evaluator charges the env's invalid-action penalty for it. It is a sequential
+``eval.baselines.Agent``: ``evaluate_agent`` and ``play_episode`` drive it.
 """
 
 from __future__ import annotations
 
 from reflectrl.agent.prompts import enumerate_actions
 from reflectrl.envs.action_parser import parse_action
-from reflectrl.envs.base import Observation
+from reflectrl.envs.base import Observation, TextEnv
 from reflectrl.teachers.openai_compat import ChatEndpoint
 
 AGENT_INSTRUCTION = """\
@@ -44,8 +45,13 @@ class EndpointAgent:
         )
         return [{"role": "system", "content": self.instruction}, {"role": "user", "content": user}]
 
-    def act(self, observation: Observation) -> tuple[int | None, str]:
-        """(index of the chosen action, or None when the reply names none; the raw reply)."""
+    def act(self, env: TextEnv, observation: Observation) -> tuple[int | None, str]:
+        """(index of the chosen action, or None when the reply names none; the raw reply).
+
+        ``env`` is part of the shared agent interface; a zero-shot LLM sees only
+        the observation, so it is not read.
+        """
+        # a reply naming no action is still the model's answer: it is cached and charged as invalid
         reply = self.endpoint.complete(self.messages(observation))
         parsed = parse_action(reply, observation.actions)
         self.last_parse_error = parsed.error

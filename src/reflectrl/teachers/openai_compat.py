@@ -2,8 +2,11 @@
 
 The paper's teacher is GPT-4; any server speaking the chat-completions protocol
 (OpenAI, vLLM, llama.cpp, Ollama, ...) can play that role here. Teacher calls
-are slow and cost money, so every reply is cached on disk by a hash of the full
-request: regenerating a data set, or resuming a crashed run, never pays twice.
+are slow and cost money, so every reply the caller accepts is cached on disk by
+a hash of the full request: regenerating a data set, or resuming a crashed run,
+never pays twice, and a reply the caller rejected is asked again rather than
+kept. Credentials written into the URL reach the server but never a cache file,
+a log line or an error message (``redact_url``).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar, overload
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
 from reflectrl.envs.base import Observation
 from reflectrl.teachers.base import Teacher
@@ -31,11 +36,65 @@ PLACEHOLDER_API_KEY = "no-key-set"
 _RETRYABLE_STATUS = frozenset({408, 429})
 #: longest single wait between attempts, whatever the backoff or Retry-After says
 MAX_RETRY_DELAY = 120.0
+#: default cap on one reply's size: a chat completion of a few hundred tokens is a few kB
+MAX_REPLY_BYTES = 1 << 20
+#: what a credential is replaced with in anything written
+REDACTED = "REDACTED"
+#: query parameters whose value is a credential (matched anywhere in the name, any case)
+_SECRET_PARAM = re.compile(r"key|token|secret|passw|pwd|auth|sig|credential", re.I)
 _ROLES = frozenset({"system", "user", "assistant"})
+
+_T = TypeVar("_T")
 
 
 class EndpointError(RuntimeError):
     """A chat endpoint failed after all retries, or replied with something unusable."""
+
+
+class _Overdue(Exception):
+    """One attempt ran past its total time limit."""
+
+
+class _ReplyTooLarge(Exception):
+    """A reply is (or says it is) larger than the size cap."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials: what may go into logs, errors, cache files and saved recipes.
+
+    Userinfo (``user:password@``) is dropped and the value of every secret-looking
+    query parameter (``api_key``, ``token``, ``sig``, ...) becomes ``REDACTED``;
+    scheme, host, path and parameter names stay, so the text still says where.
+    A URL holding no credentials comes back unchanged, and one that cannot be
+    parsed (so cannot be checked) comes back as ``REDACTED``.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc.rpartition("@")[2]
+    fields = []
+    for field in parts.query.split("&") if parts.query else []:
+        name, sep, value = field.partition("=")
+        fields.append(f"{name}={REDACTED}" if sep and value and _SECRET_PARAM.search(unquote(name)) else field)
+    query = "&".join(fields)
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The credentials ``redact_url`` removes, as they may appear in text (raw and decoded), longest first."""
+    parts = urlsplit(url)
+    found: set[str] = set()
+    userinfo = parts.netloc.rpartition("@")[0]
+    if userinfo:
+        found.update([userinfo, *userinfo.split(":")])
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if value and _SECRET_PARAM.search(name):
+            found.update([value, quote(value, safe=""), quote_plus(value)])
+    found.update([unquote(secret) for secret in found])
+    return sorted((secret for secret in found if secret), key=len, reverse=True)
 
 
 def _load_openai() -> Any:
@@ -70,14 +129,27 @@ def _server_message(err: Any) -> str:
     return str(getattr(err, "message", err))
 
 
+def _as_is(reply: str) -> str:
+    return reply
+
+
 class ChatEndpoint:
-    """One model behind an OpenAI-compatible ``/chat/completions`` URL, with retries and a disk cache.
+    """One model behind an OpenAI-compatible ``/chat/completions`` URL, with retries, limits and a disk cache.
 
     Retries (``max_retries`` more attempts after the first) cover rate limits
-    (429), timeouts (408), server errors (5xx) and connection failures; the wait
-    doubles each time from ``backoff`` seconds, or follows the server's
-    ``Retry-After`` when that is longer. The openai client's own retries are
-    off so that this one policy applies, and so tests can make it fast.
+    (429), timeouts (408), server errors (5xx), connection failures and attempts
+    that ran out of time; the wait doubles each time from ``backoff`` seconds, or
+    follows the server's ``Retry-After`` when that is longer. The openai client's
+    own retries are off so that this one policy applies, and so tests can make
+    it fast.
+
+    ``timeout`` bounds one attempt in all, from connecting to the reply's last
+    byte (an HTTP client's timeout bounds each read, so a server that drips bytes
+    would hold a call forever). A reply over ``max_reply_bytes`` is refused
+    without being read to its end (an error status's body is read by the openai
+    client itself; the time limit still bounds it). Credentials in ``base_url`` (userinfo, or
+    query parameters such as ``api_key``) are sent to the server and nowhere
+    else: ``self.base_url`` is the redacted URL.
     """
 
     def __init__(
@@ -91,9 +163,15 @@ class ChatEndpoint:
         timeout: float = 60,
         temperature: float = 0.0,
         max_tokens: int = 256,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http(s) URL such as 'http://127.0.0.1:8000/v1', got {base_url!r}")
+            shown = redact_url(base_url) if isinstance(base_url, str) else base_url
+            raise ValueError(f"base_url must be an http(s) URL such as 'http://127.0.0.1:8000/v1', got {shown!r}")
+        try:
+            urlsplit(base_url)
+        except ValueError as err:
+            raise ValueError(f"base_url {redact_url(base_url)!r} is not a valid URL: {err}") from None
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a non-empty model name, got {model!r}")
         if max_retries < 0:
@@ -104,7 +182,11 @@ class ChatEndpoint:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         if max_tokens <= 0:
             raise ValueError(f"max_tokens must be > 0, got {max_tokens}")
-        self.base_url = base_url.rstrip("/")
+        if max_reply_bytes <= 0:
+            raise ValueError(f"max_reply_bytes must be > 0, got {max_reply_bytes}")
+        self._url = base_url.rstrip("/")
+        self._secrets = _url_secrets(self._url)
+        self.base_url = redact_url(self._url)
         self.model = model
         self.api_key_env = api_key_env
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -113,13 +195,14 @@ class ChatEndpoint:
         self.timeout = timeout
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.max_reply_bytes = max_reply_bytes
         self._client: Any = None
 
     def __repr__(self) -> str:
         return f"ChatEndpoint(base_url={self.base_url!r}, model={self.model!r})"
 
     def request(self, messages: list[dict]) -> dict[str, Any]:
-        """Everything that determines the reply; its hash is the cache key."""
+        """Everything that determines the reply; its hash is the cache key (the URL redacted)."""
         _check_messages(messages)
         return {
             "base_url": self.base_url,
@@ -136,18 +219,37 @@ class ChatEndpoint:
         canonical = json.dumps(self.request(messages), sort_keys=True, ensure_ascii=False)
         return self.cache_dir / f"{hashlib.sha256(canonical.encode('utf-8')).hexdigest()}.json"
 
-    def complete(self, messages: list[dict]) -> str:
-        """The assistant's reply to ``messages``: from the cache when present, else from the server."""
+    @overload
+    def complete(self, messages: list[dict]) -> str: ...
+
+    @overload
+    def complete(self, messages: list[dict], accept: Callable[[str], _T]) -> _T: ...
+
+    def complete(self, messages: list[dict], accept: Callable[[str], Any] | None = None) -> Any:
+        """The reply to ``messages`` as ``accept(reply)`` makes it (the reply itself without ``accept``).
+
+        ``accept`` raises when the caller cannot use a reply, and only a reply it
+        accepted is cached: a bad reply is asked again on the next run instead of
+        failing forever. A cached reply it now rejects (cached before a stricter
+        check) is dropped with a warning and asked again.
+        """
+        use = _as_is if accept is None else accept
         request = self.request(messages)
         path = self.cache_path(messages)
         if path is not None:
             cached = self._read_cache(path, request)
             if cached is not None:
-                return cached
+                try:
+                    return use(cached)
+                except Exception as err:
+                    warnings.warn(f"{self._where()}: the caller rejects the cached reply in {path} ({err}); "
+                                  "asking the server again", stacklevel=2)
+                    path.unlink(missing_ok=True)
         reply = self._fetch(request)
+        result = use(reply)
         if path is not None:
             self._write_cache(path, request, reply)
-        return reply
+        return result
 
     def _read_cache(self, path: Path, request: dict[str, Any]) -> str | None:
         if not path.exists():
@@ -179,11 +281,15 @@ class ChatEndpoint:
             raise
 
     def _openai_client(self) -> Any:
+        """The client, given the URL's query parameters as default query (the client would append its
+        path after them)."""
         if self._client is None:
             openai = _load_openai()
+            url, _, query = self._url.partition("?")
             self._client = openai.OpenAI(
-                base_url=self.base_url,
+                base_url=url,
                 api_key=os.environ.get(self.api_key_env) or PLACEHOLDER_API_KEY,
+                default_query=dict(parse_qsl(query, keep_blank_values=True)) or None,
                 max_retries=0,
                 timeout=self.timeout,
             )
@@ -191,6 +297,20 @@ class ChatEndpoint:
 
     def _where(self) -> str:
         return f"chat endpoint {self.base_url}/chat/completions (model {self.model!r})"
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with the URL's credentials replaced, for a server message that echoes the URL."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def _error(self, message: str, cause: BaseException | None = None) -> EndpointError:
+        """An EndpointError free of credentials, to raise without ``from``: ``cause`` is chained only
+        when the URL holds none, since its text is the server's or the HTTP library's."""
+        error = EndpointError(self._scrub(message))
+        error.__cause__ = None if self._secrets else cause
+        error.__suppress_context__ = True
+        return error
 
     def _retry_delay(self, attempt: int, retry_after: str | None) -> float:
         delay = self.backoff * 2**attempt
@@ -210,37 +330,79 @@ class ChatEndpoint:
         while True:
             retry_after = None
             try:
-                raw = client.chat.completions.with_raw_response.create(
-                    model=request["model"],
-                    messages=request["messages"],
-                    temperature=request["temperature"],
-                    max_tokens=request["max_tokens"],
-                )
+                status, body = self._attempt(client, request)
             except openai.APIStatusError as err:
                 status = err.status_code
                 failure = f"HTTP {status}: {_server_message(err)}"
                 if status in (401, 403):
                     failure += f" (is ${self.api_key_env} set to a valid key?)"
                 if status not in _RETRYABLE_STATUS and status < 500:
-                    raise EndpointError(f"{self._where()} refused the request: {failure}") from err
+                    raise self._error(f"{self._where()} refused the request: {failure}", err)
                 retry_after = err.response.headers.get("retry-after")
                 last_error = err
             except openai.APIConnectionError as err:
                 failure = f"{err.message} ({err.__cause__ or type(err).__name__})"
                 last_error = err
+            except _Overdue as err:
+                failure = f"no complete reply within {self.timeout:g}s (the total time limit of one attempt)"
+                last_error = err
+            except _ReplyTooLarge as err:
+                raise self._error(f"{self._where()} sent a reply larger than {self.max_reply_bytes} bytes ({err}); "
+                                  "raise max_reply_bytes if such replies are expected")
             else:
-                return self._reply_text(raw.http_response.status_code, raw.http_response.text)
+                return self._reply_text(status, body)
             if attempt == self.max_retries:
-                raise EndpointError(f"{self._where()} failed after {attempts} attempts; last error: {failure}") from last_error
+                raise self._error(f"{self._where()} failed after {attempts} attempts; last error: {failure}",
+                                  last_error)
             delay = self._retry_delay(attempt, retry_after)
-            log.warning("%s: %s; retrying in %.2fs (attempt %d of %d)", self._where(), failure, delay, attempt + 2, attempts)
+            log.warning("%s: %s; retrying in %.2fs (attempt %d of %d)", self._where(), self._scrub(failure), delay,
+                        attempt + 2, attempts)
             time.sleep(delay)
             attempt += 1
+
+    def _attempt(self, client: Any, request: dict[str, Any]) -> tuple[int, str]:
+        """``_exchange`` in a worker thread left behind at the deadline: no phase of a slow reply (not
+        even headers sent a byte at a time) holds the caller past ``timeout``. The worker stops at its
+        next read (the client's per-read timeout, or its own check of the deadline)."""
+        deadline = time.monotonic() + self.timeout
+        outcome: list[tuple[int, str] | BaseException] = []
+
+        def run() -> None:
+            try:
+                outcome.append(self._exchange(client, request, deadline))
+            except BaseException as err:  # handed to the caller's thread
+                outcome.append(err)
+
+        worker = threading.Thread(target=run, name="chat-endpoint-request", daemon=True)
+        worker.start()
+        worker.join(self.timeout)
+        if not outcome:
+            raise _Overdue()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    def _exchange(self, client: Any, request: dict[str, Any], deadline: float) -> tuple[int, str]:
+        """One request; the reply is read in chunks so the size cap and the deadline hold: (status, body)."""
+        create = client.chat.completions.with_streaming_response.create
+        with create(model=request["model"], messages=request["messages"], temperature=request["temperature"],
+                    max_tokens=request["max_tokens"]) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_reply_bytes:
+                raise _ReplyTooLarge(f"its Content-Length is {declared}")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > self.max_reply_bytes:
+                    raise _ReplyTooLarge(f"stopped reading at {len(body)} bytes")
+                if time.monotonic() > deadline:
+                    raise _Overdue()
+            return response.status_code, body.decode("utf-8", errors="replace")
 
     def _reply_text(self, status: int, body: str) -> str:
         """The first choice's content, or a clear error saying what the reply lacked."""
         def malformed(problem: str) -> EndpointError:
-            return EndpointError(f"{self._where()} sent a malformed reply (HTTP {status}): {problem}; body: {body[:300]!r}")
+            return self._error(f"{self._where()} sent a malformed reply (HTTP {status}): {problem}; body: {body[:300]!r}")
 
         try:
             data = json.loads(body)
@@ -360,7 +522,11 @@ class OpenAITeacher(Teacher):
         next_good_action: str,
         was_last_action_wrong: bool,
     ) -> str:
-        reply = self.endpoint.complete(self.messages(state, history, next_good_action, was_last_action_wrong))
+        messages = self.messages(state, history, next_good_action, was_last_action_wrong)
+        return self.endpoint.complete(messages, accept=self._reflection)
+
+    def _reflection(self, reply: str) -> str:
+        """The reflection in ``reply``; raising rejects the reply, so it is not cached."""
         reflection = clean_teacher_reply(reply)
         if not reflection:
             raise EndpointError(f"{self.endpoint!r} replied {reply!r}, which holds no reflection once markers are removed")

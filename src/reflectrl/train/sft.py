@@ -149,6 +149,14 @@ def _loss_sum(model, tokenizer, policy: ActionPolicy | None, batch: list[_Encode
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
 
 
+def _checkpoint_activations(model: Any) -> None:
+    """Recompute each layer's activations in the backward pass (transformers 5 renamed the switch)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 @torch.no_grad()
 def evaluate_sft(model, tokenizer, rows: list[dict[str, Any]], kind: str, config: SFTConfig, dtype: str) -> dict[str, float]:
     """Validation loss, and for the policy the greedy action accuracy on the held-out rows."""
@@ -209,7 +217,7 @@ def train_sft(
     writer = SummaryWriter(str(logs))
     metrics_file = open(logs / "metrics.jsonl", "a")
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _checkpoint_activations(unwrap_model(model))
     model.train()
     step, started, loss_sum = 0, time.time(), 0.0
     progress = tqdm(total=total_steps, desc=f"sft {kind}", unit="step", dynamic_ncols=True)

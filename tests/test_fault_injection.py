@@ -1,0 +1,67 @@
+"""`kill -9` a `reflectrl run` in data, SFT, RL and evaluation: every resume completes with the same eval.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rl_fixtures import TINY, write_recipe
+
+#: where to kill, in pipeline order: a glob under the run directory that exists only while that step works
+KILL_POINTS = [
+    ("data", ".tmp-data-*"),
+    ("reflector SFT", ".tmp-reflector-*/logs"),
+    ("policy SFT", ".tmp-policy_noreflect-*/logs"),
+    ("RL, after its first checkpoint", "rl/sft_rl/checkpoint-1"),
+    ("RL of the second arm", "rl/reflect_rl/metrics.jsonl"),
+    ("evaluation", "eval/sft/result.json"),
+]
+
+
+def _recipe(tmp_path: Path, name: str) -> Path:
+    return write_recipe(tmp_path / f"{name}.yaml", {
+        "name": name, "seed": 0, "threads": 1, "out_dir": str(tmp_path / "runs"),
+        "env": {"name": "taxi", "kwargs": {"max_steps": 8}},
+        "model": {"name": "tiny", **TINY},
+        "reflection_tokens": 6,
+        "data": {"episodes": 24, "random_action_prob": 0.3},
+        "sft": {"max_steps": 12, "batch_size": 8, "max_length": 256},
+        "curriculum": {"levels": [{"stage": "pickup"}, {"stage": "full"}]},
+        "rl": {"iterations": 4, "batch_episodes": 4, "checkpoint_every": 1},
+        "eval": {"episodes": 6, "levels": [{"stage": "pickup"}, {"stage": "full"}]},
+    })
+
+
+def _command(recipe: Path) -> list[str]:
+    return [sys.executable, "-m", "reflectrl.cli", "run", "--config", str(recipe)]
+
+
+def test_kill_nine_at_every_step_then_resume_gives_the_uninterrupted_results(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(_command(_recipe(tmp_path, "whole")), capture_output=True, text=True, env=env, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    expected = json.loads((tmp_path / "runs" / "whole" / "eval.json").read_text())
+
+    recipe = _recipe(tmp_path, "killed")
+    run = tmp_path / "runs" / "killed"
+    killed_in = []
+    for step, marker in KILL_POINTS:
+        process = subprocess.Popen(_command(recipe), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 300
+        while not list(run.glob(marker)) and process.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            killed_in.append(step)
+        process.wait()
+        assert process.returncode in (0, -signal.SIGKILL), process.stderr.read().decode()[-3000:]
+        process.stderr.close()
+    assert len(killed_in) >= 5, killed_in
+    resumed = subprocess.run(_command(recipe), capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run / "eval.json").read_text()) == expected
