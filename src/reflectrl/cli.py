@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -13,14 +14,31 @@ import yaml
 from reflectrl.envs.registry import list_envs, make_env
 
 
+class UsageError(ValueError):
+    """A command-line value that cannot be used."""
+
+
 def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: {flag} expects KEY=VALUE, got {pair!r}")
-        values[key] = yaml.safe_load(raw)
+            raise UsageError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        try:
+            values[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise UsageError(f"{flag} {key}: {raw!r} is not a valid value ({str(error).splitlines()[0]})") from None
     return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
@@ -128,11 +146,12 @@ def _cmd_rl(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    import json
-
     from reflectrl.eval.baselines import OracleAgent, RandomAgent
     from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
+    from reflectrl.run_files import write_json_atomic
 
+    if args.out and os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a directory; name the JSON file to write")
     config = _load(args)
     plan = EvalPlan.from_config(config)
     if args.agent == "random":
@@ -140,23 +159,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     elif args.agent == "oracle":
         result = evaluate_agent(plan, OracleAgent, desc="oracle")
     elif args.agent == "endpoint":
+        from reflectrl.config import TeacherConfig
         from reflectrl.eval.endpoint_agent import EndpointAgent
         from reflectrl.teachers.openai_compat import ChatEndpoint
 
-        endpoint = ChatEndpoint(args.base_url, args.model, args.api_key_env, cache_dir=args.cache_dir)
+        recipe = config.eval.endpoint or TeacherConfig(base_url="http://127.0.0.1:8000/v1")
+        endpoint = ChatEndpoint(args.base_url or recipe.base_url, args.model or recipe.model,
+                                args.api_key_env or recipe.api_key_env, cache_dir=args.cache_dir or recipe.cache_dir)
         result = evaluate_agent(plan, lambda: EndpointAgent(endpoint), desc="endpoint")
     else:
         if not args.policy:
-            raise SystemExit("error: --agent model needs --policy PATH")
+            raise UsageError("--agent model needs --policy PATH")
         result = evaluate_model(plan, args.policy, args.reflector, greedy=config.eval.greedy,
-                                dtype=config.model.dtype, max_length=config.sft.max_length,
-                                reflection_tokens=config.reflection_tokens)
-    text = json.dumps(result, indent=2)
+                                temperature=config.eval.sampled_temperature, dtype=config.model.dtype,
+                                max_length=config.sft.max_length, reflection_tokens=config.reflection_tokens,
+                                reflection_temperature=0.0 if config.eval.greedy else config.reflection_temperature)
     if args.out:
-        from pathlib import Path
-
-        Path(args.out).write_text(text)
-    print(text)
+        write_json_atomic(args.out, result)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -179,38 +199,42 @@ def _config_args(parser: argparse.ArgumentParser, required: bool = True) -> None
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reflectrl", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    # --debug also after the command; SUPPRESS keeps a subcommand from resetting a --debug given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    play = sub.add_parser("play", help="play an env with a human, random or oracle agent")
+    play = sub.add_parser("play", parents=[common], help="play an env with a human, random or oracle agent")
     play.add_argument("--env", required=True, choices=list_envs())
     play.add_argument("--agent", default="human", choices=["human", "random", "oracle"])
-    play.add_argument("--episodes", type=int, default=1)
+    play.add_argument("--episodes", type=_positive_int, default=1)
     play.add_argument("--seed", type=int, default=0)
     play.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE",
                       help="env constructor argument, e.g. --env-arg stage=pickup")
     play.add_argument("--quiet", action="store_true", help="print only the summary line")
     play.set_defaults(func=_cmd_play)
 
-    tasks = sub.add_parser("tasks", help="AutoExplore task files")
+    tasks = sub.add_parser("tasks", parents=[common], help="AutoExplore task files")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
-    build = tasks_sub.add_parser("build", help="generate questions from real files of one or more repositories")
+    build = tasks_sub.add_parser("build", parents=[common], help="generate questions from real files of one or more repositories")
     build.add_argument("--root", required=True, action="append", help="repository root (repeatable)")
     build.add_argument("--out", required=True, help="output JSONL path")
     build.set_defaults(func=_cmd_tasks_build)
 
-    data = sub.add_parser("data", help="teacher trajectories, negative examples and the SFT sets")
+    data = sub.add_parser("data", parents=[common], help="teacher trajectories, negative examples and the SFT sets")
     _config_args(data, required=False)
     data.add_argument("--env", choices=list_envs())
     data.add_argument("--teacher", choices=["oracle", "openai"])
     data.set_defaults(func=_cmd_data)
 
-    sft = sub.add_parser("sft", help="supervised warm-up of one model of a recipe")
+    sft = sub.add_parser("sft", parents=[common], help="supervised warm-up of one model of a recipe")
     _config_args(sft)
     sft.add_argument("--set-name", default="policy",
                      choices=["reflection", "policy", "policy_noreflect", "reflection_pos", "policy_pos"])
     sft.set_defaults(func=_cmd_sft)
 
-    rl = sub.add_parser("rl", help="online RL of a saved policy, with an optional frozen reflector")
+    rl = sub.add_parser("rl", parents=[common], help="online RL of a saved policy, with an optional frozen reflector")
     _config_args(rl)
     rl.add_argument("--policy", required=True, help="saved policy (an SFT output dir)")
     rl.add_argument("--reflector", help="saved reflector; omit for the no-reflection arm")
@@ -218,22 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--restart", action="store_true", help="ignore existing checkpoints in --out")
     rl.set_defaults(func=_cmd_rl)
 
-    ev = sub.add_parser("eval", help="evaluate an agent on held-out tasks")
+    ev = sub.add_parser("eval", parents=[common], help="evaluate an agent on held-out tasks")
     _config_args(ev)
     ev.add_argument("--agent", default="model", choices=["model", "random", "oracle", "endpoint"])
     ev.add_argument("--policy", help="saved policy dir (--agent model)")
     ev.add_argument("--reflector", help="saved reflector dir (--agent model)")
-    ev.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="OpenAI-compatible server (--agent endpoint)")
-    ev.add_argument("--model", default="gpt-4o-mini", help="endpoint model name")
-    ev.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    ev.add_argument("--base-url", help="OpenAI-compatible server (--agent endpoint; default: the recipe's "
+                    "eval.endpoint, else http://127.0.0.1:8000/v1)")
+    ev.add_argument("--model", help="endpoint model name (default: the recipe's eval.endpoint.model)")
+    ev.add_argument("--api-key-env", help="variable holding the API key (default: OPENAI_API_KEY)")
     ev.add_argument("--cache-dir", help="on-disk cache of endpoint replies")
     ev.add_argument("--out", help="write the metrics JSON here")
     ev.set_defaults(func=_cmd_eval)
 
-    run = sub.add_parser("run", help="the whole pipeline of a recipe: data, SFT, RL, eval, report")
+    run = sub.add_parser("run", parents=[common], help="the whole pipeline of a recipe: data, SFT, RL, eval, report")
     _config_args(run)
     run.set_defaults(func=_cmd_run)
     return parser
+
+
+#: what a user can cause (a bad recipe, path, file, value or server): one line and exit code 2
+USER_ERRORS = (ValueError, KeyError, ImportError, OSError, RuntimeError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,8 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, ImportError, FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        print(f"error: {' '.join(message.split())} (--debug shows the traceback)", file=sys.stderr)
         return 2
 
 

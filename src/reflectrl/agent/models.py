@@ -429,23 +429,35 @@ def load_model(
             tokenizer = build_tiny_tokenizer(texts, spec.vocab_size)
         tokenizer = _prepare_tokenizer(tokenizer)
         model = _build_tiny(spec, tokenizer)
-    elif local.is_dir() and (local / "adapter_config.json").is_file():
-        model, loaded_tokenizer = _load_adapter_dir(local, spec)
+    elif local.is_dir():
+        with _naming_a_bad_directory(local):
+            if (local / "adapter_config.json").is_file():
+                model, loaded_tokenizer = _load_adapter_dir(local, spec)
+                tokenizer = _prepare_tokenizer(tokenizer or loaded_tokenizer)
+                return _prepare_model(model, tokenizer).eval(), tokenizer
+            model, loaded_tokenizer = _load_pretrained(str(local.resolve()), spec.allow_hub)
         tokenizer = _prepare_tokenizer(tokenizer or loaded_tokenizer)
-        return _prepare_model(model, tokenizer).eval(), tokenizer
     else:
         if spec.name == SMOLLM2:
             model, loaded_tokenizer = _load_smollm2()
             model.config.name_or_path = SMOLLM2
         else:
-            model, loaded_tokenizer = _load_pretrained(str(local.resolve()) if local.is_dir() else spec.name,
-                                                       spec.allow_hub)
+            model, loaded_tokenizer = _load_pretrained(spec.name, spec.allow_hub)
         tokenizer = _prepare_tokenizer(tokenizer or loaded_tokenizer)
     model = _prepare_model(model, tokenizer)
     if spec.lora is not None:
         _lower_frozen_weights(model, spec.dtype)
         model = apply_lora(model, spec.lora, spec.seed)
     return model.eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _naming_a_bad_directory(path: Path) -> Iterator[None]:
+    """A saved model that cannot be read back (truncated weights, missing files) is an error naming its directory."""
+    try:
+        yield
+    except Exception as error:  # safetensors, json and transformers each raise their own types
+        raise ValueError(f"cannot load the model saved in {path}: {type(error).__name__}: {error}") from error
 
 
 def _lower_frozen_weights(model: PreTrainedModel, dtype: str) -> None:
