@@ -159,7 +159,7 @@ def test_a_long_one_line_state_is_cut_from_its_start_and_keeps_the_whole_action_
         assert torch.isfinite(policy.distribution([prompt], [labels])[0]).all()
     many = [f"cat file_number_{i}.py" for i in range(40)]
     long_list = policy_prompt("Short.", many, None)
-    with pytest.raises(ValueError, match="even with its state cut"):
+    with pytest.raises(ValueError, match="action list alone"):
         policy.encode([long_list], [action_ids(40)])
 
 

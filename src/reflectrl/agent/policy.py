@@ -20,7 +20,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from reflectrl.agent.models import autocast, autocast_dtype, full_precision
-from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER, fit_state
+from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER, cut_start, fit_state
 from reflectrl.envs.action_parser import ACTION_IDS, EXTRA_ACTION_IDS
 
 logger = logging.getLogger(__name__)
@@ -87,19 +87,25 @@ def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 def fit_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, state_end: int, budget: int, what: str) -> list[int]:
-    """Tokens of ``prompt`` in at most ``budget``, shortening only its state (``prompt[:state_end]``) with
-    ``fit_state``; an error names the limit when what follows the state is too long on its own."""
+    """Tokens of ``prompt`` in at most ``budget``: its state (``prompt[:state_end]``) is shortened by
+    ``fit_state``, then the reflection and last the head are cut from their start; the action list never is."""
     state, rest = prompt[:state_end].rstrip("\n"), "\n" + prompt[state_end:].lstrip("\n")
 
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    def fits(text: str) -> bool:
+        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]) <= budget
 
-    fitted = fit_state(state, lambda candidate: count(candidate + rest) <= budget)
-    tokens = tokenizer(fitted + rest, add_special_tokens=False, verbose=False)["input_ids"]
+    state = fit_state(state, lambda candidate: fits(candidate + rest))
+    if not fits(state + rest) and rest.startswith("\n" + ANALYZE_MARKER):
+        reflection, newline, actions = rest[1 + len(ANALYZE_MARKER):].partition("\n")
+        head = "\n" + ANALYZE_MARKER
+        reflection = cut_start(reflection, lambda r: fits(state + head + r + newline + actions))
+        rest = head + reflection + newline + actions
+    state = cut_start(state, lambda candidate: fits(candidate + rest))
+    tokens = tokenizer(state + rest, add_special_tokens=False, verbose=False)["input_ids"]
     if len(tokens) > budget:
         raise ValueError(
-            f"{what}: even with its state cut to the task line it takes {len(tokens)} tokens, more than the "
-            f"{budget} allowed; raise max_length, or shorten the reflection or the action list"
+            f"{what}: the action list alone takes {len(tokenizer(rest, add_special_tokens=False)['input_ids'])} "
+            f"tokens, more than the {budget} allowed; raise max_length or enumerate fewer actions"
         )
     return tokens
 

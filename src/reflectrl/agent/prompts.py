@@ -21,8 +21,11 @@ reflection and the action list that follow the state:
 2. the longest section body (lines under a header that ends with ``:``, such
    as a file's contents or a directory listing), cut from its end, with a
    ``[... N more lines cut to fit]`` marker;
-3. whatever is left between the head and the end, cut from its start;
-4. a head that does not fit alone (one long line, say), cut from its start.
+3. whatever is left between the head and the end, cut from its start.
+
+Where the head alone is still too long, ``agent.policy.fit_prompt`` then cuts
+the reflection from its start (its end states the decision), and last the
+head from its start; the action list is never cut.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def _cut_body(lines: list[str], header: int, end: int) -> list[str]:
 
 
 def fit_state(state_text: str, fits: Callable[[str], bool]) -> str:
-    """The state, shortened in the documented order until ``fits(state)``; the head always stays."""
+    """The state, shortened in the documented order until ``fits(state)``; the head always stays (it may not fit)."""
     if fits(state_text):
         return state_text
     head, lines = _split_head(state_text)
@@ -120,11 +123,18 @@ def fit_state(state_text: str, fits: Callable[[str], bool]) -> str:
         candidate = ["[... earlier text cut to fit]"] + lines[start:]
         if fits(joined(candidate)):
             return joined(candidate)
-    low, high = 0, len(head)  # the shortest cut of the head's start that fits, by bisection
+    return head
+
+
+def cut_start(text: str, fits: Callable[[str], bool]) -> str:
+    """``text`` with the shortest cut of its start (marked ``[...]``) that fits; ``""`` when nothing does."""
+    if fits(text):
+        return text
+    low, high = 0, len(text)
     while low < high:
         middle = (low + high) // 2
-        if fits("[...]" + head[middle:]):
+        if fits("[...]" + text[middle:]):
             high = middle
         else:
             low = middle + 1
-    return "[...]" + head[low:]
+    return "[...]" + text[low:] if low < len(text) else ""

@@ -43,19 +43,25 @@ class _Encoded:
     action: int = -1
 
 
-def _encode_reflection(tokenizer, row: dict[str, Any], max_length: int) -> _Encoded:
-    """Prompt + completion + EOS, starting with the special tokens the reflector puts first when it generates."""
+def _encode_reflections(tokenizer, rows: list[dict[str, Any]], max_length: int) -> list[_Encoded]:
+    """Prompt + completion + EOS, starting with the special tokens the reflector puts first when it generates.
+
+    A prompt too long for ``max_length`` (with its completion) is shortened the way
+    the reflector shortens it when it generates.
+    """
     prefix = bos_prefix(tokenizer)
-    completion_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        completion_ids = completion_ids + [tokenizer.eos_token_id]
-    completion_ids = completion_ids[: max_length // 2]
-    budget = max_length - len(prefix) - len(completion_ids)
-    prompt_ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-    if len(prompt_ids) > budget:  # shortened the way the reflector shortens it when it generates
-        prompt_ids = fit_prompt(tokenizer, row["prompt"], row["prompt"].rfind(ANALYZE_MARKER), budget, "reflection row")
-    prompt_ids = prefix + prompt_ids
-    return _Encoded(prompt_ids + completion_ids, len(prompt_ids))
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    completions = tokenizer([row["completion"] for row in rows], add_special_tokens=False)["input_ids"]
+    prompts = tokenizer([row["prompt"] for row in rows], add_special_tokens=False)["input_ids"]
+    encoded = []
+    for row, prompt_ids, completion_ids in zip(rows, prompts, completions):
+        completion_ids = (completion_ids + eos)[: max_length // 2]
+        budget = max_length - len(prefix) - len(completion_ids)
+        if len(prompt_ids) > budget:
+            prompt_ids = fit_prompt(tokenizer, row["prompt"], row["prompt"].rfind(ANALYZE_MARKER), budget,
+                                    "reflection row")
+        encoded.append(_Encoded(prefix + prompt_ids + completion_ids, len(prefix) + len(prompt_ids)))
+    return encoded
 
 
 def _encode_policy(policy: ActionPolicy, rows: list[dict[str, Any]], rng: random.Random | None) -> list[_Encoded]:
@@ -81,7 +87,7 @@ def _encode_all(rows: list[dict[str, Any]], kind: str, tokenizer, policy: Action
                 rng: random.Random | None) -> list[_Encoded]:
     if kind == "policy":
         return _encode_policy(policy, rows, rng)
-    return [_encode_reflection(tokenizer, row, max_length) for row in rows]
+    return _encode_reflections(tokenizer, rows, max_length)
 
 
 def _collate(batch: list[_Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -222,8 +228,10 @@ def train_sft(
     step, started, loss_sum = 0, time.time(), 0.0
     progress = tqdm(total=total_steps, desc=f"sft {kind}", unit="step", dynamic_ncols=True)
     micro: list[list[_Encoded]] = []
+    encoded = None
     while step < total_steps:
-        encoded = _encode_all(train_rows, kind, tokenizer, policy, config.max_length, rng if shuffle else None)
+        if encoded is None or shuffle:  # only shuffled ids change a row's tokens from one epoch to the next
+            encoded = _encode_all(train_rows, kind, tokenizer, policy, config.max_length, rng if shuffle else None)
         micro += _length_batches(encoded, config.batch_size, rng)
         while len(micro) >= config.grad_accum and step < total_steps:
             optimizer.zero_grad(set_to_none=True)
