@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from reflectrl.agent import attention
 from reflectrl.agent.attention import CPU_ATTENTION, cpu_attention
 from reflectrl.agent.models import ModelSpec, autocast, load_model
 
@@ -60,9 +61,13 @@ def test_fp32_goes_to_sdpa_unchanged():
     torch.testing.assert_close(out, reference(query, key, value, None, True), atol=0, rtol=0)
 
 
-def test_loaded_models_use_it_and_agree_with_sdpa():
+def test_loaded_models_use_it_where_it_is_faster_and_agree_with_sdpa(monkeypatch):
     texts = ["the taxi goes north to the passenger", "the answer is in src"] * 20
-    model, tokenizer = load_model(ModelSpec(n_layer=2, n_embd=64, n_head=4, vocab_size=700, seed=2), texts)
+    spec = ModelSpec(n_layer=2, n_embd=64, n_head=4, vocab_size=700, seed=2)
+    monkeypatch.setattr(attention, "cpu_has_amx", lambda: True)
+    assert load_model(spec, texts)[0].config._attn_implementation == "sdpa"
+    monkeypatch.setattr(attention, "cpu_has_amx", lambda: False)
+    model, tokenizer = load_model(spec, texts)
     assert model.config._attn_implementation == CPU_ATTENTION
     stock = copy.deepcopy(model)
     stock.set_attn_implementation("sdpa")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tempfile
 
 import pytest
 import torch
@@ -244,3 +245,43 @@ def test_sft_relabels_stored_prompts_with_the_policys_letter_pairs(tmp_path):
     # action 65 is labelled by a letter pair: the policy learnt to answer with that pair's token
     assert ActionPolicy(model, tokenizer).ids_for(70)[65] in EXTRA_ACTION_IDS
     assert metrics["val_action_accuracy"] == 1.0, metrics
+
+
+def many_doors():
+    """A two-room corridor with 70 doors a room, the right one the 67th (a letter-pair id past Z)."""
+    from rl_fixtures import ChainEnv
+
+    class ManyDoors(ChainEnv):
+        DOORS = tuple(f"door {i}" for i in range(70))
+
+        def _right(self) -> int:
+            return 66
+
+    return ManyDoors(length=2)
+
+
+def test_steps_with_more_actions_than_single_characters_train_and_play():
+    """SFT, an RL update and evaluation on steps of 70 actions, labelled past Z with letter pairs."""
+    from accelerate import Accelerator
+
+    from reflectrl.agent.rollout import rollout
+    from reflectrl.config import RLConfig
+    from reflectrl.data.sft_sets import build_sets
+    from reflectrl.data.trajectories import Example
+    from reflectrl.train.rl import Learner, reinforce_batch
+
+    tokenizer = digit_splitting_tokenizer()
+    model, _ = load_model(ModelSpec(n_layer=1, n_embd=32, n_head=2, vocab_size=700, seed=4), tokenizer=tokenizer)
+    env = many_doors()
+    observation = env.reset()
+    assert len(observation.actions) == 70
+    rows = build_sets([Example(observation.text, observation.actions, "Door 66 leads on.", 66, False, "t", 0)] * 8)
+    config = SFTConfig(max_steps=4, lr=3e-3, batch_size=4, max_length=1024, eval_every=0, shuffle_ids=False)
+    with tempfile.TemporaryDirectory() as out:
+        metrics = train_sft(model, tokenizer, rows["policy"], rows["policy"][:2], config, out, "policy")
+    assert metrics["steps"] == 4 and 0 <= metrics["val_action_accuracy"] <= 1
+    policy = ActionPolicy(model, tokenizer, max_length=1024)
+    episodes = rollout([many_doors() for _ in range(3)], [0, 1, 2], [0, 1, 2], policy, rng=random.Random(0))
+    labels = {label for e in episodes for step in e.steps for label in step.ids}
+    assert labels & set(EXTRA_ACTION_IDS) and not labels & {"10", "150"}
+    Learner(policy, RLConfig(minibatch_size=2), Accelerator(cpu=True)).update(reinforce_batch(episodes, 1.0))

@@ -1,6 +1,6 @@
-"""Attention for bf16 on CPU: batched matmuls instead of torch's fused kernel.
+"""Attention for bf16 on CPU: batched matmuls instead of torch's fused kernel, where that is faster.
 
-On the CPU this project is measured on (AMD EPYC, AVX-512 BF16, no AMX),
+On a CPU without AMX (measured on an AMD EPYC with AVX-512 BF16),
 torch's fused ``scaled_dot_product_attention`` in bf16 is slow: ~8x slower than
 fp32 for one decode token against a 350-token cache, and slower than three
 batched bf16 matmuls over a whole prompt (``benchmarks/policy_step.py`` records
@@ -10,13 +10,18 @@ selects it for models that would use SDPA. Computations in fp32, tensors off
 the CPU, and models whose attention takes extras this form does not implement
 (logit soft-capping, attention sinks) go to SDPA unchanged. Scores and softmax
 stay in bf16, as in transformers' eager attention (the fused kernel keeps them
-in fp32). ``REFLECTRL_ATTENTION=sdpa`` (or ``model.set_attn_implementation("sdpa")``)
-keeps the fused kernel, e.g. on a CPU whose bf16 units make it the faster one.
+in fp32). On a CPU with AMX (Intel Xeon Sapphire Rapids and later) the fused
+kernel is the faster one in every phase (``benchmarks/results/rl_loop.json``:
+the matmul form at 0.89x / 0.74x / 0.92x of SDPA for reflection, policy step
+and update), so models keep SDPA there. ``REFLECTRL_ATTENTION`` overrides the
+choice either way (``sdpa``, ``reflectrl_cpu`` or any transformers name).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -82,6 +87,15 @@ AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
 ATTENTION_ENV = "REFLECTRL_ATTENTION"
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX bf16 tiles, where torch's fused attention kernel beats the matmul form."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def use_cpu_attention(model: Any) -> None:
     """Switch a model that uses SDPA to ``CPU_ATTENTION``, or to the implementation ``$REFLECTRL_ATTENTION`` names.
 
@@ -90,7 +104,7 @@ def use_cpu_attention(model: Any) -> None:
     """
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
         return
-    wanted = os.environ.get(ATTENTION_ENV, "").strip() or CPU_ATTENTION
+    wanted = os.environ.get(ATTENTION_ENV, "").strip() or ("sdpa" if cpu_has_amx() else CPU_ATTENTION)
     if wanted == "sdpa":
         return
     try:
