@@ -31,6 +31,7 @@ from reflectrl.envs.autoexplore.env import AutoExplore
 from reflectrl.envs.autoexplore.tasks import SPLITS, Task
 from reflectrl.envs.autoexplore.tree import SKIPPED_DIR_NAMES, SUFFIX_KIND, DirListing, preview_text
 from reflectrl.envs.base import TextEnv
+from reflectrl.memory import peak_rss_gb
 
 RESULTS = Path(__file__).parent / "results" / "env_speed.json"
 Agent = Callable[[TextEnv, random.Random], int]
@@ -203,6 +204,7 @@ def main() -> None:
         "speedup_goal": 50,
         "taxi": bench_taxi(args.taxi_episodes),
         "autoexplore": autoexplore,
+        "peak_rss_gb": peak_rss_gb(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

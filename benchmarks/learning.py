@@ -17,6 +17,7 @@ from pathlib import Path
 
 from reflectrl.config import load_config
 from reflectrl.eval.report import plot_curves, read_metrics
+from reflectrl.memory import peak_rss_gb
 from reflectrl.pipeline import run_pipeline
 
 RESULTS = Path(__file__).parent / "results"
@@ -30,14 +31,15 @@ def main() -> None:
     config = load_config(args.config)
     arms = run_pipeline(config)
     curves = {arm: read_metrics(config.run_dir / "rl" / arm / "metrics.jsonl") for arm in ARMS}
-    sft_seconds = {
-        name: json.loads((config.run_dir / name / "sft_metrics.json").read_text())["seconds"]
-        for name in ("reflector", "policy", "policy_noreflect")
-    }
+    sft = {name: json.loads((config.run_dir / name / "sft_metrics.json").read_text())
+           for name in ("reflector", "policy", "policy_noreflect")}
+    sft_seconds = {name: metrics["seconds"] for name, metrics in sft.items()}
     result = {
         "config": args.config,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         "sft_seconds": sft_seconds,
+        # the pipeline runs in this process: its peak covers every step, the SFTs record theirs
+        "peak_rss_gb": {"pipeline": peak_rss_gb(), **{f"sft_{n}": m.get("peak_rss_gb") for n, m in sft.items()}},
         "arms": {
             arm: {
                 "eval": arms[arm],

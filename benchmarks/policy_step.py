@@ -52,6 +52,7 @@ from reflectrl.agent.policy import ActionPolicy, left_pad, positions_from_mask, 
 from reflectrl.agent.prompts import ACTION_STOP, clean_reflection, policy_prompt, reflection_prompt
 from reflectrl.agent.reflector import Reflector
 from reflectrl.envs.action_parser import action_ids
+from reflectrl.memory import peak_rss_gb
 
 RESULT = Path(__file__).parent / "results" / "policy_step.json"
 DIRS = ["src", "tests", "docs", "data", "scripts", "configs", "models", "utils", "io", "cli"]
@@ -401,6 +402,7 @@ def main() -> None:
     started = time.perf_counter()
     result = run(args)
     result["wall_time_s"] = time.perf_counter() - started
+    result["peak_rss_gb"] = peak_rss_gb()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     summary = (
