@@ -30,6 +30,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/env_speed.py
 	$(BIN)/python benchmarks/policy_step.py
+	$(BIN)/python benchmarks/rl_loop.py
 	$(BIN)/python benchmarks/learning.py
 
 clean:
