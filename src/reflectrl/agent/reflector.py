@@ -252,7 +252,7 @@ class Reflector:
             input_ids=input_ids,
             attention_mask=prompt_mask,
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
@@ -282,7 +282,7 @@ class Reflector:
                 input_ids=next_tokens[:, None],
                 attention_mask=attention_mask if preallocated else attention_mask[:, : width + step + 1],
                 position_ids=next_position,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
             next_position = next_position + 1
