@@ -145,7 +145,7 @@ def test_gradients_reach_lora_parameters_only():
     assert value_head.weight.grad is not None
 
 
-def test_a_long_one_line_state_is_cut_from_its_start_and_keeps_the_whole_action_list(tiny):
+def test_a_long_one_line_state_is_cut_from_its_start_after_the_reflection_and_keeps_the_whole_action_list(tiny):
     model, tokenizer = tiny
     policy = ActionPolicy(model, tokenizer, max_length=160)
     labels = action_ids(9)
@@ -154,7 +154,8 @@ def test_a_long_one_line_state_is_cut_from_its_start_and_keeps_the_whole_action_
     (tokens,) = policy.encode([prompt], [labels])
     assert 150 <= len(tokens) <= 160
     kept = tokenizer.decode(tokens)
-    assert kept.endswith(" # Analyze:\nReflect.\n" + prompt[action_list_start(prompt, labels):])
+    # the documented order: the reflection goes before the state's head line is cut
+    assert kept.endswith(" # Analyze:\n\n" + prompt[action_list_start(prompt, labels):])
     assert kept.startswith("[...]") and kept.split("\n")[0][5:] in prompt
     with torch.no_grad():
         assert torch.isfinite(policy.distribution([prompt], [labels])[0]).all()

