@@ -24,8 +24,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/reflectrl run --config configs/taxi-tiny.yaml
 
+# two workers, one per core, each test file on one worker (module fixtures are built once)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/env_speed.py
