@@ -20,7 +20,6 @@ from reflectrl.train.sft import train_sft
 from rl_fixtures import TINY
 
 #: SFT steps for the reflector test: a 2-layer model agrees with the teacher on ~70% of held-out states after 500
-#: (an untrained one on none: its reflections name no move)
 REFLECTOR_STEPS = 500
 DIRECTION = re.compile(r"\b(south|north|east|west|pick up|drop off)\b")
 
