@@ -60,6 +60,7 @@ def _metrics(out: Path) -> list[dict]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     for row in rows:
         row.pop("seconds")
+        row.pop("peak_rss_gb")
     return rows
 
 

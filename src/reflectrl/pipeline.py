@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +30,7 @@ from reflectrl.config import RunConfig, redacted_dict, save_config
 from reflectrl.data.sft_sets import build_sets, read_jsonl, write_sets
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.registry import make_env
+from reflectrl.memory import peak_rss_gb
 from reflectrl.eval.baselines import OracleAgent, RandomAgent
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
@@ -256,12 +258,15 @@ def step_eval(config: RunConfig, arm: str, evaluate: Callable[[EvalPlan, bool], 
                           "inputs": upstream})
     if is_done(out, "result.json", print_):
         return read_json(out / "result.json")
+    started = time.time()
     result = evaluate(EvalPlan.from_config(config), config.eval.greedy)
     if config.eval.sampled_repeats:
         result["sampled"] = evaluate(EvalPlan.from_config(config, sampled=True), False)
     with atomic_directory(out) as tmp:
         write_json_atomic(tmp / FINGERPRINT_FILE, print_)
         write_json_atomic(tmp / "result.json", result)
+        # beside the result, not in it: eval.json must come out the same on a resumed run
+        write_json_atomic(tmp / "usage.json", {"seconds": round(time.time() - started, 1), "peak_rss_gb": peak_rss_gb()})
     return result
 
 

@@ -40,6 +40,7 @@ from reflectrl.agent.reflector import Reflector
 from reflectrl.agent.rollout import Episode, StepRecord, rollout
 from reflectrl.config import RLConfig, RunConfig
 from reflectrl.envs.registry import make_env
+from reflectrl.memory import peak_rss_gb
 from reflectrl.run_files import append_jsonl, atomic_directory, read_jsonl_tolerant, write_jsonl_atomic
 from reflectrl.train.curriculum import Curriculum
 from reflectrl.train.replay import ReplayBuffer
@@ -342,6 +343,8 @@ def record(run: RLRun, iteration: int, level: int, episodes: list[Episode], loss
         "steps": steps / count, "entropy": entropy / max(steps, 1), "loss": float(np.mean(losses)),
         "env_steps": run.state["env_steps"], "seconds": run.state["seconds"], "replay": len(run.replay),
         "episodes": int(count), "reflected_steps": int(reflected), "processes": accelerator.num_processes,
+        # the process's running peak: where it rises between rows, that iteration set it
+        "peak_rss_gb": peak_rss_gb(),
     }
     run.history.append(row)
     if run.main:

@@ -221,7 +221,7 @@ def train_sft(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     writer = SummaryWriter(str(logs))
-    metrics_file = open(logs / "metrics.jsonl", "a")
+    metrics_file = open(logs / "metrics.jsonl", "a", buffering=1)  # a line per step, readable while it runs
     if config.gradient_checkpointing:
         _checkpoint_activations(unwrap_model(model))
     model.train()
