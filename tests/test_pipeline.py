@@ -50,6 +50,12 @@ def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
     assert "| Reflect-RL |" in report and "sampled success [95% CI]" in report and "58% (dropoff)" in report
     assert (run / "training_curves.png").stat().st_size > 1000
     assert "| Reflect-RL |" in first.stdout
+    # time and memory of every step are on disk beside its output, for run.md's per-step figures
+    for arm in results:
+        usage = json.loads((run / "eval" / arm / "usage.json").read_text())
+        assert usage["seconds"] >= 0 and usage["peak_rss_gb"] > 0
+    rl_rows = [json.loads(line) for line in (run / "rl" / "reflect_rl" / "metrics.jsonl").read_text().splitlines()]
+    assert rl_rows and all(row["peak_rss_gb"] > 0 for row in rl_rows)
 
     made = {path: path.stat().st_mtime_ns for step in ("data", "base", "reflector", "policy", "rl", "eval")
             for path in (run / step).rglob("*") if path.is_file()}
