@@ -269,7 +269,7 @@ def test_steps_with_more_actions_than_single_characters_train_and_play():
     from reflectrl.config import RLConfig
     from reflectrl.data.sft_sets import build_sets
     from reflectrl.data.trajectories import Example
-    from reflectrl.train.rl import Learner, reinforce_batch
+    from reflectrl.train.rl import Batch, Learner, reinforce_batch
 
     tokenizer = digit_splitting_tokenizer()
     model, _ = load_model(ModelSpec(n_layer=1, n_embd=32, n_head=2, vocab_size=700, seed=4), tokenizer=tokenizer)
@@ -285,4 +285,15 @@ def test_steps_with_more_actions_than_single_characters_train_and_play():
     episodes = rollout([many_doors() for _ in range(3)], [0, 1, 2], [0, 1, 2], policy, rng=random.Random(0))
     labels = {label for e in episodes for step in e.steps for label in step.ids}
     assert labels & set(EXTRA_ACTION_IDS) and not labels & {"10", "150"}
-    Learner(policy, RLConfig(minibatch_size=2), Accelerator(cpu=True)).update(reinforce_batch(episodes, 1.0))
+    batch = reinforce_batch(episodes, 1.0)
+    batch.advantages = torch.ones(len(batch.steps))  # the chain's reward is rare; any advantage drives a backward pass
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    learner = Learner(policy, RLConfig(minibatch_size=2), Accelerator(cpu=True))
+    learner.update(batch)
+    assert any(not torch.equal(old, new) for old, new in zip(before, trainable))
+    # all-zero advantages (a batch of failures under the mean baseline): no pass and no optimizer step, so
+    # AdamW's momentum from the update above does not move the weights
+    after = [p.detach().clone() for p in trainable]
+    assert learner.update(Batch(batch.steps, torch.zeros(len(batch.steps)))) == 0.0
+    assert all(torch.equal(old, new) for old, new in zip(after, trainable))

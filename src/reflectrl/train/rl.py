@@ -190,8 +190,26 @@ class Learner:
             out += values.float().cpu().tolist()
         return out
 
+    def _nothing_to_learn(self, batch: Batch) -> bool:
+        """Whether every advantage is zero (on every process) with no entropy, KL or value term: a zero gradient.
+
+        Common early in RL on sparse rewards: a batch of failures with the mean baseline.
+        """
+        config = self.config
+        if config.algorithm == "ppo" or config.entropy_coef or (self.reference is not None and config.kl_coef):
+            return False
+        signal = torch.tensor([float(batch.advantages.abs().sum())], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            signal = self.accelerator.reduce(signal, reduction="sum")
+        return float(signal) == 0.0
+
     def update(self, batch: Batch) -> float:
-        """One optimizer step over the whole batch in minibatch chunks; gradients sync once, on the last chunk."""
+        """One optimizer step over the whole batch in minibatch chunks; gradients sync once, on the last chunk.
+
+        A batch whose loss has a zero gradient is skipped whole (no passes, no optimizer step).
+        """
+        if self._nothing_to_learn(batch):
+            return 0.0
         self.optimizer.zero_grad(set_to_none=True)
         n, size, total = len(batch.steps), self.config.minibatch_size, 0.0
         starts = list(range(0, n, size))
