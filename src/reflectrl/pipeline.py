@@ -30,10 +30,10 @@ from reflectrl.config import RunConfig, redacted_dict, save_config
 from reflectrl.data.sft_sets import build_sets, read_jsonl, write_sets
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.registry import make_env
-from reflectrl.memory import peak_rss_gb
 from reflectrl.eval.baselines import OracleAgent, RandomAgent
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
+from reflectrl.memory import peak_rss_gb
 from reflectrl.run_files import atomic_directory, read_json, write_json_atomic, write_text_atomic
 from reflectrl.teachers.base import Teacher
 from reflectrl.train.rl import train_rl
