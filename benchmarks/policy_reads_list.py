@@ -57,7 +57,9 @@ def main() -> None:
     base, _ = step_base(config, data)  # the policy's starting point in `reflectrl run` (policy_init: base)
     model, tokenizer = load_model(ModelSpec(**{**vars(config.model), "name": str(base)}))
     rows = read_jsonl(data / "train" / "policy.jsonl")
-    rows = sorted(rows, key=lambda row: len(tokenizer(row["prompt"])["input_ids"]))[:args.rows]
+    lengths = [len(tokens) for tokens in tokenizer([row["prompt"] for row in rows])["input_ids"]]
+    shortest = sorted(range(len(rows)), key=lengths.__getitem__)[:args.rows]
+    rows = [rows[i] for i in shortest]
     started = time.time()
     with tempfile.TemporaryDirectory() as out:
         final = train_sft(model, tokenizer, rows, rows, config.sft, out, "policy", seed=config.seed,
@@ -70,7 +72,7 @@ def main() -> None:
     result = {
         "config": args.config, "model": config.model.name, "lora": vars(config.model.lora) if config.model.lora else None,
         "rows": len(rows), "steps": args.steps, "lr": args.lr, "seed": config.seed,
-        "prompt_tokens": [len(tokenizer(row["prompt"])["input_ids"]) for row in rows],
+        "prompt_tokens": [lengths[i] for i in shortest],
         "actions_per_row": [len(row["actions"]) for row in rows],
         "curve": curve, "seconds": round(time.time() - started, 1), "peak_rss_gb": peak_rss_gb(),
         "machine": {"processor": platform.processor() or platform.machine(), "threads": args.threads,
