@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from reflectrl.agent.models import LoraSettings, ModelSpec, load_model
-from reflectrl.agent.policy import ActionPolicy, ActionTokenError, action_list_start
+from reflectrl.agent.policy import ActionPolicy, ActionTokenError, action_list_start, action_texts
 from reflectrl.agent.prompts import ACTION_MARKER, policy_prompt
 from reflectrl.config import SFTConfig
 from reflectrl.envs.action_parser import EXTRA_ACTION_IDS, action_ids
@@ -76,6 +76,57 @@ def test_one_forward_equals_per_candidate_scoring(tiny):
         reference = _per_candidate(model, tokenizer, prompt, labels)
         assert torch.allclose(batched[row, : len(labels)], reference, atol=1e-5)
         assert torch.isneginf(batched[row, len(labels) :]).all()
+
+
+def _per_candidate_text(model, tokenizer, prompt: str, texts: list[str]) -> torch.Tensor:
+    """Reference for ``scoring="text"``: one forward per action appended to the prompt; its tokens' mean log-prob."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    scores = []
+    for text in texts:
+        answer = tokenizer(text + "\n", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt_ids + answer])).logits[0]
+        log_probs = torch.log_softmax(logits[len(prompt_ids) - 1:-1], -1)
+        scores.append(log_probs[torch.arange(len(answer)), answer].mean())
+    scores = torch.stack(scores)
+    return scores - torch.logsumexp(scores, 0)
+
+
+@pytest.mark.parametrize("attention", ["default", "eager"])
+def test_text_scoring_in_one_forward_equals_scoring_each_action_alone(attention):
+    model, tokenizer = load_model(SPEC, TEXTS)
+    if attention == "eager":
+        model.set_attn_implementation("eager")
+    policy = ActionPolicy(model, tokenizer, scoring="text")
+    prompts, ids = _batch()
+    with torch.no_grad():
+        batched = policy.distribution(prompts, ids)
+    assert batched.shape == (3, 9)
+    for row, (prompt, labels) in enumerate(zip(prompts, ids)):
+        texts = action_texts(prompt, labels)
+        assert texts == ACTIONS[:len(labels)]
+        reference = _per_candidate_text(model, tokenizer, prompt, texts)
+        assert torch.allclose(batched[row, : len(labels)], reference, atol=1e-4)
+        assert torch.isneginf(batched[row, len(labels) :]).all()
+    greedy = policy.act(prompts, ids, greedy=True)
+    assert [c.index for c in greedy] == batched.argmax(-1).tolist()
+
+
+def test_text_scoring_trains_lora_and_the_value_head():
+    model, tokenizer = load_model(ModelSpec(**{**SPEC.__dict__, "lora": LoraSettings(r=4)}), TEXTS)
+    value_head = torch.nn.Linear(64, 1)
+    policy = ActionPolicy(model, tokenizer, value_head=value_head, scoring="text", dtype="bfloat16")
+    prompts, ids = _batch()
+    log_probs, values = policy.distribution(prompts, ids, return_values=True)
+    assert values.shape == (3,) and torch.isfinite(values).all()
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3), atol=1e-5)
+    (log_probs[:, 0].sum() + values.sum()).backward()
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora_b)
+    assert all(p.grad is None for n, p in model.named_parameters() if "lora_" not in n)
+    assert value_head.weight.grad is not None
+    with pytest.raises(ValueError, match="scoring"):
+        ActionPolicy(model, tokenizer, scoring="words")
 
 
 def test_bf16_autocast_distribution_is_close_to_fp32(tiny):

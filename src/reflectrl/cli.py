@@ -173,7 +173,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_model(plan, args.policy, args.reflector, greedy=config.eval.greedy,
                                 temperature=config.eval.sampled_temperature, dtype=config.model.dtype,
                                 max_length=config.sft.max_length, reflection_tokens=config.reflection_tokens,
-                                reflection_temperature=0.0 if config.eval.greedy else config.reflection_temperature)
+                                reflection_temperature=0.0 if config.eval.greedy else config.reflection_temperature,
+                                scoring=config.action_scoring)
     if args.out:
         write_json_atomic(args.out, result)
     print(json.dumps(result, indent=2))

@@ -188,6 +188,9 @@ class RunConfig:
     #: (the SFT'd reflector: for a tiny model trained from scratch it is the only model that
     #: has already learned to read the env's text; both policy arms start from it)
     policy_init: Literal["base", "reflector"] = "base"
+    #: how the policy scores the enumerated actions: "id" (the paper's one-token id answer) or
+    #: "text" (each action's own text, mean log-likelihood: a pretrained LM needs no id-reading)
+    action_scoring: Literal["id", "text"] = "id"
     #: the reflector's longest analysis, in tokens (the paper: 100)
     reflection_tokens: PositiveInt = 64
     #: 0 = greedy reflections; the paper samples them at 1.0, in RL and in evaluation

@@ -14,11 +14,12 @@ silently: the run stops and says which keys changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from reflectrl.envs.registry import make_env
 from reflectrl.eval.baselines import OracleAgent, RandomAgent
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
-from reflectrl.memory import peak_rss_gb
+from reflectrl.memory import peak_rss_gb, release_freed_memory, reset_peak_rss
 from reflectrl.run_files import atomic_directory, read_json, write_json_atomic, write_text_atomic
 from reflectrl.teachers.base import Teacher
 from reflectrl.train.rl import train_rl
@@ -95,6 +96,16 @@ def is_done(out: Path, marker: str, print_: dict[str, Any]) -> bool:
 
 
 # ----------------------------------------------------------------------------- steps
+@contextlib.contextmanager
+def step_memory() -> Iterator[None]:
+    """A step's own peak RSS (the peak restarts at its start) and its freed memory returned when it ends."""
+    reset_peak_rss()
+    try:
+        yield
+    finally:
+        release_freed_memory()
+
+
 def make_teacher(config: RunConfig) -> Teacher:
     if config.teacher.kind == "oracle":
         from reflectrl.teachers.oracle import OracleTeacher
@@ -182,8 +193,11 @@ def step_base(config: RunConfig, data_dir: Path) -> tuple[Path, Path]:
 def sft_fingerprint(config: RunConfig, kind: str, start: Path) -> dict[str, Any]:
     spec = config.reflector_model if kind == "reflection" and config.reflector_model else config.model
     sft = config.reflector_sft if kind == "reflection" and config.reflector_sft else config.sft
-    return fingerprint({"seed": config.seed, "model": asdict(spec), "sft": asdict(sft), "start": _hash_of(start),
-                        "data": data_fingerprint(config)["hash"]})
+    parts = {"seed": config.seed, "model": asdict(spec), "sft": asdict(sft), "start": _hash_of(start),
+             "data": data_fingerprint(config)["hash"]}
+    if kind == "policy":
+        parts["action_scoring"] = config.action_scoring
+    return fingerprint(parts)
 
 
 def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: Path, kind: str) -> Path:
@@ -192,16 +206,17 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
     if is_done(out, "sft_metrics.json", print_):
         return out
     spec = config.reflector_model if kind == "reflection" and config.reflector_model else config.model
-    model, tokenizer = load_model(ModelSpec(**{**spec.__dict__, "name": str(base)}))
-    model.to(default_device())
     sft_config = config.reflector_sft if kind == "reflection" and config.reflector_sft else config.sft
-    with atomic_directory(out) as tmp:
+    with step_memory(), atomic_directory(out) as tmp:
+        model, tokenizer = load_model(ModelSpec(**{**spec.__dict__, "name": str(base)}))
+        model.to(default_device())
         metrics = train_sft(
             model, tokenizer,
             read_jsonl(data_dir / "train" / f"{set_name}.jsonl"),
             read_jsonl(data_dir / "val" / f"{set_name}.jsonl"),
-            sft_config, tmp, kind=kind, seed=config.seed, dtype=spec.dtype,
+            sft_config, tmp, kind=kind, seed=config.seed, dtype=spec.dtype, scoring=config.action_scoring,
         )
+        del model  # before step_memory hands the freed memory back
         write_json_atomic(tmp / FINGERPRINT_FILE, print_)
         write_json_atomic(tmp / "sft_metrics.json", {**metrics, "init": str(base)})
     log.info("sft %s: %s", set_name, metrics)
@@ -232,7 +247,7 @@ def reflector_sft(config: RunConfig, negatives: bool = True) -> Path:
 def rl_fingerprint(config: RunConfig, policy: Path, reflector: Path | None) -> dict[str, Any]:
     inputs = {"policy": _hash_of(policy), "reflector": _hash_of(reflector) if reflector is not None else None}
     parts = _parts(config, "seed", "env", "rl", "curriculum", "reflection_tokens", "reflection_temperature",
-                   "reflection_probability")
+                   "reflection_probability", "action_scoring")
     return fingerprint({**parts, "dtype": config.model.dtype, "max_length": config.sft.max_length, "inputs": inputs})
 
 
@@ -245,7 +260,8 @@ def step_rl(config: RunConfig, arm: str, policy: Path, reflector: Path | None) -
             raise StaleOutputError(f"{out} holds RL output without a {FINGERPRINT_FILE}; delete it to redo the arm")
         write_json_atomic(out / FINGERPRINT_FILE, print_)
     if not (out / "final").exists():
-        train_rl(config, policy, out, reflector, resume=True)
+        with step_memory():
+            train_rl(config, policy, out, reflector, resume=True)
     return out
 
 
@@ -254,19 +270,21 @@ def step_eval(config: RunConfig, arm: str, evaluate: Callable[[EvalPlan, bool], 
     """One arm on the held-out tasks: greedy, and sampled with repeats when the recipe asks for it."""
     out = config.run_dir / "eval" / arm
     upstream = [_hash_of(p) for p in inputs]
-    print_ = fingerprint({**_parts(config, "seed", "env", "eval", "reflection_tokens", "reflection_temperature"),
-                          "inputs": upstream})
+    print_ = fingerprint({**_parts(config, "seed", "env", "eval", "reflection_tokens", "reflection_temperature",
+                                   "action_scoring"), "inputs": upstream})
     if is_done(out, "result.json", print_):
         return read_json(out / "result.json")
     started = time.time()
-    result = evaluate(EvalPlan.from_config(config), config.eval.greedy)
-    if config.eval.sampled_repeats:
-        result["sampled"] = evaluate(EvalPlan.from_config(config, sampled=True), False)
+    with step_memory():
+        result = evaluate(EvalPlan.from_config(config), config.eval.greedy)
+        if config.eval.sampled_repeats:
+            result["sampled"] = evaluate(EvalPlan.from_config(config, sampled=True), False)
+        peak = peak_rss_gb()
     with atomic_directory(out) as tmp:
         write_json_atomic(tmp / FINGERPRINT_FILE, print_)
         write_json_atomic(tmp / "result.json", result)
         # beside the result, not in it: eval.json must come out the same on a resumed run
-        write_json_atomic(tmp / "usage.json", {"seconds": round(time.time() - started, 1), "peak_rss_gb": peak_rss_gb()})
+        write_json_atomic(tmp / "usage.json", {"seconds": round(time.time() - started, 1), "peak_rss_gb": peak})
     return result
 
 
@@ -278,6 +296,7 @@ def _model_arm(config: RunConfig, arm: str, policy: Path, reflector: Path | None
             plan, policy, reflector, greedy=greedy, temperature=config.eval.sampled_temperature,
             dtype=config.model.dtype, max_length=config.sft.max_length, reflection_tokens=config.reflection_tokens,
             reflection_temperature=0.0 if greedy else config.reflection_temperature, desc=arm,
+            scoring=config.action_scoring,
         )
     return evaluate
 

@@ -1,11 +1,23 @@
-"""The policy's action-id head: one forward pass scores every valid action.
+"""The policy's head: one forward pass scores every valid action.
 
 The prompt enumerates the valid actions as ``<id>. <action>`` lines and ends
-with the action marker; the policy's answer is one id token. Its distribution
-is the softmax over the logits of the ids valid at this step, read at the last
-position only, through a "shrunk" LM head: the rows of the output embedding
-for those id tokens times the last hidden state. No position is ever
-projected onto the whole vocabulary, and gradients flow when called under grad.
+with the action marker. Two ways to score them (``scoring``):
+
+- ``"id"`` (the paper's): the answer is one id token; the distribution is the
+  softmax over the logits of the ids valid at this step, read at the last
+  position only, through a "shrunk" LM head: the rows of the output embedding
+  for those id tokens times the last hidden state. No position is ever
+  projected onto the whole vocabulary.
+- ``"text"``: the answer is the action's own text; each action is scored by the
+  mean log-likelihood of its tokens after the marker (length-normalised, as in
+  TWOSOME, Tan et al. 2024), and the distribution is the softmax over those
+  scores. All actions ride in the same forward pass as the prompt: each one
+  attends to the prompt and to itself only (a block mask) and its positions
+  start where the prompt ends, so the prompt is read once. A pretrained LM
+  copies the action a reflection or task names without first having to learn
+  which id labels it.
+
+Gradients flow when called under grad.
 """
 
 from __future__ import annotations
@@ -172,6 +184,16 @@ def action_list_start(prompt: str, ids: Sequence[str]) -> int:
     return start
 
 
+SCORINGS = ("id", "text")
+
+
+def action_texts(prompt: str, ids: Sequence[str]) -> list[str]:
+    """The text of each enumerated action of a policy prompt, in the order of ``ids``."""
+    start = action_list_start(prompt, ids)
+    lines = prompt[start:len(prompt) - len(ACTION_MARKER)].split("\n")
+    return [line[len(label) + 2:] for label, line in zip(ids, lines)]
+
+
 @dataclass
 class ActionChoice:
     """One chosen action: its index in the row's list, label, and log-prob/entropy of the sampling distribution."""
@@ -232,6 +254,125 @@ class ActionHead(torch.nn.Module):
             return full.gather(1, id_tokens)
 
 
+def _vocab_log_probs(model: Any, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """log p(target | hidden) over the whole vocabulary, in fp32, ``chunk`` rows at a time."""
+    head = unwrap_model(model).get_output_embeddings()
+    out = []
+    with full_precision(hidden.device.type):
+        plain = type(head) is torch.nn.Linear
+        weight = head.weight.float() if plain else None
+        for start in range(0, hidden.shape[0], chunk):
+            rows = hidden[start:start + chunk]
+            if plain:
+                logits = rows.float() @ weight.T
+                if head.bias is not None:
+                    logits = logits + head.bias.float()
+            else:  # a wrapped head (LoRA on lm_head): it runs in its own dtype
+                logits = head(rows.to(next(head.parameters()).dtype)).float()
+            target = targets[start:start + chunk, None]
+            out.append((logits.gather(1, target) - torch.logsumexp(logits, -1, keepdim=True))[:, 0])
+    return torch.cat(out) if out else hidden.new_zeros(0)
+
+
+@dataclass
+class PackedActions:
+    """A batch of prompts each followed by all its actions' tokens, as ``ActionTextHead`` reads it.
+
+    ``mask`` is [B, 1, L, L] (True: may attend); each target token ``targets[n]``
+    is predicted at flat position ``sources[n]`` (of ``B * L``) and belongs to the
+    flat action ``owner[n]`` (of ``B * A``), which has ``counts`` tokens.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    mask: torch.Tensor
+    last: torch.Tensor
+    sources: torch.Tensor
+    targets: torch.Tensor
+    owner: torch.Tensor
+    counts: torch.Tensor
+
+
+def pack_actions(prompts: list[list[int]], actions: list[list[list[int]]], width: int, pad_id: int,
+                 device: torch.device, additive: bool = False) -> PackedActions:
+    """Each prompt followed by its actions' tokens, with the block mask that keeps actions apart.
+
+    Action ``a`` of row ``b`` takes positions ``n_b .. n_b + m_a - 1`` (``n_b``: the
+    prompt's length) and sees the prompt and its own earlier tokens only, so its
+    likelihood is the one it would have alone after the prompt. ``additive``: a
+    float mask (0 / -inf) for eager attention instead of a boolean one.
+    """
+    lengths = [len(p) + sum(len(a) for a in row) for p, row in zip(prompts, actions)]
+    size = max(lengths)
+    input_ids = torch.full((len(prompts), size), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(prompts), size), dtype=torch.long)
+    segment = torch.full((len(prompts), size), -1, dtype=torch.long)
+    sources, targets, owner, counts = [], [], [], [1] * (len(prompts) * width)
+    for b, (prompt, row) in enumerate(zip(prompts, actions)):
+        n = len(prompt)
+        input_ids[b, :n] = torch.tensor(prompt, dtype=torch.long)
+        positions[b, :n] = torch.arange(n)
+        segment[b, :n] = 0
+        at = n
+        for a, tokens in enumerate(row):
+            m = len(tokens)
+            input_ids[b, at:at + m] = torch.tensor(tokens, dtype=torch.long)
+            positions[b, at:at + m] = torch.arange(n, n + m)
+            segment[b, at:at + m] = a + 1
+            sources += [b * size + n - 1] + [b * size + at + j for j in range(m - 1)]
+            targets += tokens
+            owner += [b * width + a] * m
+            counts[b * width + a] = m
+            at += m
+    causal = torch.ones(size, size, dtype=torch.bool).tril()
+    same = (segment[:, :, None] == segment[:, None, :]) | (segment[:, None, :] == 0)
+    real = segment[:, :, None] >= 0
+    mask = (causal & same & real) | torch.eye(size, dtype=torch.bool)  # a pad sees itself: no empty softmax row
+    mask = mask[:, None]
+    if additive:
+        mask = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+
+    def long(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    return PackedActions(
+        input_ids.to(device), positions.to(device), mask.to(device), long([len(p) - 1 for p in prompts]),
+        long(sources), long(targets), long(owner), torch.tensor(counts, dtype=torch.float32, device=device),
+    )
+
+
+class ActionTextHead(torch.nn.Module):
+    """``scoring="text"``: every action scored by the mean log-likelihood of its text, in one forward pass.
+
+    Same role and wrapping as ``ActionHead``; the body runs under the recipe's
+    autocast, the vocabulary log-probs, scores and value head in fp32.
+    """
+
+    def __init__(self, model: Any, dtype: str = "float32", value_head: torch.nn.Module | None = None):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.value_head = value_head
+
+    def forward(self, packed: PackedActions, valid: torch.Tensor,
+                temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log-probs [B, A] over the valid actions at ``temperature``, values [B] or None)."""
+        with autocast(self.dtype, device_type=packed.input_ids.device.type):
+            out = decoder_body(self.model)(input_ids=packed.input_ids, attention_mask=packed.mask,
+                                           position_ids=packed.position_ids, use_cache=False)
+        hidden = out.last_hidden_state
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        token_log_probs = _vocab_log_probs(self.model, flat[packed.sources], packed.targets)
+        scores = torch.zeros(valid.numel(), device=flat.device).index_add(0, packed.owner, token_log_probs)
+        scores = (scores / packed.counts).view(valid.shape)
+        log_probs = torch.log_softmax(scores.masked_fill(~valid, float("-inf")) / temperature, dim=-1)
+        rows = torch.arange(hidden.shape[0], device=flat.device)
+        values = None
+        if self.value_head is not None:
+            values = self.value_head(hidden[rows, packed.last].float()).squeeze(-1)
+        return log_probs, values
+
+
 class ActionPolicy:
     """Scores all valid actions of a batch of prompts with one forward pass.
 
@@ -240,17 +381,24 @@ class ActionPolicy:
     tokenizer cannot emit as one token are left out of ``action_ids`` (a log line
     names them) and a prompt using one is rejected; ``ids_for`` labels a step's
     actions with ids it can emit (letter pairs past ``z``/``Z`` for a tokenizer
-    that splits numbers into digits).
+    that splits numbers into digits). ``scoring``: ``"id"`` or ``"text"`` (see the
+    module docstring); ``max_length`` bounds the prompt, under ``"text"`` the
+    prompt and its longest action (each action's positions follow the prompt's).
     """
 
     def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, max_length: int = 1024, dtype: str = "float32",
-                 value_head: torch.nn.Module | None = None):
+                 value_head: torch.nn.Module | None = None, scoring: str = "id"):
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
         autocast_dtype(dtype)
         self.model = model
+        self.scoring = scoring
+        head = ActionTextHead if scoring == "text" else ActionHead
         #: the forward pass as one module; the RL loop may replace it by accelerate's wrapped copy
-        self.module: torch.nn.Module = ActionHead(model, dtype, value_head)
+        self.module: torch.nn.Module = head(model, dtype, value_head)
+        self._text_tokens: dict[str, list[int]] = {}
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.dtype = dtype
@@ -298,10 +446,12 @@ class ActionPolicy:
         if len(prompts) != len(ids):
             raise ValueError(f"{len(prompts)} prompts but {len(ids)} id lists")
         encoded = self.tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
-        budget = self.max_length - len(self._prefix)
         sequences = []
         for row, (prompt, row_ids) in enumerate(zip(prompts, ids)):
             tail = action_list_start(prompt, row_ids)
+            budget = self.max_length - len(self._prefix)
+            if self.scoring == "text":
+                budget -= max(len(tokens) for tokens in self._action_tokens(prompt, row_ids))
             tokens = encoded[row]
             if len(tokens) > budget:
                 analyze = prompt.find(ANALYZE_MARKER)
@@ -360,9 +510,24 @@ class ActionPolicy:
         device = self.device
         id_tokens, valid = self._id_tokens(ids, device)
         sequences = self.encode(prompts, ids) if tokens is None else tokens
-        input_ids, lengths = right_pad(sequences, self.tokenizer.pad_token_id, device)
-        log_probs, values = self.module(input_ids, lengths, id_tokens, valid, temperature)
+        if self.scoring == "text":
+            packed = pack_actions(sequences, [self._action_tokens(p, row) for p, row in zip(prompts, ids)],
+                                  valid.shape[1], self.tokenizer.pad_token_id, device,
+                                  additive=getattr(self.model.config, "_attn_implementation", None) == "eager")
+            log_probs, values = self.module(packed, valid, temperature)
+        else:
+            input_ids, lengths = right_pad(sequences, self.tokenizer.pad_token_id, device)
+            log_probs, values = self.module(input_ids, lengths, id_tokens, valid, temperature)
         return (log_probs, values) if return_values else log_probs
+
+    def _action_tokens(self, prompt: str, ids: list[str]) -> list[list[int]]:
+        """The tokens that answer each action under ``scoring="text"``: its text and the line's end."""
+        texts = action_texts(prompt, ids)
+        missing = [text for text in dict.fromkeys(texts) if text not in self._text_tokens]
+        if missing:
+            encoded = self.tokenizer([text + "\n" for text in missing], add_special_tokens=False, verbose=False)
+            self._text_tokens.update(zip(missing, encoded["input_ids"]))
+        return [self._text_tokens[text] for text in texts]
 
     @property
     def value_head(self) -> torch.nn.Module | None:

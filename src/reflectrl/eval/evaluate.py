@@ -160,15 +160,17 @@ def evaluate_model(
     reflection_tokens: int = 64,
     reflection_temperature: float = 0.0,
     desc: str = "eval",
+    scoring: str = "id",
 ) -> dict[str, Any]:
     """A saved policy (and optional reflector) played in lock-step batches, on the accelerator when there is one.
 
     ``greedy`` takes each step's most likely action; otherwise actions are sampled at
     ``temperature``. The reflector decodes greedily at ``reflection_temperature=0``.
+    ``scoring``: how the policy scores actions, as it was trained (``ActionPolicy``).
     """
     device = default_device()
     model, tokenizer = load_model(ModelSpec(name=str(policy_path), dtype=dtype))
-    policy = ActionPolicy(model.eval().to(device), tokenizer, max_length=max_length, dtype=dtype)
+    policy = ActionPolicy(model.eval().to(device), tokenizer, max_length=max_length, dtype=dtype, scoring=scoring)
     reflector = None
     if reflector_path is not None:
         reflector = Reflector.from_pretrained(reflector_path, dtype=dtype, max_new_tokens=reflection_tokens,

@@ -281,7 +281,8 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
         torch.nn.init.zeros_(value_head.weight)
         torch.nn.init.zeros_(value_head.bias)
     policy = ActionPolicy(model.to(accelerator.device), tokenizer, max_length=config.sft.max_length, dtype=dtype,
-                          value_head=value_head.to(accelerator.device) if value_head is not None else None)
+                          value_head=value_head.to(accelerator.device) if value_head is not None else None,
+                          scoring=config.action_scoring)
     reflector = None
     if reflector_path is not None:
         reflector = Reflector.from_pretrained(reflector_path, dtype=dtype, max_new_tokens=config.reflection_tokens,
@@ -293,7 +294,7 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
         ref_model, _ = load_model(ModelSpec(name=str(policy_path), dtype=dtype))
         ref_model.requires_grad_(False)
         reference = ActionPolicy(ref_model.eval().to(accelerator.device), tokenizer,
-                                 max_length=config.sft.max_length, dtype=dtype)
+                                 max_length=config.sft.max_length, dtype=dtype, scoring=config.action_scoring)
     learner = Learner(policy, rl, accelerator, reference)
 
     env_kwargs = {**config.env.kwargs, **config.env.train_kwargs}

@@ -164,12 +164,14 @@ def _checkpoint_activations(model: Any) -> None:
 
 
 @torch.no_grad()
-def evaluate_sft(model, tokenizer, rows: list[dict[str, Any]], kind: str, config: SFTConfig, dtype: str) -> dict[str, float]:
+def evaluate_sft(model, tokenizer, rows: list[dict[str, Any]], kind: str, config: SFTConfig, dtype: str,
+                 scoring: str = "id") -> dict[str, float]:
     """Validation loss, and for the policy the greedy action accuracy on the held-out rows."""
     if not rows:
         return {}
     model.eval()
-    policy = ActionPolicy(model, tokenizer, max_length=config.max_length, dtype=dtype) if kind == "policy" else None
+    policy = ActionPolicy(model, tokenizer, max_length=config.max_length, dtype=dtype,
+                          scoring=scoring) if kind == "policy" else None
     encoded = _encode_all(rows, kind, tokenizer, policy, config.max_length, None)
     total, count, correct = 0.0, 0, 0
     for start in range(0, len(encoded), config.batch_size):
@@ -202,8 +204,12 @@ def train_sft(
     kind: str,
     seed: int = 0,
     dtype: str = "float32",
+    scoring: str = "id",
 ) -> dict[str, float]:
-    """Fine-tune on ``train_rows`` and save the result to ``out_dir``; returns the final metrics."""
+    """Fine-tune on ``train_rows`` and save the result to ``out_dir``; returns the final metrics.
+
+    ``scoring``: how a policy scores its actions (``ActionPolicy``); RL and evaluation must use the same.
+    """
     if kind not in ("reflection", "policy"):
         raise ValueError(f"SFT kind must be 'reflection' or 'policy', got {kind!r}")
     if not train_rows:
@@ -214,7 +220,8 @@ def train_sft(
     rng = random.Random(seed)
     torch.manual_seed(seed)
     shuffle = kind == "policy" and config.shuffle_ids
-    policy = ActionPolicy(model, tokenizer, max_length=config.max_length, dtype=dtype) if kind == "policy" else None
+    policy = ActionPolicy(model, tokenizer, max_length=config.max_length, dtype=dtype,
+                          scoring=scoring) if kind == "policy" else None
     steps_per_epoch = math.ceil(len(train_rows) / (config.batch_size * config.grad_accum))
     total_steps = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -251,7 +258,7 @@ def train_sft(
             progress.set_postfix(loss=f"{loss_sum:.3f}")
             record = {"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "time": time.time() - started}
             if config.eval_every and step % config.eval_every == 0 and step < total_steps:
-                record.update(evaluate_sft(model, tokenizer, val_rows, kind, config, dtype))
+                record.update(evaluate_sft(model, tokenizer, val_rows, kind, config, dtype, scoring))
             if config.save_every and step % config.save_every == 0:
                 save_model(model, tokenizer, out_dir / f"checkpoint-{step}")
             for key, value in record.items():
@@ -261,7 +268,7 @@ def train_sft(
         micro.clear()
     progress.close()
     metrics = {"steps": step, "train_loss": loss_sum, "seconds": time.time() - started}
-    metrics.update(evaluate_sft(model, tokenizer, val_rows, kind, config, dtype))
+    metrics.update(evaluate_sft(model, tokenizer, val_rows, kind, config, dtype, scoring))
     metrics.update(peak_rss_gb=peak_rss_gb(), peak_device_gb=peak_device_gb())
     metrics_file.write(json.dumps({"step": step, "final": True, **metrics}) + "\n")
     metrics_file.close()
