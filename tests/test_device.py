@@ -101,28 +101,31 @@ def test_the_checker_catches_a_cpu_tensor_meeting_a_model_tensor():
         torch.ones(3, device="meta") * torch.tensor(2.0)  # a CPU scalar mixes legitimately, as on CUDA
 
 
-@pytest.mark.parametrize("kind", ["reflection", "policy"])
+@pytest.mark.parametrize("kind", ["reflection", "policy", "policy-text"])
 def test_sft_step_stays_on_the_models_device(tokenizer, taxi_rows, kind):
-    model = _on_meta(tokenizer, lora=kind == "policy")
+    model = _on_meta(tokenizer, lora=kind != "reflection")
     config = SFTConfig(max_length=256)
-    policy = ActionPolicy(model, tokenizer, max_length=256, dtype="bfloat16") if kind == "policy" else None
-    rows = taxi_rows["policy" if kind == "policy" else "reflection"][:4]
+    policy = None
+    if kind != "reflection":
+        policy = ActionPolicy(model, tokenizer, max_length=256, dtype="bfloat16", scoring=kind.partition("-")[2] or "id")
+    rows = taxi_rows["reflection" if kind == "reflection" else "policy"][:4]
     with DeviceChecker():
-        encoded = _encode_all(rows, kind, tokenizer, policy, config.max_length, random.Random(0))
+        encoded = _encode_all(rows, "reflection" if policy is None else "policy", tokenizer, policy, config.max_length,
+                              random.Random(0))
         loss, _ = _loss_sum(model, tokenizer, policy, encoded, "bfloat16")
         loss.backward()
         torch.optim.AdamW([p for p in model.parameters() if p.requires_grad]).step()
 
 
-@pytest.mark.parametrize("algorithm", ["reinforce", "ppo"])
-def test_rollout_with_reflection_and_rl_update_stay_on_the_models_device(tokenizer, algorithm):
+@pytest.mark.parametrize(("algorithm", "scoring"), [("reinforce", "id"), ("ppo", "id"), ("ppo", "text")])
+def test_rollout_with_reflection_and_rl_update_stay_on_the_models_device(tokenizer, algorithm, scoring):
     from accelerate import Accelerator
 
     config = RLConfig(algorithm=algorithm, kl_coef=0.1, entropy_coef=0.01, minibatch_size=4)
     value_head = torch.nn.Linear(TINY["n_embd"], 1).to("meta") if algorithm == "ppo" else None
     policy = ActionPolicy(_on_meta(tokenizer, lora=True), tokenizer, max_length=256, dtype="bfloat16",
-                          value_head=value_head)
-    reference = ActionPolicy(_on_meta(tokenizer), tokenizer, max_length=256, dtype="bfloat16")
+                          value_head=value_head, scoring=scoring)
+    reference = ActionPolicy(_on_meta(tokenizer), tokenizer, max_length=256, dtype="bfloat16", scoring=scoring)
     reflector = Reflector(_on_meta(tokenizer), tokenizer, max_new_tokens=4, temperature=1.0, probability=0.5,
                           dtype="bfloat16")
     envs = [make_env("taxi", stage="pickup", max_steps=3) for _ in range(3)]
@@ -137,8 +140,9 @@ def test_rollout_with_reflection_and_rl_update_stay_on_the_models_device(tokeniz
         learner.update(batch)
 
 
-def test_greedy_evaluation_rollout_stays_on_the_models_device(tokenizer):
-    policy = ActionPolicy(_on_meta(tokenizer), tokenizer, max_length=256)
+@pytest.mark.parametrize("scoring", ["id", "text"])
+def test_greedy_evaluation_rollout_stays_on_the_models_device(tokenizer, scoring):
+    policy = ActionPolicy(_on_meta(tokenizer), tokenizer, max_length=256, scoring=scoring)
     reflector = Reflector(_on_meta(tokenizer), tokenizer, max_new_tokens=4)
     envs = [make_env("taxi", stage="full", max_steps=2) for _ in range(2)]
     with DeviceChecker():

@@ -88,3 +88,17 @@ def test_step_by_step_sft_starts_where_run_does_and_a_changed_recipe_is_not_reus
     changed = subprocess.run(command + ["--set", "sft.lr=0.01"], capture_output=True, text=True, timeout=600)
     assert changed.returncode == 2
     assert "changed: sft.lr" in changed.stderr and str(run / "policy") in changed.stderr
+
+
+def test_a_run_that_scores_actions_by_text_and_a_switch_of_scoring_is_not_reused(tmp_path):
+    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tmp_path, action_scoring="text"))
+    command = [sys.executable, "-m", "reflectrl.cli", "run", "--config", str(recipe)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "runs" / "tiny-run" / "eval.json").read_text())
+    assert set(results) == {"random", "oracle", "sft", "sft_reflect", "sft_rl", "reflect_rl"}
+    assert results["oracle"]["success"] == 1.0
+    assert all(metrics["episodes"] == 8 for metrics in results.values())
+    switched = subprocess.run(command + ["--set", "action_scoring=id"], capture_output=True, text=True, timeout=600)
+    assert switched.returncode == 2
+    assert "action_scoring" in switched.stderr

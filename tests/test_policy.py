@@ -129,6 +129,19 @@ def test_text_scoring_trains_lora_and_the_value_head():
         ActionPolicy(model, tokenizer, scoring="words")
 
 
+def test_text_scoring_fits_the_prompt_and_its_longest_action_in_max_length():
+    """A model with learned positions breaks on a position past its table: prompt + action must fit."""
+    model, tokenizer = load_model(ModelSpec(**{**SPEC.__dict__, "n_positions": 128}), TEXTS)
+    policy = ActionPolicy(model, tokenizer, max_length=128, scoring="text")
+    prompts, ids = _batch()
+    with torch.no_grad():
+        log_probs = policy.distribution(prompts, ids)
+    assert torch.isfinite(log_probs[0, :3]).all() and torch.isfinite(log_probs[1]).all()
+    for prompt, labels, tokens in zip(prompts, ids, policy.encode(prompts, ids)):
+        longest = max(len(answer) for answer in policy._action_tokens(prompt, labels))
+        assert len(tokens) + longest <= 128
+
+
 def test_bf16_autocast_distribution_is_close_to_fp32(tiny):
     model, tokenizer = tiny
     prompts, ids = _batch()

@@ -41,17 +41,19 @@ def recipe(tmp_path: Path, **rl) -> dict:
     }
 
 
-def _success(tmp_path: Path, policy: Path) -> float:
+def _success(tmp_path: Path, policy: Path, scoring: str = "id") -> float:
     plan = EvalPlan("rl_fixtures:OnPassengerTaxi", {"stage": "pickup", "max_steps": 4}, split="train", episodes=64, seed=3)
-    return evaluate_model(plan, policy, greedy=False)["success"]
+    return evaluate_model(plan, policy, greedy=False, scoring=scoring)["success"]
 
 
-@pytest.mark.parametrize("algorithm", ["reinforce", "group", "ppo"])
-def test_a_few_iterations_raise_success(tmp_path, tiny_dir, algorithm):
-    config = from_dict(RunConfig, recipe(tmp_path, algorithm=algorithm, iterations=8, group_size=4))
-    before = _success(tmp_path, tiny_dir)
+@pytest.mark.parametrize(("algorithm", "scoring"), [("reinforce", "id"), ("group", "id"), ("ppo", "id"),
+                                                    ("reinforce", "text")])
+def test_a_few_iterations_raise_success(tmp_path, tiny_dir, algorithm, scoring):
+    config = from_dict(RunConfig, {**recipe(tmp_path, algorithm=algorithm, iterations=8, group_size=4),
+                                   "action_scoring": scoring})
+    before = _success(tmp_path, tiny_dir, scoring)
     history = train_rl(config, tiny_dir, tmp_path / "rl", show_progress=False)
-    after = _success(tmp_path, tmp_path / "rl" / "final")
+    after = _success(tmp_path, tmp_path / "rl" / "final", scoring)
     assert len(history) == 8 and history[-1]["env_steps"] > 0
     assert after > before + 0.25, (algorithm, before, after)
 

@@ -1,0 +1,28 @@
+"""Per-step peak memory: the peak restarts where a step starts, and freed memory goes back to the system."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from reflectrl.memory import peak_rss_gb, release_freed_memory, reset_peak_rss, rss_gb
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="VmHWM and clear_refs are Linux's")
+
+
+def test_the_peak_restarts_at_a_reset_and_release_returns_freed_memory():
+    block = torch.ones(400 * 2**20 // 4)  # 400 MiB, touched
+    with_block = rss_gb()
+    assert peak_rss_gb() >= with_block
+    del block
+    release_freed_memory()
+    after = rss_gb()
+    assert after < with_block - 0.3  # the freed block is no longer resident
+    if not reset_peak_rss():
+        pytest.skip("this kernel does not let a process reset its peak RSS (/proc/self/clear_refs)")
+    assert peak_rss_gb() < with_block - 0.3  # the old peak is forgotten
+    small = torch.ones(100 * 2**20 // 4)
+    assert after + 0.09 <= peak_rss_gb() < with_block
+    del small
