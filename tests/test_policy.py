@@ -138,7 +138,7 @@ def test_text_scoring_fits_the_prompt_and_its_longest_action_in_max_length():
         log_probs = policy.distribution(prompts, ids)
     assert torch.isfinite(log_probs[0, :3]).all() and torch.isfinite(log_probs[1]).all()
     for prompt, labels, tokens in zip(prompts, ids, policy.encode(prompts, ids)):
-        longest = max(len(answer) for answer in policy._action_tokens(prompt, labels))
+        longest = max(len(answer) for answer in policy.action_tokens(prompt, labels))
         assert len(tokens) + longest <= 128
 
 

@@ -99,3 +99,19 @@ def test_reflector_sft_sees_the_prompt_tokens_the_reflector_generates_from(data)
     (encoded,) = _encode_reflections(tokenizer, [row], 512)
     assert encoded.input_ids[0] == bos
     assert encoded.input_ids[:encoded.n_prompt] == reflector._encode([row["prompt"]])[0]
+
+
+def test_text_scored_rows_count_their_actions_tokens_in_the_micro_batch_budget(data):
+    from reflectrl.agent.policy import ActionPolicy
+    from reflectrl.train.sft import _encode_all, _micro_batches
+
+    train, _, tokenizer = data
+    policy = ActionPolicy(_fresh(tokenizer, 0), tokenizer, max_length=512, scoring="text")
+    encoded = _encode_all(train["policy"][:16], "policy", tokenizer, policy, 512, None)
+    for row in encoded:
+        assert row.n_answer == sum(len(tokens) for tokens in policy.action_tokens(row.prompt, row.ids)) > 0
+        assert row.size == len(row.input_ids) + row.n_answer
+    budget = 3 * max(row.size for row in encoded)
+    parts = _micro_batches(encoded, budget)
+    assert sum(len(part) for part in parts) == 16 and len(parts) > 1
+    assert all(len(part) * max(row.size for row in part) <= budget for part in parts)

@@ -451,7 +451,7 @@ class ActionPolicy:
             tail = action_list_start(prompt, row_ids)
             budget = self.max_length - len(self._prefix)
             if self.scoring == "text":
-                budget -= max(len(tokens) for tokens in self._action_tokens(prompt, row_ids))
+                budget -= max(len(tokens) for tokens in self.action_tokens(prompt, row_ids))
             tokens = encoded[row]
             if len(tokens) > budget:
                 analyze = prompt.find(ANALYZE_MARKER)
@@ -511,7 +511,7 @@ class ActionPolicy:
         id_tokens, valid = self._id_tokens(ids, device)
         sequences = self.encode(prompts, ids) if tokens is None else tokens
         if self.scoring == "text":
-            packed = pack_actions(sequences, [self._action_tokens(p, row) for p, row in zip(prompts, ids)],
+            packed = pack_actions(sequences, [self.action_tokens(p, row) for p, row in zip(prompts, ids)],
                                   valid.shape[1], self.tokenizer.pad_token_id, device,
                                   additive=getattr(self.model.config, "_attn_implementation", None) == "eager")
             log_probs, values = self.module(packed, valid, temperature)
@@ -520,7 +520,7 @@ class ActionPolicy:
             log_probs, values = self.module(input_ids, lengths, id_tokens, valid, temperature)
         return (log_probs, values) if return_values else log_probs
 
-    def _action_tokens(self, prompt: str, ids: list[str]) -> list[list[int]]:
+    def action_tokens(self, prompt: str, ids: list[str]) -> list[list[int]]:
         """The tokens that answer each action under ``scoring="text"``: its text and the line's end."""
         texts = action_texts(prompt, ids)
         missing = [text for text in dict.fromkeys(texts) if text not in self._text_tokens]

@@ -34,13 +34,20 @@ from reflectrl.memory import peak_device_gb, peak_rss_gb
 
 @dataclass
 class _Encoded:
-    """A row as tokens; a policy row also keeps its prompt, ids and chosen index (its tokens are the prompt only)."""
+    """A row as tokens; a policy row also keeps its prompt, ids and chosen index (its tokens are the prompt only,
+    and ``n_answer`` counts the action tokens that ``scoring="text"`` packs after them)."""
 
     input_ids: list[int]
     n_prompt: int
     prompt: str = ""
     ids: list[str] | None = None
     action: int = -1
+    n_answer: int = 0
+
+    @property
+    def size(self) -> int:
+        """Tokens in this row's forward pass."""
+        return len(self.input_ids) + self.n_answer
 
 
 def _encode_reflections(tokenizer, rows: list[dict[str, Any]], max_length: int) -> list[_Encoded]:
@@ -80,7 +87,8 @@ def _encode_policy(policy: ActionPolicy, rows: list[dict[str, Any]], rng: random
             prompts.append(policy_prompt(row["state"], row["actions"], row["reflection"], row_ids))
         ids.append(row_ids)
     tokens = policy.encode(prompts, ids)
-    return [_Encoded(t, 0, p, i, row["action"]) for t, p, i, row in zip(tokens, prompts, ids, rows)]
+    answers = [sum(map(len, policy.action_tokens(p, i))) if policy.scoring == "text" else 0 for p, i in zip(prompts, ids)]
+    return [_Encoded(t, 0, p, i, row["action"], n) for t, p, i, row, n in zip(tokens, prompts, ids, rows, answers)]
 
 
 def _encode_all(rows: list[dict[str, Any]], kind: str, tokenizer, policy: ActionPolicy | None, max_length: int,
@@ -111,11 +119,11 @@ def _micro_batches(batch: list[_Encoded], max_tokens: int) -> list[list[_Encoded
         return [batch]
     parts: list[list[_Encoded]] = [[]]
     width = 0
-    for encoded in sorted(batch, key=lambda e: len(e.input_ids)):
-        width = max(width, len(encoded.input_ids))
+    for encoded in sorted(batch, key=lambda e: e.size):
+        width = max(width, encoded.size)
         if parts[-1] and width * (len(parts[-1]) + 1) > max_tokens:
             parts.append([])
-            width = len(encoded.input_ids)
+            width = encoded.size
         parts[-1].append(encoded)
     return parts
 
@@ -127,7 +135,7 @@ def _length_batches(encoded: list[_Encoded], batch_size: int, rng: random.Random
     window = batch_size * 16
     batches = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start:start + window], key=lambda i: len(encoded[i].input_ids))
+        chunk = sorted(order[start:start + window], key=lambda i: encoded[i].size)
         batches += [[encoded[i] for i in chunk[j:j + batch_size]] for j in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
