@@ -204,13 +204,11 @@ class ActionChoice:
     label: str
 
 
-class ActionHead(torch.nn.Module):
-    """The policy's forward pass as one module: decoder body, shrunk id head, optional value head.
+class _PolicyForward(torch.nn.Module):
+    """The policy's forward pass as one module: the model, the recipe's autocast dtype, an optional value head.
 
     A module, so that ``accelerate`` can wrap it for multi-process training (DDP's
-    bucketed gradient all-reduce hooks into a module's forward). The body runs
-    under the recipe's autocast on the inputs' device; the id head and the value
-    head run in fp32 so log-probs and values are precise.
+    bucketed gradient all-reduce hooks into a module's forward).
     """
 
     def __init__(self, model: Any, dtype: str = "float32", value_head: torch.nn.Module | None = None):
@@ -218,6 +216,14 @@ class ActionHead(torch.nn.Module):
         self.model = model
         self.dtype = dtype
         self.value_head = value_head
+
+
+class ActionHead(_PolicyForward):
+    """``scoring="id"``: decoder body, shrunk id head, optional value head.
+
+    The body runs under the recipe's autocast on the inputs' device; the id head
+    and the value head run in fp32 so log-probs and values are precise.
+    """
 
     def forward(
         self, input_ids: torch.Tensor, lengths: torch.Tensor, id_tokens: torch.Tensor, valid: torch.Tensor,
@@ -341,18 +347,12 @@ def pack_actions(prompts: list[list[int]], actions: list[list[list[int]]], width
     )
 
 
-class ActionTextHead(torch.nn.Module):
+class ActionTextHead(_PolicyForward):
     """``scoring="text"``: every action scored by the mean log-likelihood of its text, in one forward pass.
 
-    Same role and wrapping as ``ActionHead``; the body runs under the recipe's
-    autocast, the vocabulary log-probs, scores and value head in fp32.
+    The body runs under the recipe's autocast, the vocabulary log-probs, scores
+    and value head in fp32.
     """
-
-    def __init__(self, model: Any, dtype: str = "float32", value_head: torch.nn.Module | None = None):
-        super().__init__()
-        self.model = model
-        self.dtype = dtype
-        self.value_head = value_head
 
     def forward(self, packed: PackedActions, valid: torch.Tensor,
                 temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -366,9 +366,9 @@ class ActionTextHead(torch.nn.Module):
         scores = torch.zeros(valid.numel(), device=flat.device).index_add(0, packed.owner, token_log_probs)
         scores = (scores / packed.counts).view(valid.shape)
         log_probs = torch.log_softmax(scores.masked_fill(~valid, float("-inf")) / temperature, dim=-1)
-        rows = torch.arange(hidden.shape[0], device=flat.device)
         values = None
         if self.value_head is not None:
+            rows = torch.arange(hidden.shape[0], device=flat.device)
             values = self.value_head(hidden[rows, packed.last].float()).squeeze(-1)
         return log_probs, values
 
