@@ -84,6 +84,8 @@ def test_step_by_step_sft_starts_where_run_does_and_a_changed_recipe_is_not_reus
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "runs" / "tiny-run"
     assert json.loads((run / "policy" / "sft_metrics.json").read_text())["init"] == str(run / "reflector")
+    # Taxi's teacher reflections run to ~30 tokens: a budget of 8 cuts them, and the user is told
+    assert "teacher reflections are longer than reflection_tokens=8" in done.stderr
 
     changed = subprocess.run(command + ["--set", "sft.lr=0.01"], capture_output=True, text=True, timeout=600)
     assert changed.returncode == 2

@@ -207,12 +207,14 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
         return out
     spec = config.reflector_model if kind == "reflection" and config.reflector_model else config.model
     sft_config = config.reflector_sft if kind == "reflection" and config.reflector_sft else config.sft
+    train_rows = read_jsonl(data_dir / "train" / f"{set_name}.jsonl")
     with step_memory(), atomic_directory(out) as tmp:
         model, tokenizer = load_model(ModelSpec(**{**spec.__dict__, "name": str(base)}))
+        if kind == "reflection":
+            warn_cut_reflections(tokenizer, train_rows, config.reflection_tokens)
         model.to(default_device())
         metrics = train_sft(
-            model, tokenizer,
-            read_jsonl(data_dir / "train" / f"{set_name}.jsonl"),
+            model, tokenizer, train_rows,
             read_jsonl(data_dir / "val" / f"{set_name}.jsonl"),
             sft_config, tmp, kind=kind, seed=config.seed, dtype=spec.dtype, scoring=config.action_scoring,
         )
@@ -221,6 +223,23 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
         write_json_atomic(tmp / "sft_metrics.json", {**metrics, "init": str(base)})
     log.info("sft %s: %s", set_name, metrics)
     return out
+
+
+def warn_cut_reflections(tokenizer: Any, rows: list[dict[str, Any]], reflection_tokens: int) -> int:
+    """Warn when teacher reflections are longer than the reflector may write; returns how many are.
+
+    The reflector learns each reflection whole but generation stops after
+    ``reflection_tokens``, and what gets cut is a reflection's last sentence: the
+    next move, as the teacher words it (long ones are those after a detour).
+    """
+    completions = tokenizer([row["completion"] for row in rows], add_special_tokens=False)["input_ids"]
+    lengths = [len(ids) for ids in completions]
+    over = sum(length > reflection_tokens for length in lengths)
+    if over:
+        log.warning("%d of %d teacher reflections are longer than reflection_tokens=%d (the longest has %d tokens): "
+                    "the reflector will be cut off before their end; raise reflection_tokens to at least %d to "
+                    "write them whole", over, len(lengths), reflection_tokens, max(lengths), max(lengths))
+    return over
 
 
 def policy_sft(config: RunConfig, set_name: str) -> Path:
