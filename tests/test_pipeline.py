@@ -28,8 +28,9 @@ def tiny_recipe(tmp_path, **extra) -> dict:
 
 
 def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
+    """In two processes (``jobs: 2``): the no-reflection arms in the second."""
     recipe = write_recipe(tmp_path / "recipe.yaml", {
-        **tiny_recipe(tmp_path, ablations="full"),
+        **tiny_recipe(tmp_path, ablations="full", jobs=2, threads=1),
         "eval": {"episodes": 4, "levels": [{"stage": "pickup"}, {"stage": "full"}], "sampled_repeats": 2},
     })
     command = [sys.executable, "-m", "reflectrl.cli", "run", "--config", str(recipe)]

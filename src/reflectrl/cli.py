@@ -88,12 +88,10 @@ def _cmd_tasks_build(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace):
     """The recipe of a model command; also quiets transformers' per-file progress bars and notices."""
-    from transformers.utils import logging as hf_logging
-
+    from reflectrl.agent.models import quiet_transformers
     from reflectrl.config import RunConfig, from_dict, load_config
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    quiet_transformers()
 
     overrides = _key_values(args.set, "--set")
     if args.config:

@@ -178,7 +178,11 @@ class RunConfig:
 
     name: str = "run"
     seed: Count = 0
+    #: torch threads per process (0 = torch's default: every core, or cores / jobs with ``jobs: 2``)
     threads: Count = 0
+    #: 2 = ``reflectrl run`` plays the no-reflection arms (their policy SFT, RL and evaluation, and the
+    #: random and oracle baselines) in a second process beside the reflection arms: two models in memory
+    jobs: Literal[1, 2] = 1
     out_dir: str = "runs"
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelSpec = field(default_factory=ModelSpec)

@@ -18,15 +18,18 @@ import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from reflectrl.agent.models import ModelSpec, default_device, load_model, save_model
+from reflectrl.agent.models import ModelSpec, default_device, load_model, quiet_transformers, save_model
 from reflectrl.config import RunConfig, redacted_dict, save_config
 from reflectrl.data.sft_sets import build_sets, read_jsonl, write_sets
 from reflectrl.data.trajectories import generate_examples
@@ -320,45 +323,100 @@ def _model_arm(config: RunConfig, arm: str, policy: Path, reflector: Path | None
     return evaluate
 
 
+#: the arms ``jobs: 2`` plays in the second process: none of them needs the reflector
+NO_REFLECTION_ARMS = ("random", "oracle", "sft", "sft_rl", "rl_only")
+#: the arms trained by RL, whose curves go into the report
+RL_ARMS = ("sft_rl", "reflect_rl", "reflect_rl_no_neg", "rl_only")
+
+
+def arm_plays(config: RunConfig) -> dict[str, Callable[[], dict[str, Any]]]:
+    """Every arm of the recipe as a function that makes what the arm needs (steps already done are
+    skipped) and returns its evaluation."""
+    reflector = partial(reflector_sft, config)
+    reflector_noneg = partial(reflector_sft, config, negatives=False)
+    policy = partial(policy_sft, config, "policy")
+    policy_noreflect = partial(policy_sft, config, "policy_noreflect")
+
+    def sft_arm(arm: str, make_policy: Callable[[], Path], make_reflector: Callable[[], Path] | None = None):
+        def play() -> dict[str, Any]:
+            policy_dir = make_policy()
+            reflector_dir = make_reflector() if make_reflector else None
+            inputs = [policy_dir] + ([reflector_dir] if reflector_dir else [])
+            return step_eval(config, arm, _model_arm(config, arm, policy_dir, reflector_dir), inputs)
+        return play
+
+    def rl_arm(arm: str, make_policy: Callable[[], Path], make_reflector: Callable[[], Path] | None = None):
+        def play() -> dict[str, Any]:
+            reflector_dir = make_reflector() if make_reflector else None
+            out = step_rl(config, arm, make_policy(), reflector_dir)
+            inputs = [out] + ([reflector_dir] if reflector_dir else [])
+            return step_eval(config, arm, _model_arm(config, arm, out / "final", reflector_dir), inputs)
+        return play
+
+    plays: dict[str, Callable[[], dict[str, Any]]] = {
+        "random": lambda: step_eval(config, "random", lambda plan, greedy: evaluate_agent(
+            plan, lambda: RandomAgent(config.seed), desc="random"), []),
+        "oracle": lambda: step_eval(config, "oracle", lambda plan, greedy: evaluate_agent(
+            plan, OracleAgent, desc="oracle"), []),
+        "sft": sft_arm("sft", policy_noreflect),
+        "sft_reflect": sft_arm("sft_reflect", policy, reflector),
+        "sft_rl": rl_arm("sft_rl", policy_noreflect),
+        "reflect_rl": rl_arm("reflect_rl", policy, reflector),
+    }
+    if config.ablations == "full":
+        plays["reflect_rl_no_neg"] = rl_arm("reflect_rl_no_neg", partial(policy_sft, config, "policy_pos"),
+                                            reflector_noneg)
+        plays["rl_only"] = rl_arm("rl_only", lambda: step_base(config, step_data(config))[0])
+    if config.eval.endpoint is not None:
+        plays["endpoint"] = lambda: step_eval(config, "endpoint", _endpoint_arm(config), [])
+    return plays
+
+
+def _set_threads(config: RunConfig) -> None:
+    threads = config.threads or (max(1, (os.cpu_count() or 2) // config.jobs) if config.jobs > 1 else 0)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def play_arms(config: RunConfig, arms: list[str]) -> None:
+    """Play some of the recipe's arms in this process (the second process of ``jobs: 2`` starts here)."""
+    _set_threads(config)
+    plays = arm_plays(config)
+    for arm in arms:
+        plays[arm]()
+
+
+def _second_process(config: RunConfig, arms: list[str]) -> None:
+    quiet_transformers()  # as the CLI does in the first process
+    play_arms(config, arms)
+
+
 def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
     """Run (or resume) every step of the recipe; returns eval.json's content."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    _set_threads(config)
     run = config.run_dir
     run.mkdir(parents=True, exist_ok=True)
     save_config(config, run / "config.yaml")
-    reflector = reflector_sft(config)
-    policy = policy_sft(config, "policy")
-    policy_noreflect = policy_sft(config, "policy_noreflect")
-    rl_dirs = {
-        "sft_rl": step_rl(config, "sft_rl", policy_noreflect, None),
-        "reflect_rl": step_rl(config, "reflect_rl", policy, reflector),
-    }
-    if config.ablations == "full":
-        reflector_noneg = reflector_sft(config, negatives=False)
-        rl_dirs["reflect_rl_no_neg"] = step_rl(config, "reflect_rl_no_neg", policy_sft(config, "policy_pos"),
-                                               reflector_noneg)
-        policy_base, _ = step_base(config, step_data(config))
-        rl_dirs["rl_only"] = step_rl(config, "rl_only", policy_base, None)
-    plays = {
-        "random": (lambda plan, greedy: evaluate_agent(plan, lambda: RandomAgent(config.seed), desc="random"), []),
-        "oracle": (lambda plan, greedy: evaluate_agent(plan, OracleAgent, desc="oracle"), []),
-        "sft": (_model_arm(config, "sft", policy_noreflect, None), [policy_noreflect]),
-        "sft_reflect": (_model_arm(config, "sft_reflect", policy, reflector), [policy, reflector]),
-        "sft_rl": (_model_arm(config, "sft_rl", rl_dirs["sft_rl"] / "final", None), [rl_dirs["sft_rl"]]),
-        "reflect_rl": (_model_arm(config, "reflect_rl", rl_dirs["reflect_rl"] / "final", reflector),
-                       [rl_dirs["reflect_rl"], reflector]),
-    }
-    if config.ablations == "full":
-        plays["reflect_rl_no_neg"] = (
-            _model_arm(config, "reflect_rl_no_neg", rl_dirs["reflect_rl_no_neg"] / "final", run / "reflector_noneg"),
-            [rl_dirs["reflect_rl_no_neg"], run / "reflector_noneg"])
-        plays["rl_only"] = (_model_arm(config, "rl_only", rl_dirs["rl_only"] / "final", None), [rl_dirs["rl_only"]])
-    if config.eval.endpoint is not None:
-        plays["endpoint"] = (_endpoint_arm(config), [])
-    arms = {arm: step_eval(config, arm, evaluate, inputs) for arm, (evaluate, inputs) in plays.items()}
+    plays = arm_plays(config)
+    if config.jobs == 2:
+        step_base(config, step_data(config))  # both processes read them: made once, before the second starts
+        second_arms = [arm for arm in plays if arm in NO_REFLECTION_ARMS]
+        second = multiprocessing.get_context("spawn").Process(target=_second_process, args=(config, second_arms))
+        second.start()
+        try:
+            play_arms(config, [arm for arm in plays if arm not in second_arms])
+        except BaseException:
+            second.terminate()
+            raise
+        finally:
+            second.join()
+        if second.exitcode != 0:
+            raise RuntimeError(f"the second process (arms {', '.join(second_arms)}) "
+                               f"failed with exit code {second.exitcode}; its error is printed above. Finished "
+                               f"steps are kept: run the command again to resume")
+    arms = {arm: play() for arm, play in plays.items()}
     write_json_atomic(run / "eval.json", arms)
-    curves = {arm: read_metrics(path / "metrics.jsonl") for arm, path in rl_dirs.items()}
+    curves = {arm: read_metrics(run / "rl" / arm / "metrics.jsonl") for arm in RL_ARMS if arm in arms}
     write_report(run, config.env.name, arms, curves)
     return arms
 

@@ -153,6 +153,14 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def quiet_transformers() -> None:
+    """No per-file progress bars or notices from transformers: a run's own bars and log say what happens."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 @contextlib.contextmanager
 def _quiet_peft() -> Iterator[None]:
     """peft 0.21 reads a property transformers 5 deprecated; the FutureWarning is noise for our users."""
