@@ -15,8 +15,8 @@ from rl_fixtures import TINY, write_recipe
 #: where to kill, in pipeline order: a glob under the run directory that exists only while that step works
 KILL_POINTS = [
     ("data", ".tmp-data-*"),
-    ("reflector SFT", ".tmp-reflector-*/logs"),
     ("policy SFT", ".tmp-policy_noreflect-*/logs"),
+    ("reflector SFT", ".tmp-reflector-*/logs"),
     ("RL, after its first checkpoint", "rl/sft_rl/checkpoint-1"),
     ("RL of the second arm", "rl/reflect_rl/metrics.jsonl"),
     ("evaluation", "eval/sft/result.json"),

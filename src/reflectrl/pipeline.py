@@ -1,8 +1,10 @@
 """``reflectrl run``: the whole paper on one recipe.
 
-teacher data -> SFT of reflector, policy, policy-without-reflection -> RL of
-Reflect-RL and of the no-reflection baseline at the same budget -> evaluation
-of every arm on held-out tasks -> report.md + curves + eval.json.
+teacher data -> SFT of the policy without reflection, the reflector and the
+policy -> RL of the no-reflection baseline and of Reflect-RL at the same
+budget -> evaluation of every arm on held-out tasks -> report.md + curves +
+eval.json. With ``jobs: 2`` the no-reflection arms take that path in a
+second process beside the reflection arms.
 
 Each step writes its output whole or not at all (a temporary sibling renamed
 into place), beside a fingerprint of the recipe parts it was made from. A
@@ -22,7 +24,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -329,47 +331,59 @@ NO_REFLECTION_ARMS = ("random", "oracle", "sft", "sft_rl", "rl_only")
 RL_ARMS = ("sft_rl", "reflect_rl", "reflect_rl_no_neg", "rl_only")
 
 
-def arm_plays(config: RunConfig) -> dict[str, Callable[[], dict[str, Any]]]:
-    """Every arm of the recipe as a function that makes what the arm needs (steps already done are
-    skipped) and returns its evaluation."""
+@dataclass
+class Arm:
+    """One arm of a run: ``make`` trains what it plays (steps already done are skipped; None for a
+    baseline), ``play`` evaluates it and returns the result."""
+
+    make: Callable[[], Any] | None
+    play: Callable[[], dict[str, Any]]
+
+
+def arms_of(config: RunConfig) -> dict[str, Arm]:
+    """Every arm of the recipe, in the report's order."""
     reflector = partial(reflector_sft, config)
-    reflector_noneg = partial(reflector_sft, config, negatives=False)
     policy = partial(policy_sft, config, "policy")
     policy_noreflect = partial(policy_sft, config, "policy_noreflect")
 
-    def sft_arm(arm: str, make_policy: Callable[[], Path], make_reflector: Callable[[], Path] | None = None):
+    def sft_arm(arm: str, make_policy: Callable[[], Path], make_reflector: Callable[[], Path] | None = None) -> Arm:
+        def make() -> tuple[Path, Path | None]:
+            return make_policy(), make_reflector() if make_reflector else None
+
         def play() -> dict[str, Any]:
-            policy_dir = make_policy()
-            reflector_dir = make_reflector() if make_reflector else None
+            policy_dir, reflector_dir = make()
             inputs = [policy_dir] + ([reflector_dir] if reflector_dir else [])
             return step_eval(config, arm, _model_arm(config, arm, policy_dir, reflector_dir), inputs)
-        return play
+        return Arm(make, play)
 
-    def rl_arm(arm: str, make_policy: Callable[[], Path], make_reflector: Callable[[], Path] | None = None):
-        def play() -> dict[str, Any]:
+    def rl_arm(arm: str, make_policy: Callable[[], Path], make_reflector: Callable[[], Path] | None = None) -> Arm:
+        def make() -> tuple[Path, Path | None]:
             reflector_dir = make_reflector() if make_reflector else None
-            out = step_rl(config, arm, make_policy(), reflector_dir)
+            return step_rl(config, arm, make_policy(), reflector_dir), reflector_dir
+
+        def play() -> dict[str, Any]:
+            out, reflector_dir = make()
             inputs = [out] + ([reflector_dir] if reflector_dir else [])
             return step_eval(config, arm, _model_arm(config, arm, out / "final", reflector_dir), inputs)
-        return play
+        return Arm(make, play)
 
-    plays: dict[str, Callable[[], dict[str, Any]]] = {
-        "random": lambda: step_eval(config, "random", lambda plan, greedy: evaluate_agent(
-            plan, lambda: RandomAgent(config.seed), desc="random"), []),
-        "oracle": lambda: step_eval(config, "oracle", lambda plan, greedy: evaluate_agent(
-            plan, OracleAgent, desc="oracle"), []),
+    arms = {
+        "random": Arm(None, lambda: step_eval(config, "random", lambda plan, greedy: evaluate_agent(
+            plan, lambda: RandomAgent(config.seed), desc="random"), [])),
+        "oracle": Arm(None, lambda: step_eval(config, "oracle", lambda plan, greedy: evaluate_agent(
+            plan, OracleAgent, desc="oracle"), [])),
         "sft": sft_arm("sft", policy_noreflect),
         "sft_reflect": sft_arm("sft_reflect", policy, reflector),
         "sft_rl": rl_arm("sft_rl", policy_noreflect),
         "reflect_rl": rl_arm("reflect_rl", policy, reflector),
     }
     if config.ablations == "full":
-        plays["reflect_rl_no_neg"] = rl_arm("reflect_rl_no_neg", partial(policy_sft, config, "policy_pos"),
-                                            reflector_noneg)
-        plays["rl_only"] = rl_arm("rl_only", lambda: step_base(config, step_data(config))[0])
+        arms["reflect_rl_no_neg"] = rl_arm("reflect_rl_no_neg", partial(policy_sft, config, "policy_pos"),
+                                           partial(reflector_sft, config, negatives=False))
+        arms["rl_only"] = rl_arm("rl_only", lambda: step_base(config, step_data(config))[0])
     if config.eval.endpoint is not None:
-        plays["endpoint"] = lambda: step_eval(config, "endpoint", _endpoint_arm(config), [])
-    return plays
+        arms["endpoint"] = Arm(None, lambda: step_eval(config, "endpoint", _endpoint_arm(config), []))
+    return arms
 
 
 def _set_threads(config: RunConfig) -> None:
@@ -378,12 +392,15 @@ def _set_threads(config: RunConfig) -> None:
         torch.set_num_threads(threads)
 
 
-def play_arms(config: RunConfig, arms: list[str]) -> None:
-    """Play some of the recipe's arms in this process (the second process of ``jobs: 2`` starts here)."""
+def play_arms(config: RunConfig, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Train, then evaluate, some of the recipe's arms in this process: every SFT and RL step before
+    the first evaluation (the second process of ``jobs: 2`` starts here)."""
     _set_threads(config)
-    plays = arm_plays(config)
-    for arm in arms:
-        plays[arm]()
+    arms = arms_of(config)
+    for name in names:
+        if arms[name].make is not None:
+            arms[name].make()
+    return {name: arms[name].play() for name in names}
 
 
 def _second_process(config: RunConfig, arms: list[str]) -> None:
@@ -397,14 +414,14 @@ def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
     run = config.run_dir
     run.mkdir(parents=True, exist_ok=True)
     save_config(config, run / "config.yaml")
-    plays = arm_plays(config)
+    names = list(arms_of(config))
     if config.jobs == 2:
         step_base(config, step_data(config))  # both processes read them: made once, before the second starts
-        second_arms = [arm for arm in plays if arm in NO_REFLECTION_ARMS]
+        second_arms = [name for name in names if name in NO_REFLECTION_ARMS]
         second = multiprocessing.get_context("spawn").Process(target=_second_process, args=(config, second_arms))
         second.start()
         try:
-            play_arms(config, [arm for arm in plays if arm not in second_arms])
+            play_arms(config, [name for name in names if name not in second_arms])
         except BaseException:
             second.terminate()
             raise
@@ -414,7 +431,7 @@ def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
             raise RuntimeError(f"the second process (arms {', '.join(second_arms)}) "
                                f"failed with exit code {second.exitcode}; its error is printed above. Finished "
                                f"steps are kept: run the command again to resume")
-    arms = {arm: play() for arm, play in plays.items()}
+    arms = play_arms(config, names)
     write_json_atomic(run / "eval.json", arms)
     curves = {arm: read_metrics(run / "rl" / arm / "metrics.jsonl") for arm in RL_ARMS if arm in arms}
     write_report(run, config.env.name, arms, curves)
