@@ -346,25 +346,18 @@ def arms_of(config: RunConfig) -> dict[str, Arm]:
     policy = partial(policy_sft, config, "policy")
     policy_noreflect = partial(policy_sft, config, "policy_noreflect")
 
-    def sft_arm(arm: str, make_policy: Callable[[], Path], make_reflector: Callable[[], Path] | None = None) -> Arm:
-        def make() -> tuple[Path, Path | None]:
-            return make_policy(), make_reflector() if make_reflector else None
-
-        def play() -> dict[str, Any]:
-            policy_dir, reflector_dir = make()
-            inputs = [policy_dir] + ([reflector_dir] if reflector_dir else [])
-            return step_eval(config, arm, _model_arm(config, arm, policy_dir, reflector_dir), inputs)
-        return Arm(make, play)
-
-    def rl_arm(arm: str, make_policy: Callable[[], Path], make_reflector: Callable[[], Path] | None = None) -> Arm:
+    def model_arm(arm: str, make_policy: Callable[[], Path], make_reflector: Callable[[], Path] | None = None,
+                  rl: bool = False) -> Arm:
         def make() -> tuple[Path, Path | None]:
             reflector_dir = make_reflector() if make_reflector else None
-            return step_rl(config, arm, make_policy(), reflector_dir), reflector_dir
+            policy_dir = make_policy()
+            return (step_rl(config, arm, policy_dir, reflector_dir) if rl else policy_dir), reflector_dir
 
         def play() -> dict[str, Any]:
-            out, reflector_dir = make()
-            inputs = [out] + ([reflector_dir] if reflector_dir else [])
-            return step_eval(config, arm, _model_arm(config, arm, out / "final", reflector_dir), inputs)
+            trained, reflector_dir = make()
+            inputs = [trained] + ([reflector_dir] if reflector_dir else [])
+            weights = trained / "final" if rl else trained
+            return step_eval(config, arm, _model_arm(config, arm, weights, reflector_dir), inputs)
         return Arm(make, play)
 
     arms = {
@@ -372,15 +365,15 @@ def arms_of(config: RunConfig) -> dict[str, Arm]:
             plan, lambda: RandomAgent(config.seed), desc="random"), [])),
         "oracle": Arm(None, lambda: step_eval(config, "oracle", lambda plan, greedy: evaluate_agent(
             plan, OracleAgent, desc="oracle"), [])),
-        "sft": sft_arm("sft", policy_noreflect),
-        "sft_reflect": sft_arm("sft_reflect", policy, reflector),
-        "sft_rl": rl_arm("sft_rl", policy_noreflect),
-        "reflect_rl": rl_arm("reflect_rl", policy, reflector),
+        "sft": model_arm("sft", policy_noreflect),
+        "sft_reflect": model_arm("sft_reflect", policy, reflector),
+        "sft_rl": model_arm("sft_rl", policy_noreflect, rl=True),
+        "reflect_rl": model_arm("reflect_rl", policy, reflector, rl=True),
     }
     if config.ablations == "full":
-        arms["reflect_rl_no_neg"] = rl_arm("reflect_rl_no_neg", partial(policy_sft, config, "policy_pos"),
-                                           partial(reflector_sft, config, negatives=False))
-        arms["rl_only"] = rl_arm("rl_only", lambda: step_base(config, step_data(config))[0])
+        arms["reflect_rl_no_neg"] = model_arm("reflect_rl_no_neg", partial(policy_sft, config, "policy_pos"),
+                                              partial(reflector_sft, config, negatives=False), rl=True)
+        arms["rl_only"] = model_arm("rl_only", lambda: step_base(config, step_data(config))[0], rl=True)
     if config.eval.endpoint is not None:
         arms["endpoint"] = Arm(None, lambda: step_eval(config, "endpoint", _endpoint_arm(config), []))
     return arms
