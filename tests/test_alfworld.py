@@ -311,3 +311,32 @@ def test_teacher_explains_and_varies_phrasing(small_env):
     obs = small_env.observation
     text = reflect(obs, [], obs.info["oracle"]["next_command"], False, random.Random(0))
     assert obs.info["oracle"]["holding"] in text and obs.info["oracle"]["goal_receptacle"] in text
+
+
+def test_search_expert_acts_only_on_what_it_has_seen(cache):
+    """Until a tomato has been seen, the search expert's moves and the teacher's words never point at it."""
+    env = ALFWorld(source="generated", cache_dir=cache, expert="search", n_test=8, generator_options=SMALL_ROOMS)
+    first_moves, steps_taken = set(), []
+    for task in env.tasks("test"):
+        obs = env.reset(task)
+        oracle = obs.info["oracle"]
+        first = obs.actions[env.oracle_action()]
+        assert first == f"go to {oracle['likely_places'][0]}", "the search starts at the first usual place"
+        first_moves.add(first)
+        history: list[str] = []
+        while True:
+            oracle = obs.info["oracle"]
+            command = obs.actions[env.oracle_action()]
+            if not oracle["target_seen"]:
+                assert not any(command.endswith(place) for place in oracle["searched"]), "a checked place is not searched twice"
+                text = reflect(obs, history, command, False, random.Random(len(history)))
+                assert oracle["target_object"] not in text and "best bet" not in text and ", where the " not in text, text
+            obs, _, terminated, truncated, info = env.step(obs.actions.index(command))
+            history.append(command)
+            if terminated or truncated:
+                break
+        assert info["success"], f"the search expert failed task {task}"
+        steps_taken.append(len(history))
+    assert max(steps_taken) <= env.max_steps
+    with pytest.raises(ValueError, match="expert must be one of planner, search"):
+        ALFWorld(source="generated", cache_dir=cache, expert="psychic")

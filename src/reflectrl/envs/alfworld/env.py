@@ -12,7 +12,13 @@ engine's: 1 on the step the goal holds (``won``), else 0; horizon 15.
 Games come from the official ALFWorld data when it is installed (see
 ``data.py``), else from reflectrl's generator (``problems.py``), cached on disk.
 The oracle is alfworld's PLANNER expert (fast-downward's plan from the current
-state); ``info["oracle"]`` exposes it with the facts a teacher needs.
+state); ``info["oracle"]`` exposes it with the facts a teacher needs. The
+planner knows where the target object lies before the agent has seen it, so a
+policy imitating it has to guess its first moves. ``expert="search"`` makes an
+oracle whose every move follows from what the agent has observed: until a
+target has been seen it checks the places such objects are usually kept, then
+the others (surfaces before closed ones, opening what it reaches), and from
+then on it follows the planner.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from reflectrl.envs.base import Observation, StepResult, TextEnv
 
 BANNER = "-= Welcome to TextWorld, ALFRED! =-"
 SOURCES = ("auto", "official", "generated")
+EXPERTS = ("planner", "search")
 #: what each treatment task needs and which appliance gives it
 _TREATMENT_STATE = {"Heatable": ("hot", "ishot"), "Coolable": ("cool", "iscool"), "Cleanable": ("clean", "isclean")}
 _TYPICAL_BY_NAME = {obj.lower(): {place.lower() for place in places} for obj, places in TYPICAL_PLACES.items()}
@@ -82,7 +89,9 @@ class ALFWorld(TextEnv):
     with a warning that says how to get the official data). ``task_type``,
     ``object_type`` and ``receptacle_type`` filter the official games and steer
     the generator (defaults: the paper's pick_and_place_simple Tomato ->
-    Microwave; None means any). ``generator_options`` go to
+    Microwave; None means any). ``expert``: ``"planner"`` (sees the whole
+    state) or ``"search"`` (acts only on what has been observed; see the module
+    docstring). ``generator_options`` go to
     ``GeneratorSettings`` (``room``, ``min_distractors``...). ``n_train``,
     ``n_val``, ``n_test`` size the generated splits; official splits are
     ``train``, ``valid_seen`` (val) and ``valid_unseen`` (test).
@@ -104,6 +113,7 @@ class ALFWorld(TextEnv):
         n_test: int = 100,
         history_window: int = 5,
         invalid_penalty: float = 0.0,
+        expert: str = "planner",
         generator_options: dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
@@ -111,6 +121,8 @@ class ALFWorld(TextEnv):
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         if history_window < 0:
             raise ValueError(f"history_window must be >= 0, got {history_window}")
+        if expert not in EXPERTS:
+            raise ValueError(f"expert must be one of {', '.join(EXPERTS)}; got {expert!r}")
         if source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}; got {source!r}")
         if task_type not in TASK_TYPES.values():
@@ -118,6 +130,7 @@ class ALFWorld(TextEnv):
         self.max_steps = max_steps
         self.history_window = history_window
         self.invalid_penalty = float(invalid_penalty)
+        self.expert = expert
         self.task_type = task_type
         self.object_type = object_type
         self.receptacle_type = receptacle_type
@@ -265,17 +278,62 @@ class ALFWorld(TextEnv):
         return self._obs, reward, terminated, truncated, info
 
     def oracle_action(self) -> int:
-        """Index of the planner's next command in the current action list."""
+        """Index of the expert's next command in the current action list."""
         self._require_running()
         command = self._next_expert_command()
         actions = self.observation.actions
         if command is None or command not in actions:
-            raise RuntimeError(f"ALFWorld: the planner's next command {command!r} is not among the admissible commands")
+            raise RuntimeError(f"ALFWorld: the {self.expert} expert's next command {command!r} is not among the admissible commands")
         return actions.index(command)
 
     def _next_expert_command(self) -> str | None:
-        plan = self._state["extra.expert_plan"] if self._state is not None else []
+        if self._state is None:
+            return None
+        if self.expert == "search":
+            search = self._search_command(_Scene(self._state["facts"]))
+            if search is not None:
+                return search
+        plan = self._state["extra.expert_plan"]
         return plan[0] if plan else None
+
+    def _target_type(self) -> str:
+        return self._traj_data.get("pddl_params", {}).get("object_target", "").lower()
+
+    def _target_seen(self, scene: _Scene) -> bool:
+        """Whether any object of the target's type has been named in what the agent has read, or is in hand."""
+        kind = self._target_type()
+        if scene.held is not None and scene.object_type.get(scene.held) == kind:
+            return True
+        pattern = re.compile(rf"\b{re.escape(kind)} \d+\b")
+        return any(pattern.search(text) for text in [self._intro] + [feedback for _, feedback in self._history])
+
+    def _search_order(self, scene: _Scene) -> list[str]:
+        """Where to look for the target: its usual places, then the rest; surfaces before closed receptacles."""
+        kind = self._target_type()
+        goal_type = self._traj_data.get("pddl_params", {}).get("parent_target", "").lower()
+        usual = _TYPICAL_BY_NAME.get(kind, set())
+        places = [r for r, t in scene.receptacle_type.items() if t != goal_type]
+        return sorted(places, key=lambda r: (scene.receptacle_type[r] not in usual, r in scene.openable, _natural_key(r)))
+
+    def _searched(self, scene: _Scene) -> list[str]:
+        """Places whose contents the agent has seen: visited, and opened if they open (in search order)."""
+        commands = [command for command, feedback in self._history if feedback != NOTHING_HAPPENS]
+        visited = {command[len("go to "):] for command in commands if command.startswith("go to ")}
+        opened = {command[len("open "):] for command in commands if command.startswith("open ")}
+        return [
+            place for place in self._search_order(scene)
+            if place in visited and (place not in scene.openable or place in opened)
+        ]
+
+    def _search_command(self, scene: _Scene) -> str | None:
+        """The search expert's next move while no target has been seen; None once one has (the planner takes over)."""
+        if self._target_seen(scene):
+            return None
+        searched = set(self._searched(scene))
+        for place in self._search_order(scene):
+            if place not in searched:
+                return f"open {place}" if place == scene.agent_at else f"go to {place}"
+        return None
 
     # ------------------------------------------------------------ observation
 
@@ -329,10 +387,10 @@ class ALFWorld(TextEnv):
         target_seen = target is not None and any(
             re.search(rf"\b{re.escape(target)}\b", text) for text in seen_texts
         )
-        likely = sorted(
-            (r for r, t in scene.receptacle_type.items() if t in _TYPICAL_BY_NAME.get(target_type, ())),
-            key=_natural_key,
-        )
+        if self.expert == "search":
+            target_seen = self._target_seen(scene)
+        usual = _TYPICAL_BY_NAME.get(target_type, ())
+        likely = [r for r in self._search_order(scene) if scene.receptacle_type[r] in usual]
         treatment = None
         needs = TASK_TREATMENTS.get(self._traj_data.get("task_type", ""))
         if needs is not None:
@@ -361,8 +419,10 @@ class ALFWorld(TextEnv):
             "agent_at": scene.agent_at,
             "receptacle_states": {r: ("open" if r in scene.opened else "closed") for r in relevant if r in scene.openable},
             "treatment": treatment,
-            "next_command": plan[0] if plan else None,
+            "next_command": self._next_expert_command(),
             "plan": plan,
+            "expert": self.expert,
+            "searched": self._searched(scene),
             "last_command": self._last.get("command"),
             "last_feedback": self._last.get("feedback"),
             "last_expert_command": self._last.get("expert_command"),

@@ -1,7 +1,8 @@
 """Oracle reflections for ALFWorld, written from the engine's facts and the planner's plan.
 
 A reflection says where the target object is (or, before it has been seen,
-where such things usually are and which place is the best bet), whether it is
+where such things usually are and which place is the best bet; with the
+search expert, which places were checked and which usual ones are left), whether it is
 in hand, where it has to go, whether a receptacle must be opened or the object
 heated/cooled/cleaned first, and, for a negative example, why the last action
 did not help. It ends with the next step in words (a paraphrase of the
@@ -120,6 +121,8 @@ def _situation(oracle: dict[str, Any], rng: random.Random) -> str:
                 f"The {target} is in my hands; the task wants it {_at(goal)}.",
             ))
         return f"I am holding the {target}; now I can {oracle.get('goal', 'finish the task')}."
+    if oracle.get("expert") == "search" and not oracle.get("target_seen"):
+        return _search_situation(oracle, rng)
     if location == goal and treatment and not treatment["done"]:
         return f"The {target} is {_at(goal)} but is not {treatment['state']} yet, so I have to take it out again."
     if here == location and location:
@@ -151,6 +154,29 @@ def _situation(oracle: dict[str, Any], rng: random.Random) -> str:
         f"I have not found {_a(kind)} yet; the {location} is where I expect it.",
         f"The task needs {_a(kind)}, and the {location} is the place to look.",
     ))
+
+
+def _search_situation(oracle: dict[str, Any], rng: random.Random) -> str:
+    """Before any target has been seen, for the search expert: what was checked and where such things usually are."""
+    kind = oracle.get("target_type") or "object"
+    searched = oracle.get("searched", [])
+    unchecked = [place for place in oracle.get("likely_places", []) if place not in searched][:3]
+    parts = []
+    if searched:
+        parts.append(rng.choice((
+            f"I found no {kind} at {_places(searched[-2:])}.",
+            f"There was no {kind} at {_places(searched[-2:])}.",
+        )))
+    else:
+        parts.append(rng.choice((f"I have not seen {_a(kind)} yet.", f"No {kind} in sight so far.")))
+    if unchecked:
+        parts.append(rng.choice((
+            f"{_a(kind).capitalize()} is usually kept at {_places(unchecked)}.",
+            f"Still to check among the usual places for {_a(kind)}: {_places(unchecked)}.",
+        )))
+    else:
+        parts.append(f"None of the usual places had {_a(kind)}, so I search the rest of the room.")
+    return " ".join(parts)
 
 
 def _why_wrong(oracle: dict[str, Any], history: list[str], rng: random.Random) -> str | None:
