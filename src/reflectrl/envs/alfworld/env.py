@@ -286,11 +286,12 @@ class ALFWorld(TextEnv):
             raise RuntimeError(f"ALFWorld: the {self.expert} expert's next command {command!r} is not among the admissible commands")
         return actions.index(command)
 
-    def _next_expert_command(self) -> str | None:
+    def _next_expert_command(self, scene: _Scene | None = None) -> str | None:
+        """``scene``: the current state's, when the caller has already built it."""
         if self._state is None:
             return None
         if self.expert == "search":
-            search = self._search_command(_Scene(self._state["facts"]))
+            search = self._search_command(scene or _Scene(self._state["facts"]))
             if search is not None:
                 return search
         plan = self._state["extra.expert_plan"]
@@ -364,7 +365,7 @@ class ALFWorld(TextEnv):
         """Privileged facts from the engine's state and the planner, for the oracle teacher."""
         scene = _Scene(self._state["facts"])
         params = self._traj_data.get("pddl_params", {})
-        target_type = params.get("object_target", "").lower()
+        target_type = self._target_type()
         goal_type = params.get("parent_target", "").lower()
         plan = list(self._state["extra.expert_plan"])
 
@@ -419,7 +420,7 @@ class ALFWorld(TextEnv):
             "agent_at": scene.agent_at,
             "receptacle_states": {r: ("open" if r in scene.opened else "closed") for r in relevant if r in scene.openable},
             "treatment": treatment,
-            "next_command": self._next_expert_command(),
+            "next_command": self._next_expert_command(scene),
             "plan": plan,
             "expert": self.expert,
             "searched": self._searched(scene),
