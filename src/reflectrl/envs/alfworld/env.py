@@ -384,12 +384,13 @@ class ALFWorld(TextEnv):
         goals = sorted((r for r, t in scene.receptacle_type.items() if t == goal_type), key=_natural_key)
         goal = goal or (goals[0] if goals else None)
 
-        seen_texts = [self._intro] + [feedback for _, feedback in self._history]
-        target_seen = target is not None and any(
-            re.search(rf"\b{re.escape(target)}\b", text) for text in seen_texts
-        )
         if self.expert == "search":
             target_seen = self._target_seen(scene)
+        else:
+            seen_texts = [self._intro] + [feedback for _, feedback in self._history]
+            target_seen = target is not None and any(
+                re.search(rf"\b{re.escape(target)}\b", text) for text in seen_texts
+            )
         usual = _TYPICAL_BY_NAME.get(target_type, ())
         likely = [r for r in self._search_order(scene) if scene.receptacle_type[r] in usual]
         treatment = None
