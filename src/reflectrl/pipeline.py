@@ -327,17 +327,16 @@ def _model_arm(config: RunConfig, arm: str, policy: Path, reflector: Path | None
 
 #: the arms ``jobs: 2`` plays in the second process: none of them needs the reflector
 NO_REFLECTION_ARMS = ("random", "oracle", "sft", "sft_rl", "rl_only")
-#: the arms trained by RL, whose curves go into the report
-RL_ARMS = ("sft_rl", "reflect_rl", "reflect_rl_no_neg", "rl_only")
 
 
 @dataclass
 class Arm:
     """One arm of a run: ``make`` trains what it plays (steps already done are skipped; None for a
-    baseline), ``play`` evaluates it and returns the result."""
+    baseline), ``play`` evaluates it and returns the result; ``rl`` arms' curves go into the report."""
 
     make: Callable[[], Any] | None
     play: Callable[[], dict[str, Any]]
+    rl: bool = False
 
 
 def arms_of(config: RunConfig) -> dict[str, Arm]:
@@ -358,7 +357,7 @@ def arms_of(config: RunConfig) -> dict[str, Arm]:
             inputs = [trained] + ([reflector_dir] if reflector_dir else [])
             weights = trained / "final" if rl else trained
             return step_eval(config, arm, _model_arm(config, arm, weights, reflector_dir), inputs)
-        return Arm(make, play)
+        return Arm(make, play, rl)
 
     arms = {
         "random": Arm(None, lambda: step_eval(config, "random", lambda plan, greedy: evaluate_agent(
@@ -407,7 +406,8 @@ def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
     run = config.run_dir
     run.mkdir(parents=True, exist_ok=True)
     save_config(config, run / "config.yaml")
-    names = list(arms_of(config))
+    recipe_arms = arms_of(config)
+    names = list(recipe_arms)
     if config.jobs == 2:
         step_base(config, step_data(config))  # both processes read them: made once, before the second starts
         second_arms = [name for name in names if name in NO_REFLECTION_ARMS]
@@ -426,7 +426,7 @@ def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
                                f"steps are kept: run the command again to resume")
     arms = play_arms(config, names)
     write_json_atomic(run / "eval.json", arms)
-    curves = {arm: read_metrics(run / "rl" / arm / "metrics.jsonl") for arm in RL_ARMS if arm in arms}
+    curves = {name: read_metrics(run / "rl" / name / "metrics.jsonl") for name, arm in recipe_arms.items() if arm.rl}
     write_report(run, config.env.name, arms, curves)
     return arms
 
