@@ -59,3 +59,21 @@ def test_overrides_and_missing_file(tmp_path):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_recipes_are_valid(path):
     assert load_config(path).name
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_step_commands_run_at_the_recipes_thread_count(tmp_path, threads):
+    """`reflectrl data/sft/rl/eval` apply `threads` as `run` does: an SFT result moves with the thread count."""
+    import torch
+
+    from reflectrl.cli import main
+
+    recipe = write(tmp_path, f"name: t\nout_dir: {tmp_path / 'runs'}\nthreads: {threads}\n"
+                             "env: {name: taxi}\ndata: {episodes: 2}\n")
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert main(["data", "--config", str(recipe)]) == 0
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)

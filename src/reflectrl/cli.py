@@ -87,23 +87,28 @@ def _cmd_tasks_build(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    """The recipe of a model command; also quiets transformers' per-file progress bars and notices."""
+    """The recipe of a model command, its thread count applied as `run` applies it; also quiets
+    transformers' per-file progress bars and notices."""
     from reflectrl.agent.models import quiet_transformers
     from reflectrl.config import RunConfig, from_dict, load_config
+    from reflectrl.pipeline import set_threads
 
     quiet_transformers()
 
     overrides = _key_values(args.set, "--set")
     if args.config:
-        return load_config(args.config, overrides)
-    values: dict[str, Any] = {}
-    for dotted, value in overrides.items():
-        node = values
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return from_dict(RunConfig, values)
+        config = load_config(args.config, overrides)
+    else:
+        values: dict[str, Any] = {}
+        for dotted, value in overrides.items():
+            node = values
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        config = from_dict(RunConfig, values)
+    set_threads(config)
+    return config
 
 
 def _cmd_data(args: argparse.Namespace) -> int:

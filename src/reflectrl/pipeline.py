@@ -378,7 +378,8 @@ def arms_of(config: RunConfig) -> dict[str, Arm]:
     return arms
 
 
-def _set_threads(config: RunConfig) -> None:
+def set_threads(config: RunConfig) -> None:
+    """Apply the recipe's torch thread count: one SFT step's result moves with it (summation order)."""
     threads = config.threads or (max(1, (os.cpu_count() or 2) // config.jobs) if config.jobs > 1 else 0)
     if threads:
         torch.set_num_threads(threads)
@@ -387,7 +388,7 @@ def _set_threads(config: RunConfig) -> None:
 def play_arms(config: RunConfig, names: list[str]) -> dict[str, dict[str, Any]]:
     """Train, then evaluate, some of the recipe's arms in this process: every SFT and RL step before
     the first evaluation (the second process of ``jobs: 2`` starts here)."""
-    _set_threads(config)
+    set_threads(config)
     arms = arms_of(config)
     for name in names:
         if arms[name].make is not None:
@@ -402,7 +403,7 @@ def _second_process(config: RunConfig, arms: list[str]) -> None:
 
 def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
     """Run (or resume) every step of the recipe; returns eval.json's content."""
-    _set_threads(config)
+    set_threads(config)
     run = config.run_dir
     run.mkdir(parents=True, exist_ok=True)
     save_config(config, run / "config.yaml")
