@@ -38,8 +38,9 @@ def main() -> None:
         "config": args.config,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
         "sft_seconds": sft_seconds,
-        # the pipeline runs in this process: its peak covers every step, the SFTs record theirs
-        "peak_rss_gb": {"pipeline": peak_rss_gb(), **{f"sft_{n}": m.get("peak_rss_gb") for n, m in sft.items()}},
+        # this process covers every step only where it ran them (not when it reuses a finished run);
+        # the SFTs record their own peaks either way
+        "peak_rss_gb": {"this_process": peak_rss_gb(), **{f"sft_{n}": m.get("peak_rss_gb") for n, m in sft.items()}},
         "arms": {
             arm: {
                 "eval": arms[arm],
