@@ -138,10 +138,15 @@ def _cmd_sft(args: argparse.Namespace) -> int:
 
 
 def _cmd_rl(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from reflectrl.train.rl import train_rl
 
     config = _load(args)
     history = train_rl(config, args.policy, args.out, args.reflector, resume=not args.restart)
+    # under `accelerate launch`: a process that exits with its process group alive can abort in
+    # the collective library's threads (SIGABRT) while its peer is going away
+    PartialState().destroy_process_group()
     if history:
         last = history[-1]
         print(f"iterations={last['iteration']} env_steps={last['env_steps']} success={last['success']:.2f}")
