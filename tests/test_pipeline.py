@@ -27,11 +27,16 @@ def tiny_recipe(tmp_path, **extra) -> dict:
     }
 
 
+def episodes_of(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
     """In two processes (``jobs: 2``): the no-reflection arms in the second."""
     recipe = write_recipe(tmp_path / "recipe.yaml", {
         **tiny_recipe(tmp_path, ablations="full", jobs=2, threads=1),
         "eval": {"episodes": 4, "levels": [{"stage": "pickup"}, {"stage": "full"}], "sampled_repeats": 2},
+        "rl": {"iterations": 2, "batch_episodes": 4, "checkpoint_every": 1, "eval_every": 1, "eval_episodes": 3},
     })
     command = [sys.executable, "-m", "reflectrl.cli", "run", "--config", str(recipe)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -55,8 +60,32 @@ def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
     for arm in results:
         usage = json.loads((run / "eval" / arm / "usage.json").read_text())
         assert usage["seconds"] >= 0 and usage["peak_rss_gb"] > 0
-    rl_rows = [json.loads(line) for line in (run / "rl" / "reflect_rl" / "metrics.jsonl").read_text().splitlines()]
-    assert rl_rows and all(row["peak_rss_gb"] > 0 for row in rl_rows)
+    rl_rows = episodes_of(run / "rl" / "reflect_rl" / "metrics.jsonl")
+    # the starting policy's validation (row 0), then every iteration's training row with its validation
+    assert [row["iteration"] for row in rl_rows] == [0, 1, 2]
+    assert all(row["peak_rss_gb"] > 0 for row in rl_rows[1:])
+    assert all(set(row["val_levels"]) == {"stage=pickup", "stage=full"} and 0 <= row["val_success"] <= 1
+               for row in rl_rows)
+    # every evaluated episode is kept, one JSON line each, greedy and sampled apart
+    for arm, metrics in results.items():
+        records = episodes_of(run / "eval" / arm / "episodes.jsonl")
+        assert len(records) == metrics["episodes"]
+        assert sum(r["success"] for r in records) == round(metrics["success"] * metrics["episodes"])
+        assert len(episodes_of(run / "eval" / arm / "episodes_sampled.jsonl")) == metrics["sampled"]["episodes"]
+        for record in records:
+            assert record["steps"] == len(record["transcript"]) >= 1
+            assert (record["outcome"] == "success") == record["success"]
+    step = episodes_of(run / "eval" / "reflect_rl" / "episodes.jsonl")[0]["transcript"][0]
+    assert step["reflection"] is not None and step["actions"][step["action"]] == step["action_text"]
+    assert 0 < step["probability"] <= 1 and "Task" in step["observation"] or "map" in step["observation"].lower()
+    assert "## How episodes end" in report
+    shown = subprocess.run([sys.executable, "-m", "reflectrl.cli", "show", str(run), "--arm", "reflect_rl",
+                            "--episode", "2"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "=== episode 2" in shown.stdout and "reflection:" in shown.stdout and ">>> " in shown.stdout
+    missing = subprocess.run([sys.executable, "-m", "reflectrl.cli", "show", str(run), "--arm", "nosuch"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "evaluated arms: " in missing.stderr
 
     made = {path: path.stat().st_mtime_ns for step in ("data", "base", "reflector", "policy", "rl", "eval")
             for path in (run / step).rglob("*") if path.is_file()}

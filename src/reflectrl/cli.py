@@ -178,11 +178,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         if not args.policy:
             raise UsageError("--agent model needs --policy PATH")
-        result = evaluate_model(plan, args.policy, args.reflector, greedy=config.eval.greedy,
-                                temperature=config.eval.sampled_temperature, dtype=config.model.dtype,
-                                max_length=config.sft.max_length, reflection_tokens=config.reflection_tokens,
-                                reflection_temperature=0.0 if config.eval.greedy else config.reflection_temperature,
-                                scoring=config.action_scoring)
+        from reflectrl.pipeline import model_eval_settings
+
+        result = evaluate_model(plan, args.policy, args.reflector, **model_eval_settings(config, config.eval.greedy))
     if args.out:
         write_json_atomic(args.out, result)
     print(json.dumps(result, indent=2))
@@ -197,6 +195,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
     arms = run_pipeline(config)
     print(results_table(arms, config.env.name))
     print(f"\nreport: {config.run_dir / 'report.md'}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reflectrl.errors import UserError
+    from reflectrl.eval.episodes import EPISODES_FILE, SAMPLED_EPISODES_FILE, failure_breakdown, format_episode, read_episodes
+
+    run = Path(args.run)
+    if not run.is_dir() and (Path("runs") / args.run).is_dir():
+        run = Path("runs") / args.run
+    evaluated = sorted(p.name for p in (run / "eval").glob("*") if (p / EPISODES_FILE).is_file())
+    if not evaluated:
+        raise UserError(f"{run} holds no evaluated arm (no eval/<arm>/{EPISODES_FILE}); name a run directory "
+                        f"that `reflectrl run` has evaluated")
+    if args.arm not in evaluated:
+        raise UserError(f"--arm {args.arm}: {run} has no episodes of it; evaluated arms: {', '.join(evaluated)}")
+    path = run / "eval" / args.arm / (SAMPLED_EPISODES_FILE if args.sampled else EPISODES_FILE)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: the recipe played no sampled evaluation (eval.sampled_repeats)")
+    records = read_episodes(path)
+    chosen = [r for r in records if (not args.failed or not r["success"]) and (args.level in (None, r["level"]))
+              and (args.outcome in (None, r["outcome"]))]
+    print(f"{path}: {len(records)} episodes; {len(chosen)} shown; how they end: "
+          + "; ".join(f"{level}: " + ", ".join(f"{kind} {n}" for kind, n in counts.items())
+                      for level, counts in failure_breakdown(records).items()))
+    numbered = list(enumerate(chosen, 1))
+    if args.episode is not None:
+        if not 1 <= args.episode <= len(chosen):
+            raise UserError(f"--episode {args.episode}: there are {len(chosen)} episodes to show (1..{len(chosen)})")
+        numbered = [numbered[args.episode - 1]]
+    for number, record in numbered:
+        print(f"\n=== episode {number} of {len(chosen)} ===")
+        print(format_episode(record))
     return 0
 
 
@@ -263,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cache-dir", help="on-disk cache of endpoint replies")
     ev.add_argument("--out", help="write the metrics JSON here")
     ev.set_defaults(func=_cmd_eval)
+
+    show = sub.add_parser("show", parents=[common], help="print an evaluated arm's episodes for a person to read")
+    show.add_argument("run", help="a run directory (runs/<name>), or its name under runs/")
+    show.add_argument("--arm", default="reflect_rl", help="the arm whose episodes to show (default: reflect_rl)")
+    show.add_argument("--failed", action="store_true", help="only episodes that failed")
+    show.add_argument("--outcome", help="only episodes that ended this way (e.g. 'wall crash', horizon)")
+    show.add_argument("--level", help="only episodes of this level (e.g. stage=full)")
+    show.add_argument("--episode", type=_positive_int, help="only the N-th of the episodes selected")
+    show.add_argument("--sampled", action="store_true", help="the sampled evaluation's episodes, not the greedy one's")
+    show.set_defaults(func=_cmd_show)
 
     run = sub.add_parser("run", parents=[common], help="the whole pipeline of a recipe: data, SFT, RL, eval, report")
     _config_args(run)

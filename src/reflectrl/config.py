@@ -147,6 +147,11 @@ class RLConfig:
     group_size: PositiveInt = 4
     shuffle_ids: bool = False
     checkpoint_every: Count = 20
+    #: every this many iterations (and before the first and after the last), play held-out validation
+    #: tasks greedily (actions and reflections) and log their success beside training's; 0 = never
+    eval_every: Count = 0
+    #: validation episodes per curriculum level: that many of the level's val tasks, the same each time
+    eval_episodes: PositiveInt = 16
 
 
 @dataclass
@@ -213,6 +218,17 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+    @property
+    def reflector_spec(self) -> ModelSpec:
+        """The reflector's model: ``reflector_model``, else the policy's."""
+        return self.reflector_model or self.model
+
+    @property
+    def reflector_training(self) -> SFTConfig:
+        """The reflector's SFT settings: ``reflector_sft``, else ``sft``. Its ``max_length`` is the
+        reflector's prompt budget everywhere (SFT, RL, evaluation), as ``sft.max_length`` is the policy's."""
+        return self.reflector_sft or self.sft
 
 
 _SECTIONS = (EnvConfig, TeacherConfig, DataConfig, SFTConfig, CurriculumConfig, RLConfig, EvalConfig)

@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,15 +32,16 @@ from typing import Any
 import torch
 
 from reflectrl.agent.models import ModelSpec, default_device, load_model, quiet_transformers, save_model
-from reflectrl.config import RunConfig, redacted_dict, save_config
+from reflectrl.config import RunConfig, SFTConfig, redacted_dict, save_config
 from reflectrl.data.sft_sets import build_sets, read_jsonl, write_sets
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.registry import make_env
 from reflectrl.eval.baselines import OracleAgent, RandomAgent
+from reflectrl.eval.episodes import EPISODES_FILE, SAMPLED_EPISODES_FILE, read_episodes
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
 from reflectrl.memory import peak_rss_gb, release_freed_memory, reset_peak_rss
-from reflectrl.run_files import atomic_directory, read_json, write_json_atomic, write_text_atomic
+from reflectrl.run_files import atomic_directory, read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from reflectrl.teachers.base import Teacher
 from reflectrl.train.rl import train_rl
 from reflectrl.train.sft import train_sft
@@ -169,8 +170,22 @@ def step_data(config: RunConfig) -> Path:
     return data_dir
 
 
+def player_seed(run_seed: int, player: str) -> int:
+    """One player's initialisation seed, drawn from the run seed: another run seed gives other
+    initial weights, and the two players never start from the same ones."""
+    return int.from_bytes(hashlib.sha256(f"{run_seed}/{player}".encode()).digest()[:4], "big")
+
+
+def initial_spec(config: RunConfig, player: str) -> ModelSpec:
+    """A player's model spec with its initialisation seed: the recipe's ``seed`` key when it gives one."""
+    spec = config.reflector_spec if player == "reflector" else config.model
+    return spec if spec.seed is not None else replace(spec, seed=player_seed(config.seed, player))
+
+
 def base_fingerprint(config: RunConfig) -> dict[str, Any]:
-    return fingerprint({**_parts(config, "seed", "model", "reflector_model"), "data": data_fingerprint(config)["hash"]})
+    return fingerprint({"policy": asdict(initial_spec(config, "policy")),
+                        "reflector": asdict(initial_spec(config, "reflector")),
+                        "data": data_fingerprint(config)["hash"]})
 
 
 def step_base(config: RunConfig, data_dir: Path) -> tuple[Path, Path]:
@@ -181,11 +196,9 @@ def step_base(config: RunConfig, data_dir: Path) -> tuple[Path, Path]:
         texts = [row["prompt"] + " " + row["completion"] for row in read_jsonl(data_dir / "train" / "reflection.jsonl")]
         texts += [row["prompt"] for row in read_jsonl(data_dir / "train" / "policy.jsonl")[:2000]]
         with atomic_directory(base_dir) as tmp:
-            torch.manual_seed(config.seed)
-            policy_model, tokenizer = load_model(config.model, texts=texts)
+            policy_model, tokenizer = load_model(initial_spec(config, "policy"), texts=texts)
             save_model(policy_model, tokenizer, tmp / "policy")
-            reflector_spec = config.reflector_model or config.model
-            torch.manual_seed(config.seed + 1)
+            reflector_spec = initial_spec(config, "reflector")
             reflector_model, _ = load_model(reflector_spec, texts=texts,
                                             tokenizer=tokenizer if reflector_spec.name == "tiny" else None)
             save_model(reflector_model, tokenizer, tmp / "reflector")
@@ -195,13 +208,21 @@ def step_base(config: RunConfig, data_dir: Path) -> tuple[Path, Path]:
     return base_dir / "policy", base_dir / "reflector"
 
 
+def player_settings(config: RunConfig, kind: str) -> tuple[ModelSpec, SFTConfig]:
+    """The model spec and SFT settings of the player an SFT set trains (``reflection`` or ``policy``)."""
+    if kind == "reflection":
+        return config.reflector_spec, config.reflector_training
+    return config.model, config.sft
+
+
 def sft_fingerprint(config: RunConfig, kind: str, start: Path) -> dict[str, Any]:
-    spec = config.reflector_model if kind == "reflection" and config.reflector_model else config.model
-    sft = config.reflector_sft if kind == "reflection" and config.reflector_sft else config.sft
+    spec, sft = player_settings(config, kind)
     parts = {"seed": config.seed, "model": asdict(spec), "sft": asdict(sft), "start": _hash_of(start),
              "data": data_fingerprint(config)["hash"]}
     if kind == "policy":
         parts["action_scoring"] = config.action_scoring
+    else:
+        parts["reflection_tokens"] = config.reflection_tokens
     return fingerprint(parts)
 
 
@@ -210,8 +231,7 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
     print_ = sft_fingerprint(config, kind, base)
     if is_done(out, "sft_metrics.json", print_):
         return out
-    spec = config.reflector_model if kind == "reflection" and config.reflector_model else config.model
-    sft_config = config.reflector_sft if kind == "reflection" and config.reflector_sft else config.sft
+    spec, sft_config = player_settings(config, kind)
     train_rows = read_jsonl(data_dir / "train" / f"{set_name}.jsonl")
     with step_memory(), atomic_directory(out) as tmp:
         model, tokenizer = load_model(ModelSpec(**{**spec.__dict__, "name": str(base)}))
@@ -222,6 +242,7 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
             model, tokenizer, train_rows,
             read_jsonl(data_dir / "val" / f"{set_name}.jsonl"),
             sft_config, tmp, kind=kind, seed=config.seed, dtype=spec.dtype, scoring=config.action_scoring,
+            reflection_tokens=config.reflection_tokens,
         )
         del model  # before step_memory hands the freed memory back
         write_json_atomic(tmp / FINGERPRINT_FILE, print_)
@@ -272,7 +293,9 @@ def rl_fingerprint(config: RunConfig, policy: Path, reflector: Path | None) -> d
     inputs = {"policy": _hash_of(policy), "reflector": _hash_of(reflector) if reflector is not None else None}
     parts = _parts(config, "seed", "env", "rl", "curriculum", "reflection_tokens", "reflection_temperature",
                    "reflection_probability", "action_scoring")
-    return fingerprint({**parts, "dtype": config.model.dtype, "max_length": config.sft.max_length, "inputs": inputs})
+    return fingerprint({**parts, "dtype": config.model.dtype, "max_length": config.sft.max_length,
+                        "reflector_dtype": config.reflector_spec.dtype,
+                        "reflector_max_length": config.reflector_training.max_length, "inputs": inputs})
 
 
 def step_rl(config: RunConfig, arm: str, policy: Path, reflector: Path | None) -> Path:
@@ -289,39 +312,55 @@ def step_rl(config: RunConfig, arm: str, policy: Path, reflector: Path | None) -
     return out
 
 
-def step_eval(config: RunConfig, arm: str, evaluate: Callable[[EvalPlan, bool], dict[str, Any]],
-              inputs: list[Path]) -> dict[str, Any]:
-    """One arm on the held-out tasks: greedy, and sampled with repeats when the recipe asks for it."""
+#: how an arm is played: (plan, greedy, a list receiving each episode's transcript record) -> metrics
+Evaluate = Callable[[EvalPlan, bool, list[dict[str, Any]]], dict[str, Any]]
+
+
+def step_eval(config: RunConfig, arm: str, evaluate: Evaluate, inputs: list[Path]) -> dict[str, Any]:
+    """One arm on the held-out tasks: greedy, and sampled with repeats when the recipe asks for it;
+    every episode's transcript is kept beside the metrics (``episodes.jsonl``)."""
     out = config.run_dir / "eval" / arm
     upstream = [_hash_of(p) for p in inputs]
-    print_ = fingerprint({**_parts(config, "seed", "env", "eval", "reflection_tokens", "reflection_temperature",
-                                   "action_scoring"), "inputs": upstream})
+    settings = model_eval_settings(config, config.eval.greedy)
+    print_ = fingerprint({**_parts(config, "seed", "env", "eval"), "settings": settings, "inputs": upstream})
     if is_done(out, "result.json", print_):
         return read_json(out / "result.json")
     started = time.time()
+    greedy_episodes: list[dict[str, Any]] = []
+    sampled_episodes: list[dict[str, Any]] = []
     with step_memory():
-        result = evaluate(EvalPlan.from_config(config), config.eval.greedy)
+        result = evaluate(EvalPlan.from_config(config), config.eval.greedy, greedy_episodes)
         if config.eval.sampled_repeats:
-            result["sampled"] = evaluate(EvalPlan.from_config(config, sampled=True), False)
+            result["sampled"] = evaluate(EvalPlan.from_config(config, sampled=True), False, sampled_episodes)
         peak = peak_rss_gb()
     with atomic_directory(out) as tmp:
         write_json_atomic(tmp / FINGERPRINT_FILE, print_)
+        write_jsonl_atomic(greedy_episodes, tmp / EPISODES_FILE)
+        if config.eval.sampled_repeats:
+            write_jsonl_atomic(sampled_episodes, tmp / SAMPLED_EPISODES_FILE)
         write_json_atomic(tmp / "result.json", result)
         # beside the result, not in it: eval.json must come out the same on a resumed run
         write_json_atomic(tmp / "usage.json", {"seconds": round(time.time() - started, 1), "peak_rss_gb": peak})
     return result
 
 
-def _model_arm(config: RunConfig, arm: str, policy: Path, reflector: Path | None) -> Callable[[EvalPlan, bool], Any]:
-    """Greedy play is argmax everywhere (actions and reflections); sampled play uses the recipe's temperatures."""
+def model_eval_settings(config: RunConfig, greedy: bool) -> dict[str, Any]:
+    """``evaluate_model``'s settings from a recipe: each player reads prompts cut to its own SFT budget, in
+    its own dtype. Greedy play is argmax everywhere (actions and reflections); sampled play uses the
+    recipe's temperatures."""
+    return {
+        "greedy": greedy, "temperature": config.eval.sampled_temperature, "dtype": config.model.dtype,
+        "max_length": config.sft.max_length, "reflection_tokens": config.reflection_tokens,
+        "reflection_temperature": 0.0 if greedy else config.reflection_temperature,
+        "scoring": config.action_scoring, "reflector_dtype": config.reflector_spec.dtype,
+        "reflector_max_length": config.reflector_training.max_length,
+    }
 
-    def evaluate(plan: EvalPlan, greedy: bool) -> dict[str, Any]:
-        return evaluate_model(
-            plan, policy, reflector, greedy=greedy, temperature=config.eval.sampled_temperature,
-            dtype=config.model.dtype, max_length=config.sft.max_length, reflection_tokens=config.reflection_tokens,
-            reflection_temperature=0.0 if greedy else config.reflection_temperature, desc=arm,
-            scoring=config.action_scoring,
-        )
+
+def _model_arm(config: RunConfig, arm: str, policy: Path, reflector: Path | None) -> Callable[[EvalPlan, bool], Any]:
+    def evaluate(plan: EvalPlan, greedy: bool, episodes: list[dict[str, Any]]) -> dict[str, Any]:
+        return evaluate_model(plan, policy, reflector, desc=arm, episodes=episodes,
+                              **model_eval_settings(config, greedy))
     return evaluate
 
 
@@ -360,10 +399,10 @@ def arms_of(config: RunConfig) -> dict[str, Arm]:
         return Arm(make, play, rl)
 
     arms = {
-        "random": Arm(None, lambda: step_eval(config, "random", lambda plan, greedy: evaluate_agent(
-            plan, lambda: RandomAgent(config.seed), desc="random"), [])),
-        "oracle": Arm(None, lambda: step_eval(config, "oracle", lambda plan, greedy: evaluate_agent(
-            plan, OracleAgent, desc="oracle"), [])),
+        "random": Arm(None, lambda: step_eval(config, "random", lambda plan, greedy, episodes: evaluate_agent(
+            plan, lambda: RandomAgent(config.seed), desc="random", episodes=episodes), [])),
+        "oracle": Arm(None, lambda: step_eval(config, "oracle", lambda plan, greedy, episodes: evaluate_agent(
+            plan, OracleAgent, desc="oracle", episodes=episodes), [])),
         "sft": model_arm("sft", policy_noreflect),
         "sft_reflect": model_arm("sft_reflect", policy, reflector),
         "sft_rl": model_arm("sft_rl", policy_noreflect, rl=True),
@@ -428,15 +467,17 @@ def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
     arms = play_arms(config, names)
     write_json_atomic(run / "eval.json", arms)
     curves = {name: read_metrics(run / "rl" / name / "metrics.jsonl") for name, arm in recipe_arms.items() if arm.rl}
-    write_report(run, config.env.name, arms, curves)
+    episodes = {name: read_episodes(run / "eval" / name / EPISODES_FILE) for name in arms}
+    write_report(run, config.env.name, arms, curves, episodes=episodes)
     return arms
 
 
-def _endpoint_arm(config: RunConfig) -> Callable[[EvalPlan, bool], dict[str, Any]]:
+def _endpoint_arm(config: RunConfig) -> Evaluate:
     from reflectrl.eval.endpoint_agent import EndpointAgent
     from reflectrl.teachers.openai_compat import ChatEndpoint
 
     settings = config.eval.endpoint
     endpoint = ChatEndpoint(settings.base_url, settings.model, settings.api_key_env,
                             cache_dir=settings.cache_dir or str(config.run_dir / "endpoint_cache"))
-    return lambda plan, greedy: evaluate_agent(plan, lambda: EndpointAgent(endpoint), desc="endpoint")
+    return lambda plan, greedy, episodes: evaluate_agent(plan, lambda: EndpointAgent(endpoint), desc="endpoint",
+                                                         episodes=episodes)

@@ -103,7 +103,9 @@ class ModelSpec:
     the tokenizer's target size; the model gets exactly ``len(tokenizer)`` rows).
     ``dtype="bfloat16"`` selects bf16 autocast with fp32 weights. ``allow_hub``
     lets ``from_pretrained`` download; it is off so nothing is fetched by accident.
-    ``seed`` fixes the tiny model's and LoRA's random initialisation.
+    ``seed`` fixes the tiny model's and LoRA's random initialisation; ``None`` (a
+    recipe's default) lets ``reflectrl run`` derive it from the run seed, a
+    different one for each player, so a seed sweep starts from different weights.
     """
 
     name: str = TINY
@@ -115,7 +117,7 @@ class ModelSpec:
     dtype: str = "float32"
     lora: LoraSettings | None = None
     allow_hub: bool = False
-    seed: int = 0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):
@@ -137,8 +139,8 @@ class ModelSpec:
             )
         if self.lora is not None and not isinstance(self.lora, LoraSettings):
             raise ValueError(f"ModelSpec.lora must be LoraSettings, a dict or None, got {type(self.lora).__name__}")
-        if not isinstance(self.seed, int):
-            raise ValueError(f"ModelSpec.seed must be an int, got {self.seed!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise ValueError(f"ModelSpec.seed must be an int or None, got {self.seed!r}")
 
 
 def autocast_dtype(dtype: str) -> torch.dtype | None:
@@ -275,7 +277,7 @@ def _build_tiny(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrain
         attn_pdrop=0.0,
     )
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
+        torch.manual_seed(spec.seed or 0)
         return GPT2LMHeadModel(config).eval()
 
 
@@ -455,7 +457,7 @@ def load_model(
     model = _prepare_model(model, tokenizer)
     if spec.lora is not None:
         _lower_frozen_weights(model, spec.dtype)
-        model = apply_lora(model, spec.lora, spec.seed)
+        model = apply_lora(model, spec.lora, spec.seed or 0)
     return model.eval(), tokenizer
 
 

@@ -73,6 +73,28 @@ class PreallocatedLayer(DynamicLayer):
             self.keys, self.values = self._key_buffer, self._value_buffer
 
 
+def reflection_prompt_budget(max_length: int, reflection_tokens: int, prefix: int) -> int:
+    """Tokens a reflector prompt may take: ``max_length`` less the special prefix, the reflection and its EOS.
+
+    The one budget of the reflector: SFT cuts its rows' prompts to it, and RL and
+    evaluation cut the prompts the reflector reads to the same length, the same way.
+    """
+    budget = max_length - prefix - reflection_tokens - 1
+    if budget < 1:
+        raise ValueError(f"max_length={max_length} leaves no room for a reflector prompt before "
+                         f"{reflection_tokens} new tokens; raise max_length or lower reflection_tokens")
+    return budget
+
+
+def reflection_prompt_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str, budget: int) -> list[int]:
+    """The tokens of a reflector prompt within ``budget``; a long state is shortened by ``fit_prompt``
+    (history first, then the longest section, each cut marked), never the analyze marker."""
+    tokens = tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"]
+    if len(tokens) <= budget:
+        return list(tokens)
+    return fit_prompt(tokenizer, prompt, prompt.rfind(ANALYZE_MARKER), budget, "reflection prompt")
+
+
 def _max_positions(model: Any) -> int:
     config = model.config
     for name in ("n_positions", "max_position_embeddings"):
@@ -129,10 +151,9 @@ class Reflector:
         self.temperature = temperature
         self.dtype = dtype
         self.max_length = max_length or _max_positions(model)
-        if self.max_length <= max_new_tokens:
-            raise ValueError(f"max_length={self.max_length} leaves no room for a prompt before {max_new_tokens} new tokens")
         self.reseed(seed)
         self._prefix = bos_prefix(tokenizer)
+        self._budget = reflection_prompt_budget(self.max_length, max_new_tokens, len(self._prefix))
         stop = {tokenizer.eos_token_id}
         eos_config = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         stop.update(eos_config if isinstance(eos_config, list) else [eos_config])
@@ -173,12 +194,8 @@ class Reflector:
         return results
 
     def _encode(self, prompts: list[str]) -> list[list[int]]:
-        """Prompt tokens that leave room for the new tokens; a long state is shortened by ``fit_state``."""
-        budget = self.max_length - self.max_new_tokens - len(self._prefix)
-        encoded = self.tokenizer(prompts, add_special_tokens=False, verbose=False)["input_ids"]
-        return [self._prefix + (list(tokens) if len(tokens) <= budget else
-                                fit_prompt(self.tokenizer, prompt, prompt.rfind(ANALYZE_MARKER), budget, "reflection prompt"))
-                for prompt, tokens in zip(prompts, encoded)]
+        """Prompt tokens within the reflector's budget (``reflection_prompt_budget``), as SFT cut them."""
+        return [self._prefix + reflection_prompt_tokens(self.tokenizer, prompt, self._budget) for prompt in prompts]
 
     def _next_tokens(self, logits: torch.Tensor) -> torch.Tensor:
         if self.temperature == 0:

@@ -36,6 +36,9 @@ class StepRecord:
     truncated: bool
     reflection: str | None
     action_text: str
+    #: the state the step was chosen in and its valid actions, as the env showed them (for transcripts)
+    observation: str = ""
+    actions: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -53,6 +56,8 @@ class Episode:
     #: (what a critic bootstraps from); filled only when ``rollout(final_prompts=True)``
     final_prompt: str | None = None
     final_ids: list[str] | None = None
+    #: what the env showed after the last step (its verdict: a crash, the answer, out of time)
+    final_observation: str = ""
 
     @property
     def episode_return(self) -> float:
@@ -99,11 +104,13 @@ def rollout(
             episodes[i].steps.append(StepRecord(
                 prompt, ids, choice.index, choice.log_prob, choice.entropy, float(reward), bool(terminated),
                 bool(truncated and not terminated), reflection, action_text,
+                observations[i].text, list(observations[i].actions),
             ))
             observations[i] = observation
             if done:
                 episodes[i].success = bool(info.get("success", False))
                 episodes[i].info = dict(info)
+                episodes[i].final_observation = observation.text
                 if truncated and not terminated:
                     cut.append(i)
             else:

@@ -79,6 +79,18 @@ class TextEnv(ABC):
         """
         return [self.oracle_action()]
 
+    def failure_kind(self, episode: dict[str, Any]) -> str:
+        """How a failed episode ended, in a few words a report counts: ``horizon``, ``invalid reply`` or ``ended``.
+
+        ``episode`` is its transcript record (``eval.episodes``: ``end``, ``transcript``,
+        ``final.info``); envs override this to name their own ways of failing.
+        """
+        if episode["end"] == "truncated":
+            return "horizon"
+        if episode["transcript"] and episode["transcript"][-1]["action"] is None:
+            return "invalid reply"
+        return "ended"
+
     @abstractmethod
     def invalid_step(self, reply: str) -> StepResult:
         """Apply the env's penalty for a reply that names no valid action."""

@@ -409,6 +409,7 @@ class DangerousTaxi(TextEnv):
             "state": next_state,
             "base_reward": base_reward,
             "dangerous": next_state == state,
+            "result": kind,
         }
         return self._finish(reward, terminated, success, info, _RESULTS[kind](state, action),
                             ACTIONS[action], kind, previous_distance)
@@ -427,6 +428,13 @@ class DangerousTaxi(TextEnv):
         }
         return self._finish(DANGER_REWARD, True, False, info, "Your reply named no valid action. Game over.",
                             None, "invalid", self._distance(state))
+
+    def failure_kind(self, episode: dict[str, Any]) -> str:
+        """``wall crash``, ``wrong pickup``, ``wrong dropoff`` (a no-op that ends the episode), ``horizon``."""
+        kinds = {"bumped": "wall crash", "pickup_nothing": "wrong pickup", "dropoff_nothing": "wrong dropoff"}
+        if episode["end"] == "terminated" and episode["final"]["info"].get("result") in kinds:
+            return kinds[episode["final"]["info"]["result"]]
+        return super().failure_kind(episode)
 
     def oracle_action(self) -> int:
         """The first action of a shortest path to the goal; it never bumps a wall or wastes a pickup/drop-off."""

@@ -69,6 +69,11 @@ class EpisodeResult:
     invalid_actions: int
     actions: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    #: one entry per step, as ``eval.episodes`` writes it: observation, actions, choice, reward
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    final_observation: str = ""
+    #: the horizon ended the episode (not the env's own end: a goal, a crash, an answer)
+    truncated: bool = False
 
 
 def play_episode(
@@ -80,7 +85,7 @@ def play_episode(
 ) -> EpisodeResult:
     """One episode of a sequential agent; ``on_step(obs, action_text, reward)`` sees every step."""
     observation = env.reset(task=task, seed=seed)
-    total, steps, invalid, taken = 0.0, 0, 0, []
+    total, steps, invalid, taken, transcript = 0.0, 0, 0, [], []
     info: dict[str, Any] = {}
     done = False
     while not done:
@@ -94,9 +99,12 @@ def play_episode(
             next_obs, reward, terminated, truncated, info = env.step(index)
         if on_step is not None:
             on_step(observation, action_text, reward)
+        transcript.append({"observation": observation.text, "reflection": None, "actions": list(observation.actions),
+                           "action": index, "action_text": action_text, "probability": None, "reward": float(reward)})
         taken.append(action_text)
         total += reward
         steps += 1
         observation = next_obs
         done = terminated or truncated
-    return EpisodeResult(bool(info.get("success", False)), total, steps, invalid, taken, info)
+    return EpisodeResult(bool(info.get("success", False)), total, steps, invalid, taken, info, transcript,
+                         observation.text, bool(truncated and not terminated))

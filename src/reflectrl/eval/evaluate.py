@@ -25,6 +25,7 @@ from reflectrl.agent.rollout import rollout
 from reflectrl.envs.base import TextEnv
 from reflectrl.envs.registry import make_env
 from reflectrl.eval.baselines import Agent, EpisodeResult, play_episode
+from reflectrl.eval.episodes import agent_record, rollout_record
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -44,7 +45,7 @@ class Metrics:
     success_ci: tuple[float, float]
     episode_return: float
     steps: float
-    invalid_rate: float
+    invalid_rate: float | None
     episodes: int
 
     def to_json(self) -> dict[str, Any]:
@@ -54,7 +55,9 @@ class Metrics:
         return data
 
 
-def summarize(results: list[EpisodeResult]) -> Metrics:
+def summarize(results: list[EpisodeResult], answers_freely: bool = True) -> Metrics:
+    """``answers_freely``: the agent's replies may name no action (an LLM, a person); a model that picks
+    from the list never does, and its invalid rate is None, not a measured 0."""
     n = len(results)
     wins = sum(r.success for r in results)
     total_steps = sum(r.steps for r in results)
@@ -63,7 +66,7 @@ def summarize(results: list[EpisodeResult]) -> Metrics:
         success_ci=wilson_interval(wins, n),
         episode_return=statistics.fmean(r.episode_return for r in results) if n else 0.0,
         steps=total_steps / n if n else 0.0,
-        invalid_rate=sum(r.invalid_actions for r in results) / max(total_steps, 1),
+        invalid_rate=sum(r.invalid_actions for r in results) / max(total_steps, 1) if answers_freely else None,
         episodes=n,
     )
 
@@ -118,32 +121,43 @@ def _group_key(task: Any) -> str | None:
     return None if depth is None else f"depth={depth}"
 
 
-def _report(plan: EvalPlan, per_level: dict[str, list[tuple[Any, EpisodeResult]]]) -> dict[str, Any]:
+def _report(plan: EvalPlan, per_level: dict[str, list[tuple[Any, EpisodeResult]]],
+            answers_freely: bool = True) -> dict[str, Any]:
+    """Overall and per-level metrics; a level whose tasks have several depths also gets one entry per depth."""
     everything = [r for pairs in per_level.values() for _, r in pairs]
-    out = summarize(everything).to_json()
+    out = summarize(everything, answers_freely).to_json()
     levels: dict[str, Any] = {}
     for name, pairs in per_level.items():
-        levels[name] = summarize([r for _, r in pairs]).to_json()
+        levels[name] = summarize([r for _, r in pairs], answers_freely).to_json()
         groups: dict[str, list[EpisodeResult]] = {}
         for task, result in pairs:
             key = _group_key(task)
             if key is not None:
                 groups.setdefault(key, []).append(result)
+        if len(groups) < 2:
+            continue  # one depth: its entry would repeat the level's
         for key in sorted(groups):
-            levels[f"{name}/{key}" if len(per_level) > 1 else key] = summarize(groups[key]).to_json()
+            levels[f"{name}/{key}" if len(per_level) > 1 else key] = summarize(groups[key], answers_freely).to_json()
     out["levels"] = levels
     return out
 
 
-def evaluate_agent(plan: EvalPlan, make_agent: Callable[[], Agent], desc: str = "eval") -> dict[str, Any]:
-    """Sequential agents (random, oracle, endpoint), one episode at a time."""
+def evaluate_agent(plan: EvalPlan, make_agent: Callable[[], Agent], desc: str = "eval",
+                   episodes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Sequential agents (random, oracle, endpoint), one episode at a time.
+
+    ``episodes``: a list that receives every episode's transcript record (``eval.episodes``).
+    """
     per_level = {}
     for level in plan.levels:
         env = plan.envs(level)[0]
         agent = make_agent()
         pairs = []
         for task, seed in tqdm(plan.tasks(env), desc=f"{desc} {plan.level_name(level)}", leave=False):
-            pairs.append((task, play_episode(env, agent, task=task, seed=seed)))
+            result = play_episode(env, agent, task=task, seed=seed)
+            pairs.append((task, result))
+            if episodes is not None:
+                episodes.append(agent_record(env, plan.level_name(level), task, seed, result))
         per_level[plan.level_name(level)] = pairs
     return _report(plan, per_level)
 
@@ -161,20 +175,28 @@ def evaluate_model(
     reflection_temperature: float = 0.0,
     desc: str = "eval",
     scoring: str = "id",
+    reflector_dtype: str | None = None,
+    reflector_max_length: int | None = None,
+    episodes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A saved policy (and optional reflector) played in lock-step batches, on the accelerator when there is one.
 
     ``greedy`` takes each step's most likely action; otherwise actions are sampled at
     ``temperature``. The reflector decodes greedily at ``reflection_temperature=0``.
     ``scoring``: how the policy scores actions, as it was trained (``ActionPolicy``).
+    ``max_length`` is the policy's prompt budget; ``reflector_dtype`` and ``reflector_max_length``
+    the reflector's (default: the policy's), as in its SFT. ``episodes``: a list that receives every
+    episode's transcript record (``eval.episodes``).
     """
     device = default_device()
     model, tokenizer = load_model(ModelSpec(name=str(policy_path), dtype=dtype))
     policy = ActionPolicy(model.eval().to(device), tokenizer, max_length=max_length, dtype=dtype, scoring=scoring)
     reflector = None
     if reflector_path is not None:
-        reflector = Reflector.from_pretrained(reflector_path, dtype=dtype, max_new_tokens=reflection_tokens,
-                                              temperature=reflection_temperature, seed=plan.seed, device=device)
+        reflector = Reflector.from_pretrained(reflector_path, dtype=reflector_dtype or dtype,
+                                              max_new_tokens=reflection_tokens, temperature=reflection_temperature,
+                                              seed=plan.seed, device=device,
+                                              max_length=reflector_max_length or max_length)
     generator = torch.Generator().manual_seed(plan.seed)
     per_level = {}
     for level in plan.levels:
@@ -185,10 +207,12 @@ def evaluate_model(
             chunk = jobs[start:start + batch_size]
             if reflector is not None:
                 reflector.reseed(plan.seed + start)
-            episodes = rollout(envs[:len(chunk)], [t for t, _ in chunk], [s for _, s in chunk], policy, reflector,
+            played = rollout(envs[:len(chunk)], [t for t, _ in chunk], [s for _, s in chunk], policy, reflector,
                                greedy=greedy, temperature=temperature, rng=random.Random(plan.seed + start),
                                generator=generator)
             pairs += [(e.task, EpisodeResult(e.success, e.episode_return, len(e), 0, [s.action_text for s in e.steps]))
-                      for e in episodes]
+                      for e in played]
+            if episodes is not None:
+                episodes += [rollout_record(envs[0], plan.level_name(level), e) for e in played]
         per_level[plan.level_name(level)] = pairs
-    return _report(plan, per_level)
+    return _report(plan, per_level, answers_freely=False)

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from reflectrl.eval.episodes import SUCCESS, failure_breakdown, format_episode  # noqa: E402
 from reflectrl.run_files import read_jsonl_tolerant, write_text_atomic  # noqa: E402
 
 ARM_TITLES = {
@@ -67,7 +68,7 @@ def results_table(results: dict[str, dict[str, Any]], env_name: str) -> str:
             *([_with_ci(metrics["sampled"]) if "sampled" in metrics else "-"] if sampled else []),
             f"{metrics['return']:+.2f}",
             f"{metrics['steps']:.1f}",
-            _pct(metrics["invalid_rate"]),
+            "-" if metrics["invalid_rate"] is None else _pct(metrics["invalid_rate"]),
             *[
                 _pct(metrics["levels"][name]["success"]) if name in metrics.get("levels", {}) else "-"
                 for name in level_names
@@ -79,25 +80,76 @@ def results_table(results: dict[str, dict[str, Any]], env_name: str) -> str:
     return "\n".join(lines)
 
 
+def _level_runs(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Consecutive training rows of one curriculum level each."""
+    runs: list[list[dict[str, Any]]] = []
+    for record in records:
+        if not runs or runs[-1][-1]["level"] != record["level"]:
+            runs.append([])
+        runs[-1].append(record)
+    return runs
+
+
 def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path, window: int = 5) -> None:
-    """Success and return against env steps, one line per RL arm (moving average over ``window`` iterations)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for arm, records in curves.items():
-        if not records:
-            continue
-        x = [r["env_steps"] for r in records]
-        for ax, key in zip(axes, ("success", "return")):
-            y = [r[key] for r in records]
+    """Training success per iteration (a moving average over ``window`` iterations that restarts at every
+    curriculum level, whose changes are marked), and held-out validation success (greedy) beside it."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for number, (arm, records) in enumerate(curves.items()):
+        color, title = colors[number % len(colors)], ARM_TITLES.get(arm, arm)
+        training = [r for r in records if "success" in r]
+        for index, run in enumerate(_level_runs(training)):
+            y = [r["success"] for r in run]
             smooth = [sum(y[max(0, i - window + 1):i + 1]) / len(y[max(0, i - window + 1):i + 1]) for i in range(len(y))]
-            ax.plot(x, smooth, label=ARM_TITLES.get(arm, arm))
-    for ax, key in zip(axes, ("training success rate", "training return")):
-        ax.set_xlabel("env steps")
-        ax.set_ylabel(key)
+            axes[0].plot([r["iteration"] for r in run], smooth, color=color, label=title if index == 0 else None)
+            if index:
+                axes[0].axvline(run[0]["iteration"] - 0.5, color=color, linestyle=":", alpha=0.7)
+                axes[0].annotate(f"level {run[0]['level']}", (run[0]["iteration"] - 0.5, 1.0), color=color,
+                                 fontsize=8, rotation=90, va="top", ha="right")
+        validated = [r for r in records if "val_success" in r]
+        if validated:
+            x = [r["iteration"] for r in validated]
+            axes[1].plot(x, [r["val_success"] for r in validated], color=color, marker="o", label=f"{title} (mean)")
+            for level in validated[0]["val_levels"]:
+                axes[1].plot(x, [r["val_levels"].get(level, float("nan")) for r in validated], color=color,
+                             linestyle="--", alpha=0.5, linewidth=1, label=f"{title}: {level}")
+    axes[0].set_ylabel(f"training success (moving average of {window}, per level)")
+    axes[1].set_ylabel("validation success (held-out, greedy)")
+    for ax in axes:
+        ax.set_xlabel("RL iteration")
+        ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-    axes[0].legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def failure_table(episodes: dict[str, list[dict[str, Any]]]) -> str:
+    """Markdown: per arm and level, how many episodes ended each way (success first)."""
+    breakdowns = {arm: failure_breakdown(records) for arm, records in episodes.items() if records}
+    kinds = [SUCCESS] + sorted({kind for levels in breakdowns.values() for counts in levels.values()
+                                for kind in counts} - {SUCCESS})
+    lines = ["| arm | level | " + " | ".join(kinds) + " |", "|" + "---|" * (len(kinds) + 2)]
+    for arm, levels in breakdowns.items():
+        for level, counts in levels.items():
+            lines.append(f"| {ARM_TITLES.get(arm, arm)} | {level} | "
+                         + " | ".join(str(counts.get(kind, 0)) for kind in kinds) + " |")
+    return "\n".join(lines)
+
+
+def failure_examples(episodes: dict[str, list[dict[str, Any]]], prefer: str = "reflect_rl") -> list[str]:
+    """One short transcript for every way an episode failed: the shortest of its kind, from ``prefer``'s
+    episodes when that arm failed this way, else from the first arm that did."""
+    order = sorted(episodes, key=lambda arm: arm != prefer)
+    examples: dict[str, tuple[str, dict[str, Any]]] = {}
+    for arm in order:
+        for record in sorted(episodes[arm], key=lambda r: r["steps"]):
+            if record["outcome"] != SUCCESS and record["outcome"] not in examples:
+                examples[record["outcome"]] = (arm, record)
+    return [f"**{kind}** ({ARM_TITLES.get(arm, arm)}):\n\n```\n{format_episode(record, max_lines=12)}\n```"
+            for kind, (arm, record) in sorted(examples.items())]
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -110,8 +162,10 @@ def write_report(
     results: dict[str, dict[str, Any]],
     curves: dict[str, list[dict[str, Any]]],
     notes: list[str] | None = None,
+    episodes: dict[str, list[dict[str, Any]]] | None = None,
 ) -> Path:
-    """Write report.md and training_curves.png into ``run_dir``."""
+    """Write report.md and training_curves.png into ``run_dir``; ``episodes``: each arm's greedy
+    transcripts, for the breakdown of how episodes end."""
     run_dir = Path(run_dir)
     plot_curves(curves, run_dir / "training_curves.png")
     body = [
@@ -129,9 +183,15 @@ def write_report(
         "",
     ]
     for arm, records in curves.items():
-        if records:
-            last = records[-1]
+        training = [r for r in records if "success" in r]
+        if training:
+            last = training[-1]
             body.append(f"- `{arm}`: {last['iteration']} RL iterations, {last['env_steps']} env steps, "
                         f"{last['seconds']:.0f} s")
     body += [f"- {note}" for note in notes or []]
+    if episodes and any(episodes.values()):
+        body += ["", "## How episodes end (greedy)", "",
+                 "Every episode's transcript is in `eval/<arm>/episodes.jsonl`; "
+                 "`reflectrl show <run> --arm <arm> --failed` prints them.", "",
+                 failure_table(episodes), "", *[f"{example}\n" for example in failure_examples(episodes)]]
     return write_text_atomic(run_dir / "report.md", "\n".join(body) + "\n")

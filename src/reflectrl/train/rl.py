@@ -243,8 +243,10 @@ class RLRun:
     levels: list[dict[str, Any]]
     pools: list[list[Any]]
     env_kwargs: dict[str, Any]
-    envs: dict[int, list] = field(default_factory=dict)
+    envs: dict[Any, list] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: the validation of the starting policy (metrics row 0), with ``rl.eval_every``
+    baseline: dict[str, Any] | None = None
     state: dict[str, Any] = field(default_factory=lambda: {"env_steps": 0, "seconds": 0.0})
     start_iteration: int = 0
 
@@ -258,6 +260,14 @@ class RLRun:
             self.envs[level] = [make_env(self.config.env.name, **{**self.env_kwargs, **self.levels[level]})
                                 for _ in range(self.config.rl.batch_episodes)]
         return self.envs[level]
+
+    def validation_envs(self, level: int) -> list:
+        """The level's envs under evaluation's settings (``env.kwargs`` without ``train_kwargs``), built once."""
+        key = ("validation", level)
+        if key not in self.envs:
+            self.envs[key] = [make_env(self.config.env.name, **{**self.config.env.kwargs, **self.levels[level]})
+                              for _ in range(self.config.rl.batch_episodes)]
+        return self.envs[key]
 
 
 def _checkpoints(out_dir: Path) -> list[Path]:
@@ -285,7 +295,9 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
                           scoring=config.action_scoring)
     reflector = None
     if reflector_path is not None:
-        reflector = Reflector.from_pretrained(reflector_path, dtype=dtype, max_new_tokens=config.reflection_tokens,
+        reflector = Reflector.from_pretrained(reflector_path, dtype=config.reflector_spec.dtype,
+                                              max_new_tokens=config.reflection_tokens,
+                                              max_length=config.reflector_training.max_length,
                                               probability=config.reflection_probability,
                                               temperature=config.reflection_temperature, seed=config.seed,
                                               device=accelerator.device)
@@ -306,7 +318,7 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
     if checkpoints:
         load_checkpoint(run, start_from)
     if run.main:
-        write_jsonl_atomic(run.history, out_dir / "metrics.jsonl")
+        write_jsonl_atomic(([run.baseline] if run.baseline else []) + run.history, out_dir / "metrics.jsonl")
     return run
 
 
@@ -341,8 +353,10 @@ def learn(run: RLRun, episodes: list[Episode], rng: random.Random) -> list[float
     return losses
 
 
-def record(run: RLRun, iteration: int, level: int, episodes: list[Episode], losses: list[float]) -> dict[str, Any]:
-    """Sum the iteration's numbers over processes, move the curriculum on, log a metrics row."""
+def record(run: RLRun, iteration: int, level: int, episodes: list[Episode], losses: list[float],
+           validation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sum the iteration's numbers over processes, move the curriculum on, log a metrics row
+    (with the validation that followed this iteration's update, when there was one)."""
     accelerator = run.accelerator
     successes = [e for e in episodes if e.success]
     run.replay.add(successes if accelerator.num_processes == 1 else gather_object(successes))
@@ -364,11 +378,50 @@ def record(run: RLRun, iteration: int, level: int, episodes: list[Episode], loss
         "episodes": int(count), "reflected_steps": int(reflected), "processes": accelerator.num_processes,
         # the process's running peak: where it rises between rows, that iteration set it
         "peak_rss_gb": peak_rss_gb(),
+        **(validation or {}),
     }
     run.history.append(row)
     if run.main:
         append_jsonl(row, run.out_dir / "metrics.jsonl")
     return row
+
+
+def validation_tasks(run: RLRun, level: int) -> list[tuple[Any, int]]:
+    """(task, seed) of a level's validation episodes: ``rl.eval_episodes`` of its val tasks, spread over the
+    split, the same at every validation; under evaluation's env settings (no ``train_kwargs``)."""
+    env = run.validation_envs(level)[0]
+    tasks = env.tasks("val")
+    if not tasks:
+        raise ValueError(f"rl.eval_every: {run.config.env.name} level {run.levels[level]} has no val tasks")
+    n = min(run.config.rl.eval_episodes, len(tasks))
+    return [(tasks[i * len(tasks) // n], 7_000_003 + i) for i in range(n)]
+
+
+@torch.no_grad()
+def validate(run: RLRun) -> dict[str, Any]:
+    """Greedy success on every level's validation tasks (reflections greedy too); the processes share them."""
+    accelerator, reflector = run.accelerator, run.reflector
+    temperature = reflector.temperature if reflector is not None else None
+    if reflector is not None:
+        reflector.temperature = 0.0
+    levels = {}
+    try:
+        for level in range(len(run.levels)):
+            jobs = validation_tasks(run, level)[accelerator.process_index::accelerator.num_processes]
+            outcomes = []
+            for start in range(0, len(jobs), run.config.rl.batch_episodes):
+                chunk = jobs[start:start + run.config.rl.batch_episodes]
+                envs = run.validation_envs(level)[:len(chunk)]
+                outcomes += [e.success for e in rollout(envs, [t for t, _ in chunk], [s for _, s in chunk],
+                                                       run.policy, reflector, greedy=True)]
+            if accelerator.num_processes > 1:
+                outcomes = [o for part in gather_object([outcomes]) for o in part]
+            levels[",".join(f"{k}={v}" for k, v in sorted(run.levels[level].items())) or "all"] = \
+                sum(outcomes) / max(len(outcomes), 1)
+    finally:
+        if reflector is not None:
+            reflector.temperature = temperature
+    return {"val_success": sum(levels.values()) / len(levels), "val_levels": levels}
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -409,7 +462,8 @@ def load_checkpoint(run: RLRun, path: Path) -> None:
     run.replay.load_state_dict(saved["replay"])
     run.state = {"env_steps": saved["env_steps"], "seconds": saved["seconds"]}
     rows = read_jsonl_tolerant(run.out_dir / "metrics.jsonl")
-    run.history = [row for row in rows if row["iteration"] <= run.start_iteration]
+    run.history = [row for row in rows if 1 <= row["iteration"] <= run.start_iteration]
+    run.baseline = next((row for row in rows if row["iteration"] == 0), None)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -432,6 +486,11 @@ def train_rl(
     progress = tqdm(total=rl.iterations, initial=run.start_iteration, desc="rl", unit="it",
                     disable=not (show_progress and run.main), dynamic_ncols=True)
     started = time.time() - run.state["seconds"]
+    if rl.eval_every and run.start_iteration == 0 and run.baseline is None:
+        run.baseline = {"iteration": 0, "level": run.curriculum.level, "env_steps": 0, "seconds": 0.0,
+                        **validate(run)}
+        if run.main:
+            append_jsonl(run.baseline, run.out_dir / "metrics.jsonl")
     for iteration in range(run.start_iteration, rl.iterations):
         seed = iteration_seed(config.seed, iteration, run.accelerator.process_index)
         rng, generator = random.Random(seed), torch.Generator().manual_seed(seed)
@@ -441,11 +500,17 @@ def train_rl(
         level = run.curriculum.level
         episodes = collect(run, rng, generator)
         losses = learn(run, episodes, rng)
+        last = iteration + 1 == rl.iterations
+        validation = validate(run) if rl.eval_every and ((iteration + 1) % rl.eval_every == 0 or last) else None
         run.state["seconds"] = time.time() - started
-        row = record(run, iteration, level, episodes, losses)
+        row = record(run, iteration, level, episodes, losses, validation)
         if writer is not None:
             for key, value in row.items():
-                writer.add_scalar(f"rl/{key}", value, row["env_steps"])
+                if key == "val_levels":
+                    for level, success in value.items():
+                        writer.add_scalar(f"rl/val_success/{level}", success, row["env_steps"])
+                else:
+                    writer.add_scalar(f"rl/{key}", value, row["env_steps"])
         progress.update(1)
         progress.set_postfix(success=f"{row['success']:.2f}", level=level)
         if run.main and (iteration + 1 == rl.iterations or (rl.checkpoint_every and (iteration + 1) % rl.checkpoint_every == 0)):

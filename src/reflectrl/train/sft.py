@@ -25,11 +25,15 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from reflectrl.agent.models import autocast, save_model
-from reflectrl.agent.policy import ActionPolicy, bos_prefix, decoder_body, fit_prompt, unwrap_model
-from reflectrl.agent.prompts import ANALYZE_MARKER, policy_prompt
+from reflectrl.agent.policy import ActionPolicy, bos_prefix, decoder_body, unwrap_model
+from reflectrl.agent.prompts import policy_prompt
+from reflectrl.agent.reflector import reflection_prompt_budget, reflection_prompt_tokens
 from reflectrl.config import SFTConfig
 from reflectrl.envs.action_parser import action_ids
 from reflectrl.memory import peak_device_gb, peak_rss_gb
+
+#: the recipe's default ``reflection_tokens``, for callers of the library that do not give it
+DEFAULT_REFLECTION_TOKENS = 64
 
 
 @dataclass
@@ -50,23 +54,22 @@ class _Encoded:
         return len(self.input_ids) + self.n_answer
 
 
-def _encode_reflections(tokenizer, rows: list[dict[str, Any]], max_length: int) -> list[_Encoded]:
+def _encode_reflections(tokenizer, rows: list[dict[str, Any]], max_length: int,
+                        reflection_tokens: int) -> list[_Encoded]:
     """Prompt + completion + EOS, starting with the special tokens the reflector puts first when it generates.
 
-    A prompt too long for ``max_length`` (with its completion) is shortened the way
-    the reflector shortens it when it generates.
+    The prompt is cut to the reflector's budget exactly as the reflector cuts what
+    it reads in RL and evaluation (``reflection_prompt_tokens``); the completion to
+    the ``reflection_tokens`` the reflector may write (its EOS only when it ends within them).
     """
     prefix = bos_prefix(tokenizer)
+    budget = reflection_prompt_budget(max_length, reflection_tokens, len(prefix))
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     completions = tokenizer([row["completion"] for row in rows], add_special_tokens=False)["input_ids"]
-    prompts = tokenizer([row["prompt"] for row in rows], add_special_tokens=False)["input_ids"]
     encoded = []
-    for row, prompt_ids, completion_ids in zip(rows, prompts, completions):
-        completion_ids = (completion_ids + eos)[: max_length // 2]
-        budget = max_length - len(prefix) - len(completion_ids)
-        if len(prompt_ids) > budget:
-            prompt_ids = fit_prompt(tokenizer, row["prompt"], row["prompt"].rfind(ANALYZE_MARKER), budget,
-                                    "reflection row")
+    for row, completion_ids in zip(rows, completions):
+        prompt_ids = reflection_prompt_tokens(tokenizer, row["prompt"], budget)
+        completion_ids = (completion_ids + eos)[: reflection_tokens + (len(completion_ids) <= reflection_tokens)]
         encoded.append(_Encoded(prefix + prompt_ids + completion_ids, len(prefix) + len(prompt_ids)))
     return encoded
 
@@ -92,10 +95,10 @@ def _encode_policy(policy: ActionPolicy, rows: list[dict[str, Any]], rng: random
 
 
 def _encode_all(rows: list[dict[str, Any]], kind: str, tokenizer, policy: ActionPolicy | None, max_length: int,
-                rng: random.Random | None) -> list[_Encoded]:
+                rng: random.Random | None, reflection_tokens: int) -> list[_Encoded]:
     if kind == "policy":
         return _encode_policy(policy, rows, rng)
-    return _encode_reflections(tokenizer, rows, max_length)
+    return _encode_reflections(tokenizer, rows, max_length, reflection_tokens)
 
 
 def _collate(batch: list[_Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -173,14 +176,14 @@ def _checkpoint_activations(model: Any) -> None:
 
 @torch.no_grad()
 def evaluate_sft(model, tokenizer, rows: list[dict[str, Any]], kind: str, config: SFTConfig, dtype: str,
-                 scoring: str = "id") -> dict[str, float]:
+                 scoring: str = "id", reflection_tokens: int = DEFAULT_REFLECTION_TOKENS) -> dict[str, float]:
     """Validation loss, and for the policy the greedy action accuracy on the held-out rows."""
     if not rows:
         return {}
     model.eval()
     policy = ActionPolicy(model, tokenizer, max_length=config.max_length, dtype=dtype,
                           scoring=scoring) if kind == "policy" else None
-    encoded = _encode_all(rows, kind, tokenizer, policy, config.max_length, None)
+    encoded = _encode_all(rows, kind, tokenizer, policy, config.max_length, None, reflection_tokens)
     total, count, correct = 0.0, 0, 0
     for start in range(0, len(encoded), config.batch_size):
         for batch in _micro_batches(encoded[start:start + config.batch_size], config.max_batch_tokens):
@@ -213,10 +216,13 @@ def train_sft(
     seed: int = 0,
     dtype: str = "float32",
     scoring: str = "id",
+    reflection_tokens: int = DEFAULT_REFLECTION_TOKENS,
 ) -> dict[str, float]:
     """Fine-tune on ``train_rows`` and save the result to ``out_dir``; returns the final metrics.
 
     ``scoring``: how a policy scores its actions (``ActionPolicy``); RL and evaluation must use the same.
+    ``reflection_tokens``: the reflector's longest reflection, which with ``config.max_length`` sets
+    its prompt budget (``reflection_prompt_budget``), the same in RL and evaluation.
     """
     if kind not in ("reflection", "policy"):
         raise ValueError(f"SFT kind must be 'reflection' or 'policy', got {kind!r}")
@@ -246,7 +252,8 @@ def train_sft(
     encoded = None
     while step < total_steps:
         if encoded is None or shuffle:  # only shuffled ids change a row's tokens from one epoch to the next
-            encoded = _encode_all(train_rows, kind, tokenizer, policy, config.max_length, rng if shuffle else None)
+            encoded = _encode_all(train_rows, kind, tokenizer, policy, config.max_length, rng if shuffle else None,
+                                  reflection_tokens)
         micro += _length_batches(encoded, config.batch_size, rng)
         while len(micro) >= config.grad_accum and step < total_steps:
             optimizer.zero_grad(set_to_none=True)
@@ -266,7 +273,7 @@ def train_sft(
             progress.set_postfix(loss=f"{loss_sum:.3f}")
             record = {"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], "time": time.time() - started}
             if config.eval_every and step % config.eval_every == 0 and step < total_steps:
-                record.update(evaluate_sft(model, tokenizer, val_rows, kind, config, dtype, scoring))
+                record.update(evaluate_sft(model, tokenizer, val_rows, kind, config, dtype, scoring, reflection_tokens))
             if config.save_every and step % config.save_every == 0:
                 save_model(model, tokenizer, out_dir / f"checkpoint-{step}")
             for key, value in record.items():
@@ -276,7 +283,7 @@ def train_sft(
         micro.clear()
     progress.close()
     metrics = {"steps": step, "train_loss": loss_sum, "seconds": time.time() - started}
-    metrics.update(evaluate_sft(model, tokenizer, val_rows, kind, config, dtype, scoring))
+    metrics.update(evaluate_sft(model, tokenizer, val_rows, kind, config, dtype, scoring, reflection_tokens))
     metrics.update(peak_rss_gb=peak_rss_gb(), peak_device_gb=peak_device_gb())
     metrics_file.write(json.dumps({"step": step, "final": True, **metrics}) + "\n")
     metrics_file.close()

@@ -62,6 +62,9 @@ from reflectrl.envs.base import Observation, StepResult, TextEnv
 BANNER = "-= Welcome to TextWorld, ALFRED! =-"
 SOURCES = ("auto", "official", "generated")
 EXPERTS = ("planner", "search")
+#: the last steps of an episode cut by the horizon that ``failure_kind`` reads: a loop when they
+#: hold at most half as many different commands
+LOOP_WINDOW = 6
 #: what each treatment task needs and which appliance gives it
 _TREATMENT_STATE = {"Heatable": ("hot", "ishot"), "Coolable": ("cool", "iscool"), "Cleanable": ("clean", "isclean")}
 _TYPICAL_BY_NAME = {obj.lower(): {place.lower() for place in places} for obj, places in TYPICAL_PLACES.items()}
@@ -276,6 +279,14 @@ class ALFWorld(TextEnv):
             self._done = True
         self._obs = self._make_observation()
         return self._obs, reward, terminated, truncated, info
+
+    def failure_kind(self, episode: dict[str, Any]) -> str:
+        """``repeated loop`` (the horizon came while the agent went round a few commands) or ``horizon``."""
+        if episode["end"] == "truncated":
+            recent = [step["action_text"] for step in episode["transcript"][-LOOP_WINDOW:]]
+            if len(recent) == LOOP_WINDOW and len(set(recent)) <= LOOP_WINDOW // 2:
+                return "repeated loop"
+        return super().failure_kind(episode)
 
     def oracle_action(self) -> int:
         """Index of the expert's next command in the current action list."""

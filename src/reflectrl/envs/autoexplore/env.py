@@ -232,6 +232,13 @@ class AutoExplore(TextEnv):
         episode.history.append(f"{first_line or '(empty reply)'} (invalid)")
         return self._finish([message], message, terminated=False, success=False, invalid=True)
 
+    def failure_kind(self, episode: dict[str, Any]) -> str:
+        """``wrong id`` (identified a file that does not answer) or ``horizon``."""
+        if episode["end"] == "terminated" and episode["transcript"] and \
+                episode["transcript"][-1]["action_text"].startswith("id "):
+            return "wrong id"
+        return super().failure_kind(episode)
+
     def oracle_action(self) -> int:
         """The next move of the shortest path: up out of a wrong branch, down to the target's directory, cat, id."""
         episode = self._running()

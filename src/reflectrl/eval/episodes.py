@@ -1,0 +1,120 @@
+"""Episode transcripts: what every evaluation keeps, one JSON line per episode.
+
+A record holds the task, its level, the outcome (``success`` or how the
+episode failed, named by the env's ``failure_kind``), the return and, per
+step, the observation, the reflection, the listed actions, the chosen action
+with its probability, and the reward; then what the env showed after the last
+step. ``format_episode`` renders one for a person (``reflectrl show``), and
+``failure_breakdown`` counts how failed episodes end, per level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import textwrap
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from reflectrl.agent.rollout import Episode
+from reflectrl.envs.base import TextEnv
+from reflectrl.eval.baselines import EpisodeResult
+from reflectrl.run_files import read_jsonl_tolerant
+
+EPISODES_FILE = "episodes.jsonl"
+SAMPLED_EPISODES_FILE = "episodes_sampled.jsonl"
+SUCCESS = "success"
+
+
+def task_json(task: Any) -> Any:
+    """A task as JSON: its own ``to_json``, a dataclass's fields, a plain value as is, else its repr."""
+    if hasattr(task, "to_json"):
+        return task.to_json()
+    if dataclasses.is_dataclass(task) and not isinstance(task, type):
+        return dataclasses.asdict(task)
+    try:
+        json.dumps(task)
+    except (TypeError, ValueError):
+        return repr(task)
+    return task
+
+
+def _json_safe(value: Any) -> Any:
+    """An env's info dict as JSON (numpy scalars and other objects become their str)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _record(env: TextEnv, level: str, task: Any, seed: int | None, success: bool, episode_return: float,
+            truncated: bool, steps: list[dict[str, Any]], final_observation: str, info: dict[str, Any]) -> dict[str, Any]:
+    record = {
+        "level": level, "task": task_json(task), "seed": seed, "success": bool(success),
+        "return": float(episode_return), "steps": len(steps), "end": "truncated" if truncated else "terminated",
+        "invalid": sum(step["action"] is None for step in steps), "transcript": steps,
+        "final": {"observation": final_observation, "info": _json_safe(info)},
+    }
+    record["outcome"] = SUCCESS if success else env.failure_kind(record)
+    return record
+
+
+def rollout_record(env: TextEnv, level: str, episode: Episode) -> dict[str, Any]:
+    """The record of a model's episode (``agent.rollout``): probabilities are those it was chosen with."""
+    steps = [{"observation": s.observation, "reflection": s.reflection, "actions": s.actions, "action": s.action,
+              "action_text": s.action_text, "probability": round(math.exp(s.log_prob), 4), "reward": s.reward}
+             for s in episode.steps]
+    truncated = bool(episode.steps) and episode.steps[-1].truncated
+    return _record(env, level, episode.task, episode.seed, episode.success, episode.episode_return, truncated,
+                   steps, episode.final_observation, episode.info)
+
+
+def agent_record(env: TextEnv, level: str, task: Any, seed: int | None, result: EpisodeResult) -> dict[str, Any]:
+    """The record of a sequential agent's episode (``eval.baselines.play_episode``)."""
+    return _record(env, level, task, seed, result.success, result.episode_return, result.truncated,
+                   result.transcript, result.final_observation, result.info)
+
+
+def read_episodes(path: str | Path) -> list[dict[str, Any]]:
+    return read_jsonl_tolerant(path)
+
+
+def failure_breakdown(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per level, how many episodes ended each way (``success`` included), most frequent first."""
+    levels: dict[str, Counter] = {}
+    for record in records:
+        levels.setdefault(record["level"], Counter())[record["outcome"]] += 1
+    return {level: dict(counts.most_common()) for level, counts in levels.items()}
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return textwrap.indent(text.rstrip("\n"), prefix)
+
+
+def _short(text: str, lines: int) -> str:
+    kept = text.rstrip("\n").split("\n")
+    return "\n".join(kept[:lines] + ([f"[... {len(kept) - lines} more lines]"] if len(kept) > lines else []))
+
+
+def format_episode(record: dict[str, Any], max_lines: int | None = None) -> str:
+    """One episode for a person: the task, then per step what the agent saw, thought and did, then the end.
+
+    ``max_lines`` shortens each observation (the report's examples); ``None`` prints them whole.
+    """
+    head = (f"level {record['level']} | task {json.dumps(record['task'])[:120]} | seed {record['seed']} | "
+            f"{record['outcome']} | return {record['return']:+.2f} | {record['steps']} steps")
+    out = [head]
+    for number, step in enumerate(record["transcript"], 1):
+        observation = step["observation"] if max_lines is None else _short(step["observation"], max_lines)
+        out.append(f"--- step {number}")
+        out.append(_indent(observation))
+        if step.get("reflection") is not None:
+            out.append("  reflection: " + " ".join(step["reflection"].split()))
+        if max_lines is None:
+            out.append("  actions: " + " | ".join(step["actions"]))
+        chosen = step["action_text"] if step["action"] is not None else f"{step['action_text']!r} (named no action)"
+        probability = f" (p={step['probability']:.2f})" if step.get("probability") is not None else ""
+        out.append(f"  >>> {chosen}{probability}   reward {step['reward']:+.3f}")
+    final = record["final"]["observation"]
+    out.append("--- end")
+    out.append(_indent(final if max_lines is None else _short(final, max_lines)))
+    return "\n".join(out)
