@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import yaml
 
 from reflectrl.agent.models import ModelSpec, load_model, save_model
@@ -103,8 +102,7 @@ def taxi_texts(episodes: int = 40) -> list[str]:
 
 
 def save_tiny(path: Path, seed: int = 0, tokenizer=None) -> Path:
-    torch.manual_seed(seed)
-    model, tokenizer = load_model(ModelSpec(name="tiny", **TINY), texts=None if tokenizer else taxi_texts(),
+    model, tokenizer = load_model(ModelSpec(name="tiny", seed=seed, **TINY), texts=None if tokenizer else taxi_texts(),
                                   tokenizer=tokenizer)
     save_model(model, tokenizer, path)
     return path

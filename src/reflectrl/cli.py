@@ -192,10 +192,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from reflectrl.pipeline import run_pipeline
 
     config = _load(args)
-    arms = run_pipeline(config)
+    command = " ".join(["reflectrl", *sys.argv[1:]])
+    if args.seeds:
+        from reflectrl.seeds import SEEDS_DIR, run_seeds, summary_table
+
+        print(summary_table(run_seeds(config, args.seeds, command)))
+        print(f"\nsummary: {config.run_dir / SEEDS_DIR / 'summary.md'}")
+        return 0
+    arms = run_pipeline(config, command=command)
     print(results_table(arms, config.env.name))
     print(f"\nreport: {config.run_dir / 'report.md'}")
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds separated by commas (0,1,2), got {text!r}") from None
+    if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct non-negative seeds (0,1,2), got {text!r}")
+    return seeds
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -309,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="the whole pipeline of a recipe: data, SFT, RL, eval, report")
     _config_args(run)
+    run.add_argument("--seeds", type=_seed_list, metavar="S,S,...",
+                     help="run the recipe once per seed (runs/<name>/seeds/seed-<s>/) and summarise the spread")
     run.set_defaults(func=_cmd_run)
     return parser
 

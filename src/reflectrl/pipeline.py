@@ -17,11 +17,13 @@ silently: the run stops and says which keys changed.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -41,7 +43,15 @@ from reflectrl.eval.episodes import EPISODES_FILE, SAMPLED_EPISODES_FILE, read_e
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
 from reflectrl.memory import peak_rss_gb, release_freed_memory, reset_peak_rss
-from reflectrl.run_files import atomic_directory, read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from reflectrl.run_files import (
+    append_jsonl,
+    atomic_directory,
+    read_json,
+    read_jsonl_tolerant,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 from reflectrl.teachers.base import Teacher
 from reflectrl.train.rl import train_rl
 from reflectrl.train.sft import train_sft
@@ -102,14 +112,36 @@ def is_done(out: Path, marker: str, print_: dict[str, Any]) -> bool:
 
 
 # ----------------------------------------------------------------------------- steps
+#: one line per step a process ran or found done: name, wall_s, peak_rss_gb, reused (``run.json`` reads it)
+STEPS_LOG = "steps.jsonl"
+_reported: set[tuple[str, str]] = set()
+
+
 @contextlib.contextmanager
-def step_memory() -> Iterator[None]:
-    """A step's own peak RSS (the peak restarts at its start) and its freed memory returned when it ends."""
+def timed_step(config: RunConfig, name: str) -> Iterator[None]:
+    """A step's wall time and own peak RSS (the peak restarts at its start), logged to the run's
+    ``steps.jsonl`` when it ends; its freed memory is handed back."""
     reset_peak_rss()
+    started = time.time()
     try:
         yield
+        peak = peak_rss_gb()
     finally:
         release_freed_memory()
+    _log_step(config, {"name": name, "wall_s": round(time.time() - started, 1), "peak_rss_gb": peak,
+                       "reused": False, "started": started})
+
+
+def reused_step(config: RunConfig, name: str) -> None:
+    """Log, once per process, that a step's output was already there and was reused."""
+    if (str(config.run_dir), name) not in _reported:
+        _log_step(config, {"name": name, "wall_s": 0.0, "peak_rss_gb": None, "reused": True, "started": time.time()})
+
+
+def _log_step(config: RunConfig, row: dict[str, Any]) -> None:
+    _reported.add((str(config.run_dir), row["name"]))
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    append_jsonl({**row, "pid": os.getpid()}, config.run_dir / STEPS_LOG)
 
 
 def make_teacher(config: RunConfig) -> Teacher:
@@ -145,7 +177,13 @@ def step_data(config: RunConfig) -> Path:
     data_dir = config.run_dir / "data"
     print_ = data_fingerprint(config)
     if is_done(data_dir, "done.json", print_):
+        reused_step(config, "data")
         return data_dir
+    with timed_step(config, "data"):
+        return _make_data(config, data_dir, print_)
+
+
+def _make_data(config: RunConfig, data_dir: Path, print_: dict[str, Any]) -> Path:
     teacher = make_teacher(config)
     levels = _data_levels(config)
     total_weight = sum(weight for _, weight in levels)
@@ -192,7 +230,10 @@ def step_base(config: RunConfig, data_dir: Path) -> tuple[Path, Path]:
     """The untrained starting points of the policy and the reflector (tiny: one tokenizer shared by both)."""
     base_dir = config.run_dir / "base"
     print_ = base_fingerprint(config)
-    if not is_done(base_dir, "done", print_):
+    if is_done(base_dir, "done", print_):
+        reused_step(config, "base models")
+        return base_dir / "policy", base_dir / "reflector"
+    with timed_step(config, "base models"):
         texts = [row["prompt"] + " " + row["completion"] for row in read_jsonl(data_dir / "train" / "reflection.jsonl")]
         texts += [row["prompt"] for row in read_jsonl(data_dir / "train" / "policy.jsonl")[:2000]]
         with atomic_directory(base_dir) as tmp:
@@ -230,10 +271,11 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
     """SFT of one model on one set, starting from ``base``; the output appears only when it is complete."""
     print_ = sft_fingerprint(config, kind, base)
     if is_done(out, "sft_metrics.json", print_):
+        reused_step(config, f"sft {out.name}")
         return out
     spec, sft_config = player_settings(config, kind)
     train_rows = read_jsonl(data_dir / "train" / f"{set_name}.jsonl")
-    with step_memory(), atomic_directory(out) as tmp:
+    with timed_step(config, f"sft {out.name}"), atomic_directory(out) as tmp:
         model, tokenizer = load_model(ModelSpec(**{**spec.__dict__, "name": str(base)}))
         if kind == "reflection":
             warn_cut_reflections(tokenizer, train_rows, config.reflection_tokens)
@@ -244,7 +286,7 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
             sft_config, tmp, kind=kind, seed=config.seed, dtype=spec.dtype, scoring=config.action_scoring,
             reflection_tokens=config.reflection_tokens,
         )
-        del model  # before step_memory hands the freed memory back
+        del model  # before timed_step hands the freed memory back
         write_json_atomic(tmp / FINGERPRINT_FILE, print_)
         write_json_atomic(tmp / "sft_metrics.json", {**metrics, "init": str(base)})
     log.info("sft %s: %s", set_name, metrics)
@@ -306,9 +348,11 @@ def step_rl(config: RunConfig, arm: str, policy: Path, reflector: Path | None) -
         if out.exists() and any(out.iterdir()):
             raise StaleOutputError(f"{out} holds RL output without a {FINGERPRINT_FILE}; delete it to redo the arm")
         write_json_atomic(out / FINGERPRINT_FILE, print_)
-    if not (out / "final").exists():
-        with step_memory():
-            train_rl(config, policy, out, reflector, resume=True)
+    if (out / "final").exists():
+        reused_step(config, f"rl {arm}")
+        return out
+    with timed_step(config, f"rl {arm}"):
+        train_rl(config, policy, out, reflector, resume=True)
     return out
 
 
@@ -324,11 +368,12 @@ def step_eval(config: RunConfig, arm: str, evaluate: Evaluate, inputs: list[Path
     settings = model_eval_settings(config, config.eval.greedy)
     print_ = fingerprint({**_parts(config, "seed", "env", "eval"), "settings": settings, "inputs": upstream})
     if is_done(out, "result.json", print_):
+        reused_step(config, f"eval {arm}")
         return read_json(out / "result.json")
     started = time.time()
     greedy_episodes: list[dict[str, Any]] = []
     sampled_episodes: list[dict[str, Any]] = []
-    with step_memory():
+    with timed_step(config, f"eval {arm}"):
         result = evaluate(EvalPlan.from_config(config), config.eval.greedy, greedy_episodes)
         if config.eval.sampled_repeats:
             result["sampled"] = evaluate(EvalPlan.from_config(config, sampled=True), False, sampled_episodes)
@@ -440,9 +485,41 @@ def _second_process(config: RunConfig, arms: list[str]) -> None:
     play_arms(config, arms)
 
 
-def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
-    """Run (or resume) every step of the recipe; returns eval.json's content."""
+def cpu_model() -> str:
+    """The CPU's model name (timings are comparable only on the same one)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def run_pipeline(config: RunConfig, command: str | None = None) -> dict[str, dict[str, Any]]:
+    """Run (or resume) every step of the recipe; returns eval.json's content.
+
+    Writes ``run.json`` beside it: the command, seed, CPU, threads, start and end
+    time and, for every step this invocation ran or reused, its wall time and peak RSS.
+    """
+    started = time.time()
     set_threads(config)
+    arms = _run_arms(config)
+    steps = [{key: row[key] for key in ("name", "wall_s", "peak_rss_gb", "reused")}
+             for row in read_jsonl_tolerant(config.run_dir / STEPS_LOG) if row["started"] >= started]
+    peaks = [step["peak_rss_gb"] for step in steps if step["peak_rss_gb"] is not None]
+    write_json_atomic(config.run_dir / "run.json", {
+        "command": command or f"reflectrl run (seed {config.seed})", "seed": config.seed, "cpu": cpu_model(),
+        "cores": os.cpu_count(), "threads": torch.get_num_threads(), "jobs": config.jobs,
+        "start": _utc(started), "end": _utc(time.time()), "wall_s": round(time.time() - started, 1),
+        "peak_rss_gb": max(peaks, default=None), "steps": steps,
+    })
+    return arms
+
+
+def _utc(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _run_arms(config: RunConfig) -> dict[str, dict[str, Any]]:
     run = config.run_dir
     run.mkdir(parents=True, exist_ok=True)
     save_config(config, run / "config.yaml")

@@ -1,0 +1,101 @@
+"""The run seed drives both players' initial weights; a sweep over seeds summarises the spread."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from rl_fixtures import TINY, write_recipe
+
+from reflectrl.agent.models import ModelSpec, load_model
+from reflectrl.config import RunConfig, from_dict
+from reflectrl.pipeline import initial_spec, step_base, step_data
+from reflectrl.seeds import summarize_seeds, summary_table
+
+
+def _recipe(tmp_path, run_seed: int, name: str, **model) -> RunConfig:
+    return from_dict(RunConfig, {
+        "name": name, "seed": run_seed, "out_dir": str(tmp_path / "runs"),
+        "env": {"name": "taxi", "kwargs": {"max_steps": 20}}, "model": {"name": "tiny", **TINY, **model},
+        "data": {"episodes": 6}, "curriculum": {"levels": [{"stage": "pickup"}]},
+    })
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    model, _ = load_model(ModelSpec(name=str(path)))
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], part: str = "") -> bool:
+    keys = [k for k in a if part in k]
+    assert keys
+    return all(torch.equal(a[k], b[k]) for k in keys)
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8}], ids=["full", "lora"])
+def test_the_seed_changes_both_players_initial_weights_and_the_same_seed_gives_them_back(tmp_path, lora):
+    extra = {"lora": lora} if lora else {}
+    bases = {}
+    for seed, name in ((0, "a"), (0, "again"), (1, "b")):
+        config = _recipe(tmp_path, seed, name, **extra)
+        bases[name] = [_weights(path) for path in step_base(config, step_data(config))]
+    part = "lora_A" if lora else "attn"  # LoRA: the adapters are what the seed initialises
+    (policy_a, reflector_a), (policy_again, reflector_again), (policy_b, reflector_b) = bases.values()
+    assert _same(policy_a, policy_again, part) and _same(reflector_a, reflector_again, part)
+    assert not _same(policy_a, policy_b, part) and not _same(reflector_a, reflector_b, part)
+    assert not _same(policy_a, reflector_a, part), "the two players must not start from the same weights"
+
+
+def test_a_model_seed_in_the_recipe_is_used_as_given_whatever_the_run_seed(tmp_path):
+    for run_seed in (0, 3):
+        pinned = _recipe(tmp_path, run_seed, "pinned", seed=11)
+        assert initial_spec(pinned, "policy").seed == initial_spec(pinned, "reflector").seed == 11
+    derived = [initial_spec(_recipe(tmp_path, run_seed, "derived"), player).seed
+               for run_seed in (0, 3) for player in ("policy", "reflector")]
+    assert len(set(derived)) == 4
+
+
+def test_summary_has_mean_std_and_per_seed_values_of_every_arm_and_level():
+    def result(success: float, pickup: float) -> dict:
+        return {"success": success, "levels": {"stage=pickup": {"success": pickup}}}
+    summary = summarize_seeds({2: {"reflect_rl": result(0.5, 0.2)}, 0: {"reflect_rl": result(0.7, 0.4)},
+                               1: {"reflect_rl": result(0.6, 0.3)}})
+    assert summary["seeds"] == [0, 1, 2]
+    arm = summary["arms"]["reflect_rl"]
+    assert arm["success"] == {"mean": 0.6, "std": 0.1, "per_seed": [0.7, 0.6, 0.5]}
+    assert arm["levels"]["stage=pickup"]["per_seed"] == [0.4, 0.3, 0.2]
+    table = summary_table(summary)
+    assert "| Reflect-RL | 60% ± 10 | 70%, 60%, 50% | 30% ± 10 |" in table
+
+
+def test_run_with_seeds_runs_each_seed_apart_and_writes_the_summary(tmp_path):
+    recipe = write_recipe(tmp_path / "recipe.yaml", {
+        "name": "sweep", "out_dir": str(tmp_path / "runs"), "threads": 1,
+        "env": {"name": "taxi", "kwargs": {"max_steps": 10}}, "model": {"name": "tiny", **TINY},
+        "reflection_tokens": 8, "data": {"episodes": 6},
+        "sft": {"max_steps": 2, "batch_size": 16, "max_length": 512},
+        "curriculum": {"levels": [{"stage": "pickup"}]},
+        "rl": {"iterations": 1, "batch_episodes": 2},
+        "eval": {"episodes": 3, "repeat_tasks": False, "levels": [{"stage": "pickup"}]},
+    })
+    command = [sys.executable, "-m", "reflectrl.cli", "run", "--config", str(recipe), "--seeds", "4,5"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seeds = tmp_path / "runs" / "sweep" / "seeds"
+    summary = json.loads((seeds / "summary.json").read_text())
+    assert summary["seeds"] == [4, 5]
+    assert set(summary["arms"]) == {"random", "oracle", "sft", "sft_reflect", "sft_rl", "reflect_rl"}
+    assert summary["arms"]["oracle"]["success"] == {"mean": 1.0, "std": 0.0, "per_seed": [1.0, 1.0]}
+    assert "± " in (seeds / "summary.md").read_text() and "60%" not in done.stderr
+    for seed in (4, 5):
+        run = json.loads((seeds / f"seed-{seed}" / "run.json").read_text())
+        assert run["seed"] == seed and run["wall_s"] > 0 and run["cpu"] and run["threads"] == 1
+        names = {step["name"] for step in run["steps"]}
+        assert {"data", "base models", "sft reflector", "sft policy", "rl reflect_rl", "eval oracle"} <= names
+        assert all(step["peak_rss_gb"] > 0 for step in run["steps"] if not step["reused"])
+    # the data differ between seeds: the seed reaches the teacher too
+    data = [(seeds / f"seed-{seed}" / "data" / "train" / "policy.jsonl").read_text() for seed in (4, 5)]
+    assert data[0] != data[1]
