@@ -424,15 +424,18 @@ def test_oracle_solves_every_task_of_the_default_corpus(corpus_tasks: list[Task]
 
 def test_default_corpus_is_split_by_repository_and_deterministic(corpus_tasks: list[Task]):
     repos = default_repos()
-    assert len(repos) == 20
-    assert [sum(r.split == s for r in repos) for s in SPLITS] == [14, 4, 2]
+    assert len(repos) == 41
+    assert [sum(r.split == s for r in repos) for s in SPLITS] == [27, 7, 7]
     split_of_repo = {}
     for task in corpus_tasks:
         assert split_of_repo.setdefault(task.repo, task.split) == task.split
         assert task.repo_version != "unknown" and Path(task.root).is_dir()
     assert set(split_of_repo) == {r.name for r in repos}
     counts = {s: sum(t.split == s for t in corpus_tasks) for s in SPLITS}
-    assert counts["train"] > counts["val"] > counts["test"] > 20
+    assert counts["train"] > counts["test"] > counts["val"] > 100
+    # the pretrained-LM recipe trains and evaluates on depth <= 1: over 100 held-out tasks there
+    shallow = {s: sum(t.split == s and t.depth <= 1 for t in corpus_tasks) for s in SPLITS}
+    assert shallow["test"] >= 100 and shallow["train"] >= 500
     assert build_tasks(repos) == corpus_tasks
 
 
