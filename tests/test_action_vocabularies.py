@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reflectrl.envs.action_parser import EXTRA_ACTION_IDS, action_ids, parse_action
+from reflectrl.envs.action_parser import ACTION_IDS, EXTRA_ACTION_IDS, action_ids, parse_action
 from reflectrl.envs.autoexplore import RepoSpec, build_tasks
 from reflectrl.envs.registry import make_env
 
@@ -82,4 +82,29 @@ def test_every_action_text_of_every_env_parses_to_its_own_index(name: str, tmp_p
                     parsed = parse_action(reply, actions, ids)
                     if parsed.index != index:
                         failures.append((reply, index, parsed, actions))
+    assert not failures, failures[:5]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_step_with_more_actions_than_action_ids_parses_by_id_and_by_text(tmp_path: Path):
+    """261 actions: labels run past ``ACTION_IDS`` into 200, 201, ...; file names that read as those labels stay apart."""
+    root = tmp_path / "wide"
+    (root / "sub").mkdir(parents=True)
+    for index in range(126):
+        (root / f"file_{index:03d}.md").write_text(f"# Notes number {index} of many\n")
+    for name in ("200.md", "208.txt", "id.md"):
+        (root / name).write_text(f"# About the name {name}\n")
+    (root / "sub" / "inner.md").write_text("# Inner notes of the wide tree\n")
+    env = make_env("autoexplore", tasks=build_tasks([RepoSpec.from_path(root)], max_tasks_per_repo=5))
+    actions = env.reset(env.tasks("train")[0], seed=0).actions
+    assert len(actions) == 1 + 2 * 129 and len(actions) > len(ACTION_IDS)
+    failures = []
+    pairs = [*WORDY_IDS, *(pair for pair in EXTRA_ACTION_IDS if pair not in WORDY_IDS)][:100]
+    for ids in (action_ids(len(actions)), action_ids(len(actions), pairs)):
+        assert len(set(ids)) == len(ids) and ids[-1].isdigit() and int(ids[-1]) >= 200
+        for index, text in enumerate(actions):
+            for reply in (text, f"I will {text} now.", ids[index], f"Action {ids[index]}", f"{ids[index]}. {text}"):
+                parsed = parse_action(reply, actions, ids)
+                if parsed.index != index:
+                    failures.append((reply, index, parsed))
     assert not failures, failures[:5]

@@ -16,7 +16,8 @@ import pytest
 from reflectrl.agent.prompts import enumerate_actions
 from reflectrl.cli import main as cli_main
 from reflectrl.envs import InvalidActionError, make_env, parse_action
-from reflectrl.envs.base import Observation
+from reflectrl.envs.action_parser import action_ids
+from reflectrl.envs.base import ActionBound, Observation, check_action_limit
 from reflectrl.envs.autoexplore import (
     AutoExplore,
     DirectoryTree,
@@ -31,6 +32,7 @@ from reflectrl.envs.autoexplore import (
 )
 from reflectrl.envs.autoexplore.tasks import SPLITS, TASK_KINDS
 from reflectrl.envs.autoexplore.tree import MAX_WALK_DEPTH, load_tree
+from reflectrl.errors import UserError
 from reflectrl.teachers.oracle import OracleTeacher
 from reflectrl.teachers.oracle.autoexplore import reflect
 
@@ -422,15 +424,18 @@ def test_oracle_solves_every_task_of_the_default_corpus(corpus_tasks: list[Task]
 
 def test_default_corpus_is_split_by_repository_and_deterministic(corpus_tasks: list[Task]):
     repos = default_repos()
-    assert len(repos) == 20
-    assert [sum(r.split == s for r in repos) for s in SPLITS] == [14, 4, 2]
+    assert len(repos) == 41
+    assert [sum(r.split == s for r in repos) for s in SPLITS] == [27, 7, 7]
     split_of_repo = {}
     for task in corpus_tasks:
         assert split_of_repo.setdefault(task.repo, task.split) == task.split
         assert task.repo_version != "unknown" and Path(task.root).is_dir()
     assert set(split_of_repo) == {r.name for r in repos}
     counts = {s: sum(t.split == s for t in corpus_tasks) for s in SPLITS}
-    assert counts["train"] > counts["val"] > counts["test"] > 20
+    assert counts["train"] > counts["test"] > counts["val"] > 100
+    # the pretrained-LM recipe trains and evaluates on depth <= 1: over 100 held-out tasks there
+    shallow = {s: sum(t.split == s and t.depth <= 1 for t in corpus_tasks) for s in SPLITS}
+    assert shallow["test"] >= 100 and shallow["train"] >= 500
     assert build_tasks(repos) == corpus_tasks
 
 
@@ -592,3 +597,131 @@ def test_split_by_task_shares_repositories_across_splits_seven_two_one():
     assert repositories(by_task, "test") & repositories(by_task, "train")
     with pytest.raises(ValueError, match="split_by"):
         make_env("autoexplore", split_by="folder")
+
+
+# ---------------------------------------------------------------- splits of one or two repositories, `tasks build`
+
+
+def many_modules(root: Path, n: int, subject: str) -> Path:
+    """``n`` modules, each with its own docstring: far more questions than a repository's quota of 40."""
+    for index in range(n):
+        write(root / f"mod_{index:03d}.py", f'"""Helpers for the {subject} number {index} of the sample."""\n')
+    return root
+
+
+def test_one_or_two_repositories_fill_every_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    one = many_modules(tmp_path / "one", 60, "widget")
+    out = tmp_path / "tasks.jsonl"
+    assert cli_main(["tasks", "build", "--root", str(one), "--out", str(out)]) == 0
+    tasks = read_tasks(out)
+    assert len(tasks) == 40 and {t.split for t in tasks} == set(SPLITS)
+    assert [sum(t.split == s for t in tasks) for s in SPLITS] == [28, 8, 4]
+    assert "at most 120 actions in one step" in capsys.readouterr().out
+    two = build_tasks([one, many_modules(tmp_path / "two", 50, "gadget")])
+    for repo in ("one", "two"):
+        assert {t.split for t in two if t.repo == repo} == set(SPLITS), repo
+
+
+def cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert cli_main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: tasks build: "), lines
+    return lines[0]
+
+
+def test_tasks_build_names_a_bad_root_or_out_and_a_split_it_cannot_fill(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]):
+    out = tmp_path / "tasks.jsonl"
+    assert "--root /no/such is not a directory" in cli_error(capsys, ["tasks", "build", "--root", "/no/such",
+                                                                      "--out", str(out)])
+    small = tmp_path / "small"
+    write(small / "only.py", '"""The one module of a very small repository."""\n')
+    assert "is a directory" in cli_error(capsys, ["tasks", "build", "--root", str(small), "--out", str(tmp_path)])
+    line = cli_error(capsys, ["tasks", "build", "--root", str(small), "--out", str(out)])
+    assert "the 2 task(s)" in line and "val and test split(s) empty" in line and "3 tasks" in line
+    assert not out.exists()
+
+
+def test_a_file_name_question_targets_only_the_file_of_that_case(tmp_path: Path):
+    root = tmp_path / "cases"
+    write(root / "Case.py", '"""Upper-case twin of the module."""\n')
+    write(root / "case.py", '"""Lower-case twin of the module."""\n')
+    write(root / "docs" / "a.md", "# Install Guide\n")
+    write(root / "docs" / "b.md", "# INSTALL GUIDE\n")
+    tasks = build_tasks([root], max_tasks_per_repo=100, max_tasks_per_file=5, name_share=1.0)
+    for name in ("Case.py", "case.py"):
+        assert [t.targets for t in tasks if t.question == f"Find the file named {name}."] == [(name,)]
+    assert task_where(tasks, "install guide").targets == ("docs/a.md", "docs/b.md")
+
+
+# ---------------------------------------------------------------- steps with more actions than ACTION_IDS
+
+
+@pytest.fixture(scope="module")
+def wide_tasks(tmp_path_factory: pytest.TempPathFactory) -> list[Task]:
+    """A root with 130 files and one directory: 261 actions in its first step, more than the 252 ``ACTION_IDS``."""
+    root = many_modules(tmp_path_factory.mktemp("wide") / "wide", 130, "widget")
+    write(root / "pkg" / "deep.py", '"""The module one directory down."""\n')
+    return build_tasks([root], max_tasks_per_repo=300)
+
+
+def test_a_step_with_more_actions_than_action_ids_is_bounded_listed_and_parsed(wide_tasks: list[Task]):
+    env = AutoExplore(tasks=wide_tasks)
+    obs = env.reset(task_where(wide_tasks, "widget number 129 of"))
+    assert len(obs.actions) == 261
+    assert env.action_bound() == ActionBound(261, f"the directory {Path(wide_tasks[0].root)}")
+    listed = enumerate_actions(obs.actions).splitlines()
+    assert listed[252] == "200. id mod_121.py" and listed[-1] == "208. id mod_129.py"
+    for reply in ("208", "Action 208", "id mod_129.py"):
+        assert parse_action(reply, obs.actions).index == 260, reply
+
+
+def test_the_endpoint_agent_and_the_oracle_teacher_take_more_actions_than_action_ids(wide_tasks: list[Task]):
+    from chat_server import ChatServer
+
+    from reflectrl.data.sft_sets import build_sets
+    from reflectrl.data.trajectories import generate_examples
+    from reflectrl.eval.endpoint_agent import EndpointAgent
+    from reflectrl.teachers.openai_compat import ChatEndpoint
+
+    env = AutoExplore(tasks=wide_tasks)
+    task = task_where(wide_tasks, "widget number 129 of")
+    with ChatServer() as server:
+        server.queue_replies("Action 208")
+        agent = EndpointAgent(ChatEndpoint(server.base_url, "test-model", backoff=0.001, timeout=10))
+        obs = env.reset(task)
+        index, _ = agent.act(env, obs)
+        assert "\n208. id mod_129.py\n" in server.requests[0]["messages"][-1]["content"]
+    assert index == 260 and env.step(index)[4]["success"]
+    examples = list(generate_examples(env, OracleTeacher("autoexplore", seed=0), [task], 2, 0.0, 1, seed=0))
+    rows = build_sets(examples)["policy"]
+    for row in rows:
+        assert f"\n{row['completion']}. {row['actions'][row['action']]}\n" in row["prompt"]
+    assert max(int(row["completion"]) for row in rows if row["completion"].isdigit()) >= 200
+
+
+def test_text_scoring_takes_any_number_of_actions_and_the_id_head_limit_is_checked_up_front(wide_tasks: list[Task]):
+    from reflectrl.agent.models import ModelSpec, load_model
+    from reflectrl.agent.policy import ActionPolicy
+    from reflectrl.agent.prompts import policy_prompt
+    from reflectrl.envs.action_parser import ACTION_IDS
+
+    env = AutoExplore(tasks=wide_tasks)
+    obs = env.reset(task_where(wide_tasks, "widget number 129 of"))
+    model, tokenizer = load_model(ModelSpec(n_layer=1, n_embd=32, n_head=2, n_positions=4096, vocab_size=700, seed=1),
+                                  texts=[obs.text, enumerate_actions(obs.actions)])
+    text = ActionPolicy(model, tokenizer, max_length=4096, scoring="text")
+    assert text.max_actions is None
+    check_action_limit(env, text.max_actions, "the tiny tokenizer")
+    ids = text.ids_for(len(obs.actions), random.Random(0))
+    assert sorted(ids) == sorted(action_ids(261, text.action_ids)) and len(set(ids)) == 261
+    (choice,) = text.act([policy_prompt(obs.text, obs.actions, None, ids)], [ids], greedy=True)
+    assert 0 <= choice.index < 261
+    head = ActionPolicy(model, tokenizer, max_length=4096, scoring="id")
+    assert head.max_actions == len(head.action_ids) >= len(ACTION_IDS)
+    check_action_limit(env, 261, "a tokenizer with 261 single-token ids")
+    with pytest.raises(UserError, match=rf"the directory {re.escape(str(Path(wide_tasks[0].root)))} lists 261 "
+                                        r"actions in one step, but the tokenizer has only 252 single-token"):
+        check_action_limit(env, len(ACTION_IDS), "the tokenizer")
+    # a task whose target lies one directory down still starts at the wide root
+    assert AutoExplore(tasks=[t for t in wide_tasks if t.depth == 1]).action_bound().count == 261

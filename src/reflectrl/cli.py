@@ -72,17 +72,34 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
 
 def _cmd_tasks_build(args: argparse.Namespace) -> int:
-    from reflectrl.envs.autoexplore.tasks import RepoSpec, build_tasks, task_counts, write_tasks
+    """Build and write a task file, or say why it would not serve (no file written): every split needs a task."""
+    from reflectrl.envs.autoexplore import AutoExplore
+    from reflectrl.envs.autoexplore.tasks import SPLITS, RepoSpec, build_tasks, task_counts, write_tasks
+    from reflectrl.errors import UserError
 
     for root in args.root:
         if not os.path.isdir(root):
-            raise SystemExit(f"error: --root {root} is not a directory")
+            raise UserError(f"tasks build: --root {root} is not a directory")
+    if os.path.isdir(args.out):
+        raise UserError(f"tasks build: --out {args.out} is a directory; name the JSONL file to write")
+    roots = ", ".join(args.root)
     tasks = build_tasks([RepoSpec.from_path(root) for root in args.root])
     if not tasks:
-        raise SystemExit(f"error: no tasks could be generated from {', '.join(args.root)}")
+        raise UserError(f"tasks build: no task could be generated from {roots} (no file there yields a question)")
+    counts = task_counts(tasks)
+    empty = [split for split in SPLITS if split not in counts]
+    if empty:
+        raise UserError(
+            f"tasks build: the {len(tasks)} task(s) from {roots} leave the {' and '.join(empty)} split(s) empty: "
+            "one or two repositories are split 7:2:1 by question, which needs 3 tasks from one of them (three or "
+            "more are split by repository); add files or repositories"
+        )
     write_tasks(tasks, args.out)
     print(f"wrote {len(tasks)} tasks to {args.out}")
-    print(task_counts(tasks))
+    print(counts)
+    bound = AutoExplore(tasks=tasks).action_bound()
+    print(f"at most {bound.count} actions in one step ({bound.where}; a policy with action_scoring: id needs "
+          "as many single-token ids)")
     return 0
 
 

@@ -33,7 +33,7 @@ from transformers import PreTrainedTokenizerBase
 
 from reflectrl.agent.models import autocast, autocast_dtype, full_precision
 from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER, cut_start, fit_state
-from reflectrl.envs.action_parser import ACTION_IDS, EXTRA_ACTION_IDS
+from reflectrl.envs.action_parser import ACTION_IDS, EXTRA_ACTION_IDS, action_ids
 
 logger = logging.getLogger(__name__)
 
@@ -379,9 +379,10 @@ class ActionPolicy:
     ``dtype="bfloat16"`` runs the body under bf16 autocast (weights stay fp32);
     the id head itself always runs in fp32 so log-probs are precise. Ids the
     tokenizer cannot emit as one token are left out of ``action_ids`` (a log line
-    names them) and a prompt using one is rejected; ``ids_for`` labels a step's
-    actions with ids it can emit (letter pairs past ``z``/``Z`` for a tokenizer
-    that splits numbers into digits). ``scoring``: ``"id"`` or ``"text"`` (see the
+    names them) and, under ``"id"`` scoring, a prompt using one is rejected;
+    ``ids_for`` labels a step's actions with ids it can emit (letter pairs past
+    ``z``/``Z`` for a tokenizer that splits numbers into digits), under ``"text"``
+    scoring any number of actions. ``scoring``: ``"id"`` or ``"text"`` (see the
     module docstring); ``max_length`` bounds the prompt, under ``"text"`` the
     prompt and its longest action (each action's positions follow the prompt's).
     """
@@ -420,18 +421,20 @@ class ActionPolicy:
             raise ValueError(f"{_tokenizer_name(tokenizer)} has no pad token; load it with models.load_model")
 
     @property
-    def max_actions(self) -> int:
-        """How many actions one prompt may enumerate with this tokenizer."""
-        return len(self.action_ids)
+    def max_actions(self) -> int | None:
+        """How many actions one prompt may enumerate: as many as the tokenizer has single-token ids under
+        ``"id"`` scoring; any number (None) under ``"text"``, which never reads an id's token."""
+        return len(self.action_ids) if self.scoring == "id" else None
 
     def ids_for(self, n: int, rng: random.Random | None = None) -> list[str]:
-        """Labels for ``n`` actions: this policy's first ``n`` ids, shuffled by ``rng`` when given (training)."""
-        if n > self.max_actions:
+        """Labels for ``n`` actions: this policy's first ``n`` ids, past them (``"text"`` scoring only) plain
+        numbers from 200 on; shuffled by ``rng`` when given (training)."""
+        if self.max_actions is not None and n > self.max_actions:
             raise ActionTokenError(
                 f"{n} actions in one step, but {_tokenizer_name(self.tokenizer)} can label at most "
                 f"{self.max_actions} with single-token ids"
             )
-        ids = list(self.action_ids[:n])
+        ids = action_ids(n, self.action_ids)
         if rng is not None:
             rng.shuffle(ids)
         return ids
@@ -461,7 +464,10 @@ class ActionPolicy:
         return sequences
 
     def _id_tokens(self, ids: list[list[str]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The token of every row's ids [B, A] and which entries are real [B, A], on ``device``."""
+        """The token of every row's ids [B, A] and which entries are real [B, A], on ``device``.
+
+        Under ``"text"`` scoring no id's token is read: any label passes, with a placeholder token.
+        """
         width = max(len(row) for row in ids) if ids else 0
         first = next(iter(self.token_of_id.values()))
         rows = []
@@ -469,7 +475,7 @@ class ActionPolicy:
             if not row_ids:
                 raise ValueError(f"row {row} has no actions")
             unknown = [label for label in row_ids if label not in self.token_of_id]
-            if unknown:
+            if unknown and self.scoring == "id":
                 raise ActionTokenError(
                     f"row {row} uses action ids {unknown[:8]} that are not single tokens of "
                     f"{_tokenizer_name(self.tokenizer)}; this policy supports at most {self.max_actions} actions "
@@ -477,7 +483,7 @@ class ActionPolicy:
                 )
             if len(set(row_ids)) != len(row_ids):
                 raise ValueError(f"row {row} repeats an action id: {row_ids}")
-            rows.append([self.token_of_id[label] for label in row_ids] + [first] * (width - len(row_ids)))
+            rows.append([self.token_of_id.get(label, first) for label in row_ids] + [first] * (width - len(row_ids)))
         tokens = torch.tensor(rows, dtype=torch.long, device=device)
         mask = torch.arange(width, device=device)[None, :] < torch.tensor([len(r) for r in ids], device=device)[:, None]
         return tokens, mask

@@ -1,8 +1,10 @@
 """Action ids and the one shared parser from free text to an action index.
 
 Ids label the enumerated actions in a prompt: ``0``-``9``, then ``a``-``z``, then
-``A``-``Z``, then ``10``-``199``. Each must be one token of the policy's tokenizer
-(checked in ``agent.policy``); a tokenizer that splits numbers into digits labels
+``A``-``Z``, then ``10``-``199`` (``ACTION_IDS``), then plain numbers from ``200`` on,
+so a step may list any number of actions. Only the policy's id head needs each id
+to be one token of its tokenizer (checked in ``agent.policy``, which refuses more
+actions than it has such ids); a tokenizer that splits numbers into digits labels
 the actions past its single-character ids with ``EXTRA_ACTION_IDS`` instead. LLM
 backends and human players answer in free text; ``parse_action`` maps that text
 back to an index, or says why it cannot.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 ACTION_IDS: tuple[str, ...] = tuple(
@@ -23,11 +26,20 @@ ACTION_IDS: tuple[str, ...] = tuple(
 EXTRA_ACTION_IDS: tuple[str, ...] = tuple(a + b for a in string.ascii_lowercase for b in string.ascii_lowercase)
 
 
-def action_ids(n: int) -> list[str]:
-    """The first ``n`` action ids; an error names the limit when there are too many actions."""
-    if n > len(ACTION_IDS):
-        raise ValueError(f"{n} actions in one step, but at most {len(ACTION_IDS)} action ids exist")
-    return list(ACTION_IDS[:n])
+#: the labels past a list of single-token ids are the plain numbers from this one on: ``200``, ``201``, ...
+FIRST_PLAIN_ID = 200
+
+
+def action_ids(n: int, first: Sequence[str] = ACTION_IDS) -> list[str]:
+    """Labels for ``n`` actions: ``first`` in order, then ``200``, ``201``, ... for any number of actions.
+
+    ``first`` holds no number from 200 on (``ACTION_IDS`` and ``EXTRA_ACTION_IDS`` hold none), so the
+    labels stay distinct.
+    """
+    if n < 0:
+        raise ValueError(f"the number of actions must be >= 0, got {n}")
+    shown = list(first[:n])
+    return shown + [str(FIRST_PLAIN_ID + k) for k in range(n - len(shown))]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import operator
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+from reflectrl.errors import UserError
 
 
 @dataclass
@@ -20,6 +22,13 @@ class Observation:
     text: str
     actions: list[str]
     info: dict[str, Any] = field(default_factory=dict)
+
+
+class ActionBound(NamedTuple):
+    """The most actions one step of an env can list, and the state that lists them (for messages)."""
+
+    count: int
+    where: str
 
 
 class InvalidActionError(ValueError):
@@ -99,6 +108,14 @@ class TextEnv(ABC):
     def tasks(self, split: str) -> list[Any]:
         """The fixed task list of a split: ``train``, ``val`` or ``test``."""
 
+    def action_bound(self) -> ActionBound | None:
+        """The most actions one step of this env's tasks can list, or None when the env does not know.
+
+        Envs whose action lists grow with their data (AutoExplore's directories) state it, so that a policy
+        that can label only so many actions is refused before any work rather than mid-run.
+        """
+        return None
+
     @property
     def observation(self) -> Observation:
         """The current observation (the last one returned by reset/step)."""
@@ -123,3 +140,20 @@ class TextEnv(ABC):
                 f"{self.name}: action index {action_index!r} is not valid; "
                 f"this step has {n} actions (0..{n - 1})"
             )
+
+
+def check_action_limit(env: TextEnv, limit: int | None, labeller: str) -> None:
+    """Refuse an env whose steps can list more actions than ``limit`` labels; call it before any work.
+
+    ``limit``: the most actions the policy can label in one step (``ActionPolicy.max_actions``: the
+    tokenizer's single-token ids under ``action_scoring: id``; None, any number, under ``text``);
+    ``labeller`` names the policy or tokenizer in the message. An env that states no bound passes.
+    """
+    bound = env.action_bound()
+    if limit is None or bound is None or bound.count <= limit:
+        return
+    raise UserError(
+        f"{env.name}: {bound.where} lists {bound.count} actions in one step, but {labeller} has only {limit} "
+        f"single-token action ids for action_scoring: id; use action_scoring: text (any number of actions) "
+        f"or build the tasks from trees without that directory"
+    )

@@ -1,23 +1,27 @@
 """The default AutoExplore corpus: real repositories already on this machine, zero downloads.
 
-Two sources, both read-only:
+Two sources, both read-only, both what a clean ``make install`` gives:
 
 * standard-library packages (found via ``sysconfig.get_paths()["stdlib"]``):
-  shallow trees, targets at depth 0-1 (``unittest`` reaches 2);
+  shallow trees, targets at depth 0-1 (``unittest`` and ``tkinter`` reach 2);
+  their files are fixed by the Python version;
 * pure-Python packages of reflectrl's own dependency tree in the running
-  environment's site-packages (accelerate, peft, gymnasium, huggingface_hub,
-  grpc, and subtrees of torch, transformers, tensorboard, networkx and
-  matplotlib): deeper layouts with targets at depth 2 and 3. Huge packages are
+  environment's site-packages: deeper layouts with targets at depth 2 and 3
+  (accelerate, peft, gymnasium, huggingface_hub, grpc, and subtrees of torch,
+  transformers, tensorboard, networkx and matplotlib) and shallow ones (jinja2,
+  packaging, werkzeug, absl, dateutil, tqdm, yaml, markdown). Huge packages are
   restricted to a few subtrees (``include``) and to ``max_depth`` so that the
-  snapshot stays small (about 1,500 files) and no directory offers more than
-  about 80 actions.
+  snapshot stays small and no directory offers more than about 80 actions
+  (a policy prompt lists them all).
 
 Each repository is recorded with its version (``importlib.metadata`` for
 packages, the Python version for the standard library). The split is fixed per
-repository (``DEFAULT_CORPUS``), 14 : 4 : 2 = 7 : 2 : 1, chosen so that every
-split has targets at depths 0 to 3; evaluation is on repositories never seen
-in training. A package that is not installed, or an ``include`` path that a
-version lacks, is skipped.
+repository (``DEFAULT_CORPUS``), so evaluation is on repositories never seen in
+training: 27 train, 7 val and 7 test repositories, chosen so that every split
+has targets at depths 0 to 3 and the test split, mostly standard-library
+packages, holds over 100 tasks of depth <= 1 (142 on Python 3.11; later
+versions moved some packages' own tests out, which leaves fewer). A package that
+is not installed, or an ``include`` path that a version lacks, is skipped.
 
 ``default_tasks()`` generates the tasks once and caches them as JSONL under
 ``$REFLECTRL_CACHE`` (default ``~/.cache/reflectrl``), keyed by a fingerprint
@@ -55,7 +59,7 @@ class CorpusEntry:
 
 
 DEFAULT_CORPUS: tuple[CorpusEntry, ...] = (
-    # train: 7 shallow standard-library packages + 7 deeper installed packages
+    # train: 13 shallow standard-library packages, 7 deeper installed packages, 7 shallow installed ones
     CorpusEntry("email", "train", stdlib=True),
     CorpusEntry("http", "train", stdlib=True),
     CorpusEntry("xml", "train", stdlib=True),
@@ -63,6 +67,12 @@ DEFAULT_CORPUS: tuple[CorpusEntry, ...] = (
     CorpusEntry("logging", "train", stdlib=True),
     CorpusEntry("importlib", "train", stdlib=True),
     CorpusEntry("asyncio", "train", stdlib=True),
+    CorpusEntry("curses", "train", stdlib=True),
+    CorpusEntry("re", "train", stdlib=True),
+    CorpusEntry("sqlite3", "train", stdlib=True),
+    CorpusEntry("tomllib", "train", stdlib=True),
+    CorpusEntry("zoneinfo", "train", stdlib=True),
+    CorpusEntry("turtledemo", "train", stdlib=True),
     CorpusEntry("gymnasium", "train"),
     CorpusEntry("peft", "train"),
     CorpusEntry("torch", "train", include=("nn", "optim", "utils/data", "fx"), max_depth=3),
@@ -77,13 +87,28 @@ DEFAULT_CORPUS: tuple[CorpusEntry, ...] = (
     CorpusEntry("matplotlib", "train", include=(
         "mpl-data/sample_data", "tri", "projections", "axes", "testing", "style", "sphinxext",
         "backends/qt_editor", "pyplot.py", "figure.py", "colors.py")),
+    CorpusEntry("jinja2", "train"),
+    CorpusEntry("packaging", "train"),
+    CorpusEntry("werkzeug", "train"),
+    CorpusEntry("absl", "train"),
+    CorpusEntry("dateutil", "train"),
+    CorpusEntry("tqdm", "train"),
+    CorpusEntry("yaml", "train"),
     # val
     CorpusEntry("json", "val", stdlib=True),
-    CorpusEntry("unittest", "val", stdlib=True),
+    CorpusEntry("html", "val", stdlib=True),
+    CorpusEntry("xmlrpc", "val", stdlib=True),
+    CorpusEntry("dbm", "val", stdlib=True),
     CorpusEntry("huggingface_hub", "val"),
     CorpusEntry("grpc", "val"),
-    # test
+    CorpusEntry("markdown", "val"),
+    # test: the standard library first (its files are fixed by the Python version), one installed package
     CorpusEntry("concurrent", "test", stdlib=True),
+    CorpusEntry("multiprocessing", "test", stdlib=True),
+    CorpusEntry("wsgiref", "test", stdlib=True),
+    CorpusEntry("tkinter", "test", stdlib=True),
+    CorpusEntry("unittest", "test", stdlib=True),
+    CorpusEntry("ctypes", "test", stdlib=True, exclude=("test",)),
     CorpusEntry("accelerate", "test"),
 )
 

@@ -26,6 +26,7 @@ is identified or the horizon is reached. The reward is minus the cost.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 import os
@@ -35,8 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
 from reflectrl.envs.autoexplore.tasks import SPLITS, Task, read_tasks, split_by_task
-from reflectrl.envs.autoexplore.tree import DirListing
-from reflectrl.envs.base import Observation, StepResult, TextEnv
+from reflectrl.envs.autoexplore.tree import DirectoryTree, DirListing, display_name
+from reflectrl.envs.base import ActionBound, Observation, StepResult, TextEnv
 
 STEP_COST = 1.0
 ERROR_COST = 2.0
@@ -68,6 +69,18 @@ def _join(directory: str, name: str) -> str:
 def _is_within(path: str, directory: str) -> bool:
     """Whether ``path`` is ``directory`` or lies below it ("" is the root)."""
     return not directory or path == directory or path.startswith(directory + "/")
+
+
+@functools.lru_cache(maxsize=None)
+def _widest_directory(tree: DirectoryTree) -> tuple[int, str]:
+    """(the most commands a directory of ``tree`` lists, that directory): ``cd ..`` below the root, a ``cd``
+    per subdirectory, a ``cat`` and an ``id`` per file, as a step lists them before any file there is read."""
+    def commands(path: str) -> int:
+        listing = tree.list_dir(path)
+        return bool(path) + len(listing.dirs) + 2 * len(listing.files)
+
+    widest = max(tree.dirs(), key=commands)
+    return commands(widest), widest
 
 
 @dataclass
@@ -153,6 +166,22 @@ class AutoExplore(TextEnv):
         return [t for t in self._all_tasks
                 if (t.split if self.split_by == "repository" else split_by_task(t)) == split
                 and (self.max_depth is None or t.depth <= self.max_depth)]
+
+    def action_bound(self) -> ActionBound | None:
+        """The most actions one step lists over this env's tasks (every split, within ``max_depth``), and where.
+
+        Any directory of a task's snapshot can be reached whatever the target's depth; hiding unrelated
+        entries only shortens a list. None when no task is within ``max_depth``.
+        """
+        snapshots = {(t.root, t.include, t.exclude, t.tree_max_depth): t for t in self._all_tasks
+                     if self.max_depth is None or t.depth <= self.max_depth}
+        widest: ActionBound | None = None
+        for task in snapshots.values():
+            tree = task.tree()
+            count, path = _widest_directory(tree)
+            if widest is None or count > widest.count:
+                widest = ActionBound(count, f"the directory {display_name(str(tree.root / path))}")
+        return widest
 
     @property
     def task(self) -> Task:

@@ -25,9 +25,12 @@ depths (and kinds within a depth) so deep targets are not crowded out, with
 is by a stable hash, so the same files always give the same tasks.
 
 Splits are by repository (``RepoSpec.split``, or 7:2:1 by a hash of the
-repository name when unset), so evaluation can use repositories never seen in
-training. With fewer than three unassigned repositories a by-repository split
-cannot be 7:2:1, so those tasks are split 7:2:1 by a hash of the question.
+repository name when unset, among the repositories that yield a task), so
+evaluation can use repositories never seen in training. With fewer than three
+unassigned repositories a by-repository split cannot be 7:2:1, so each of
+those repositories' tasks are split 7:2:1 by rank of a hash of the question
+(a hash of its own, not the one that selected the questions): from three
+tasks on, val and test get at least one each.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ TASK_KINDS: tuple[str, ...] = ("code", "data", "text", "name")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_FRACTIONS: tuple[float, float] = (0.7, 0.2)
 #: bump when the question rules change, so cached task files are rebuilt
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 _DOC_SUFFIXES = (".md", ".rst", ".txt")
 _CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".toml", ".cfg", ".ini")
@@ -232,14 +235,18 @@ def build_tasks(
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if not 0.0 <= name_share <= 1.0:
         raise ValueError(f"name_share must be in [0, 1], got {name_share!r}")
-    splits = _repo_splits(specs)
-    tasks: list[Task] = []
+    selected: dict[str, tuple[DirectoryTree, list[_Candidate]]] = {}
     for spec in specs:
         tree = spec.tree()
         candidates = [c for c in _candidates(tree) if len(c.targets) <= max_targets]
-        chosen = _select(spec.name, candidates, max_tasks_per_repo, max_tasks_per_file, name_share)
+        selected[spec.name] = tree, _select(spec.name, candidates, max_tasks_per_repo, max_tasks_per_file, name_share)
+    splits = _repo_splits([spec for spec in specs if selected[spec.name][1]])
+    tasks: list[Task] = []
+    for spec in specs:
+        tree, chosen = selected[spec.name]
+        by_question = {} if splits.get(spec.name) else _question_splits(spec.name, [c.question for c in chosen])
         for candidate in chosen:
-            split = splits[spec.name] or _split_by_hash(_stable_hash(spec.name, candidate.question))
+            split = splits.get(spec.name) or by_question[candidate.question]
             tasks.append(Task(
                 task_id=f"{spec.name}:{hashlib.sha1(candidate.question.encode()).hexdigest()[:10]}",
                 repo=spec.name,
@@ -288,23 +295,38 @@ def _split_by_hash(value: int) -> str:
     return "test"
 
 
+def _split_in_order(names: Sequence[str]) -> dict[str, str]:
+    """``names`` (in hash order) split 7:2:1 by rank: from three names on, val and test get at least one each."""
+    n_val = max(1, round(len(names) * SPLIT_FRACTIONS[1])) if len(names) >= 3 else 0
+    n_test = max(1, round(len(names) * (1 - sum(SPLIT_FRACTIONS)))) if len(names) >= 3 else 0
+    n_train = len(names) - n_val - n_test
+    return {name: "train" if index < n_train else "val" if index < n_train + n_val else "test"
+            for index, name in enumerate(names)}
+
+
 def _repo_splits(specs: Sequence[RepoSpec]) -> dict[str, str | None]:
-    """Explicit splits as given; the rest 7:2:1 by repository in hash order (None: split by task)."""
+    """Explicit splits as given; the rest 7:2:1 by repository in hash order (None: split by question)."""
     splits: dict[str, str | None] = {spec.name: spec.split for spec in specs}
     unassigned = sorted((spec.name for spec in specs if spec.split is None), key=lambda n: _stable_hash("split", n))
-    if len(unassigned) < 3:
-        return splits
-    n_val = max(1, round(len(unassigned) * SPLIT_FRACTIONS[1]))
-    n_test = max(1, round(len(unassigned) * (1 - sum(SPLIT_FRACTIONS))))
-    n_train = len(unassigned) - n_val - n_test
-    for index, name in enumerate(unassigned):
-        splits[name] = "train" if index < n_train else "val" if index < n_train + n_val else "test"
+    if len(unassigned) >= 3:
+        splits.update(_split_in_order(unassigned))
     return splits
+
+
+def _question_splits(repo: str, questions: Sequence[str]) -> dict[str, str]:
+    """A repository's questions split 7:2:1 by a hash of its own, so every split gets one from three on.
+
+    Not the hash ``_select`` picks questions by: a repository with more candidates than its quota
+    would otherwise have only low hashes chosen, all of them train.
+    """
+    return _split_in_order(sorted(questions, key=lambda question: _stable_hash("question-split", repo, question)))
 
 
 def _candidates(tree: DirectoryTree) -> list[_Candidate]:
     """Every question the files of ``tree`` yield, merged so identical questions share their targets.
 
+    Questions about contents merge regardless of case (``"Overview"`` and ``"OVERVIEW"`` ask the same);
+    a file name keeps its case: ``Case.py`` and ``case.py`` are different files.
     A question must be one printable line: file contents (a config key, a heading) could
     otherwise forge lines of the observation.
     """
@@ -313,7 +335,8 @@ def _candidates(tree: DirectoryTree) -> list[_Candidate]:
         for kind, question, topic in _questions_for(tree, path):
             if not question.isprintable():
                 continue
-            paths = by_question.setdefault(question.casefold(), (kind, question, topic, []))[3]
+            key = question if kind == "name" else question.casefold()
+            paths = by_question.setdefault(key, (kind, question, topic, []))[3]
             if path not in paths:
                 paths.append(path)
     return [
