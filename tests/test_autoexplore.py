@@ -725,3 +725,22 @@ def test_text_scoring_takes_any_number_of_actions_and_the_id_head_limit_is_check
         check_action_limit(env, len(ACTION_IDS), "the tokenizer")
     # a task whose target lies one directory down still starts at the wide root
     assert AutoExplore(tasks=[t for t in wide_tasks if t.depth == 1]).action_bound().count == 261
+
+
+def test_a_run_answering_with_ids_is_refused_before_any_work_when_a_step_lists_too_many(wide_tasks, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from reflectrl.envs.autoexplore.tasks import write_tasks
+
+    write_tasks(wide_tasks, tmp_path / "wide.jsonl")
+    values = {"name": "wide", "out_dir": str(tmp_path / "runs"), "action_scoring": "id",
+              "env": {"name": "autoexplore", "kwargs": {"tasks_path": str(tmp_path / "wide.jsonl")}},
+              "data": {"episodes": 2}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(values))
+    command = [sys.executable, "-m", "reflectrl.cli", "run", "--config", str(tmp_path / "recipe.yaml")]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "lists 261 actions in one step" in refused.stderr
+    assert not (tmp_path / "runs" / "wide" / "data").exists()

@@ -33,10 +33,20 @@ from typing import Any
 
 import torch
 
-from reflectrl.agent.models import ModelSpec, default_device, load_model, quiet_transformers, save_model
+from reflectrl.agent.models import (
+    ModelSpec,
+    default_device,
+    load_model,
+    load_tokenizer,
+    quiet_transformers,
+    save_model,
+)
+from reflectrl.agent.policy import usable_action_ids
 from reflectrl.config import RunConfig, SFTConfig, redacted_dict, save_config
 from reflectrl.data.sft_sets import build_sets, read_jsonl, write_sets
 from reflectrl.data.trajectories import generate_examples
+from reflectrl.envs.action_parser import ACTION_IDS
+from reflectrl.envs.base import check_action_limit
 from reflectrl.envs.registry import make_env
 from reflectrl.eval.baselines import OracleAgent, RandomAgent
 from reflectrl.eval.episodes import EPISODES_FILE, SAMPLED_EPISODES_FILE, read_episodes
@@ -485,6 +495,19 @@ def _second_process(config: RunConfig, arms: list[str]) -> None:
     play_arms(config, arms)
 
 
+def check_action_ids(config: RunConfig) -> None:
+    """Under ``action_scoring: id``, refuse before any work a recipe whose envs can list more actions in
+    one step than the policy's tokenizer has single-token ids (text scoring takes any number)."""
+    if config.action_scoring != "id":
+        return
+    tokenizer = load_tokenizer(config.model)
+    limit = len(ACTION_IDS) if tokenizer is None else len(usable_action_ids(tokenizer))
+    labeller = f"the tokenizer of {config.model.name}"
+    for level in [*_data_levels(config), *((lv, 1.0) for lv in config.curriculum.levels or [{}]),
+                  *((lv, 1.0) for lv in config.eval.levels or [{}])]:
+        check_action_limit(make_env(config.env.name, **{**config.env.kwargs, **level[0]}), limit, labeller)
+
+
 def cpu_model() -> str:
     """The CPU's model name (timings are comparable only on the same one)."""
     with contextlib.suppress(OSError):
@@ -502,6 +525,7 @@ def run_pipeline(config: RunConfig, command: str | None = None) -> dict[str, dic
     """
     started = time.time()
     set_threads(config)
+    check_action_ids(config)
     arms = _run_arms(config)
     steps = [{key: row[key] for key in ("name", "wall_s", "peak_rss_gb", "reused")}
              for row in read_jsonl_tolerant(config.run_dir / STEPS_LOG) if row["started"] >= started]

@@ -347,6 +347,25 @@ def _load_smollm2() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return model, tokenizer
 
 
+def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase | None:
+    """The tokenizer ``load_model(spec)`` would return, read without the weights where it can be
+    (None for the tiny preset, whose tokenizer is trained on a run's data): for checks before any work."""
+    if spec.name == TINY:
+        return None
+    local = Path(spec.name).expanduser()
+    if spec.name == SMOLLM2 and not local.is_dir():
+        path = smollm2_gguf_path()
+        converted = cache_dir() / f"{SMOLLM2}-{importlib.metadata.version(SMOLLM2_PACKAGE)}-{path.stat().st_size}"
+        if not (converted / "config.json").is_file():
+            return _prepare_tokenizer(_load_smollm2()[1])
+        return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(converted)))
+    name = str(local.resolve()) if local.is_dir() else spec.name
+    try:
+        return _prepare_tokenizer(AutoTokenizer.from_pretrained(name, local_files_only=not spec.allow_hub))
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read the tokenizer of model {spec.name!r}: {exc}") from exc
+
+
 def _load_pretrained(name: str, allow_hub: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=not allow_hub)

@@ -22,7 +22,7 @@ from reflectrl.agent.models import ModelSpec, default_device, load_model
 from reflectrl.agent.policy import ActionPolicy
 from reflectrl.agent.reflector import Reflector
 from reflectrl.agent.rollout import rollout
-from reflectrl.envs.base import TextEnv
+from reflectrl.envs.base import TextEnv, check_action_limit
 from reflectrl.envs.registry import make_env
 from reflectrl.eval.baselines import Agent, EpisodeResult, play_episode
 from reflectrl.eval.episodes import agent_record, rollout_record
@@ -191,6 +191,9 @@ def evaluate_model(
     device = default_device()
     model, tokenizer = load_model(ModelSpec(name=str(policy_path), dtype=dtype))
     policy = ActionPolicy(model.eval().to(device), tokenizer, max_length=max_length, dtype=dtype, scoring=scoring)
+    if policy.max_actions is not None:
+        for level in plan.levels:
+            check_action_limit(plan.envs(level)[0], policy.max_actions, f"the policy in {policy_path}")
     reflector = None
     if reflector_path is not None:
         reflector = Reflector.from_pretrained(reflector_path, dtype=reflector_dtype or dtype,

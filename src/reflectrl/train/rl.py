@@ -39,6 +39,7 @@ from reflectrl.agent.policy import ActionPolicy
 from reflectrl.agent.reflector import Reflector
 from reflectrl.agent.rollout import Episode, StepRecord, rollout
 from reflectrl.config import RLConfig, RunConfig
+from reflectrl.envs.base import check_action_limit
 from reflectrl.envs.registry import make_env
 from reflectrl.memory import peak_rss_gb
 from reflectrl.run_files import append_jsonl, atomic_directory, read_jsonl_tolerant, write_jsonl_atomic
@@ -307,6 +308,10 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
         ref_model.requires_grad_(False)
         reference = ActionPolicy(ref_model.eval().to(accelerator.device), tokenizer,
                                  max_length=config.sft.max_length, dtype=dtype, scoring=config.action_scoring)
+    if policy.max_actions is not None:
+        for level in config.curriculum.levels or [{}]:
+            check_action_limit(make_env(config.env.name, **{**config.env.kwargs, **config.env.train_kwargs, **level}),
+                               policy.max_actions, f"the policy in {start_from}")
     learner = Learner(policy, rl, accelerator, reference)
 
     env_kwargs = {**config.env.kwargs, **config.env.train_kwargs}
