@@ -33,14 +33,15 @@ import torch
 
 from reflectrl.agent.models import ModelSpec, default_device, load_model, quiet_transformers, save_model
 from reflectrl.config import RunConfig, redacted_dict, save_config
-from reflectrl.data.sft_sets import build_sets, read_jsonl, write_sets
+from reflectrl.data.sft_sets import build_sets, check_sets, read_set, write_sets
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.registry import make_env
 from reflectrl.eval.baselines import OracleAgent, RandomAgent
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
 from reflectrl.memory import peak_rss_gb, release_freed_memory, reset_peak_rss
-from reflectrl.run_files import atomic_directory, read_json, write_json_atomic, write_text_atomic
+from reflectrl.errors import UserError
+from reflectrl.run_files import atomic_directory, read_json, record_files, write_json_atomic, write_text_atomic
 from reflectrl.teachers.base import Teacher
 from reflectrl.train.rl import train_rl
 from reflectrl.train.sft import train_sft
@@ -56,7 +57,7 @@ POLICY_SETS = {
 }
 
 
-class StaleOutputError(ValueError):
+class StaleOutputError(UserError):
     """A step's output exists but was made from different recipe values."""
 
 
@@ -93,7 +94,8 @@ def is_done(out: Path, marker: str, print_: dict[str, Any]) -> bool:
     old = read_json(recorded) if recorded.exists() else {"hash": None, "parts": {}}
     if old["hash"] == print_["hash"]:
         return True
-    keys = _changed(old["parts"], print_["parts"]) or ["(no fingerprint recorded)"]
+    new = json.loads(json.dumps(print_["parts"], default=str))  # as on disk: a tuple (a level, its weight) is a list
+    keys = _changed(old["parts"], new) or ["(no fingerprint recorded)"]
     raise StaleOutputError(
         f"{out} was made from a different recipe (changed: {', '.join(keys[:8])}); delete {out} and what was "
         f"made from it to redo it, or run under a new name"
@@ -144,6 +146,7 @@ def step_data(config: RunConfig) -> Path:
     data_dir = config.run_dir / "data"
     print_ = data_fingerprint(config)
     if is_done(data_dir, "done.json", print_):
+        check_sets(data_dir)
         return data_dir
     teacher = make_teacher(config)
     levels = _data_levels(config)
@@ -165,6 +168,7 @@ def step_data(config: RunConfig) -> Path:
             write_sets(sets, tmp / split)
             counts[split] = {name: len(rows) for name, rows in sets.items()}
         write_json_atomic(tmp / FINGERPRINT_FILE, print_)
+        record_files(tmp)
         write_json_atomic(tmp / "done.json", counts)
     return data_dir
 
@@ -178,8 +182,8 @@ def step_base(config: RunConfig, data_dir: Path) -> tuple[Path, Path]:
     base_dir = config.run_dir / "base"
     print_ = base_fingerprint(config)
     if not is_done(base_dir, "done", print_):
-        texts = [row["prompt"] + " " + row["completion"] for row in read_jsonl(data_dir / "train" / "reflection.jsonl")]
-        texts += [row["prompt"] for row in read_jsonl(data_dir / "train" / "policy.jsonl")[:2000]]
+        texts = [row["prompt"] + " " + row["completion"] for row in read_set(data_dir, "train", "reflection")]
+        texts += [row["prompt"] for row in read_set(data_dir, "train", "policy")[:2000]]
         with atomic_directory(base_dir) as tmp:
             torch.manual_seed(config.seed)
             policy_model, tokenizer = load_model(config.model, texts=texts)
@@ -212,7 +216,7 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
         return out
     spec = config.reflector_model if kind == "reflection" and config.reflector_model else config.model
     sft_config = config.reflector_sft if kind == "reflection" and config.reflector_sft else config.sft
-    train_rows = read_jsonl(data_dir / "train" / f"{set_name}.jsonl")
+    train_rows = read_set(data_dir, "train", set_name)
     with step_memory(), atomic_directory(out) as tmp:
         model, tokenizer = load_model(ModelSpec(**{**spec.__dict__, "name": str(base)}))
         if kind == "reflection":
@@ -220,7 +224,7 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
         model.to(default_device())
         metrics = train_sft(
             model, tokenizer, train_rows,
-            read_jsonl(data_dir / "val" / f"{set_name}.jsonl"),
+            read_set(data_dir, "val", set_name),
             sft_config, tmp, kind=kind, seed=config.seed, dtype=spec.dtype, scoring=config.action_scoring,
         )
         del model  # before step_memory hands the freed memory back
@@ -406,11 +410,16 @@ def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
     set_threads(config)
     run = config.run_dir
     run.mkdir(parents=True, exist_ok=True)
-    save_config(config, run / "config.yaml")
+    if not any(run.iterdir()):
+        # outputs already there may be refused as made from other values: until every step has
+        # accepted this recipe (at the end), config.yaml keeps describing them
+        save_config(config, run / "config.yaml")
     recipe_arms = arms_of(config)
     names = list(recipe_arms)
     if config.jobs == 2:
         step_base(config, step_data(config))  # both processes read them: made once, before the second starts
+        if config.policy_init == "reflector":
+            reflector_sft(config)  # where the second process's policy SFT starts
         second_arms = [name for name in names if name in NO_REFLECTION_ARMS]
         second = multiprocessing.get_context("spawn").Process(target=_second_process, args=(config, second_arms))
         second.start()
@@ -429,6 +438,7 @@ def run_pipeline(config: RunConfig) -> dict[str, dict[str, Any]]:
     write_json_atomic(run / "eval.json", arms)
     curves = {name: read_metrics(run / "rl" / name / "metrics.jsonl") for name, arm in recipe_arms.items() if arm.rl}
     write_report(run, config.env.name, arms, curves)
+    save_config(config, run / "config.yaml")
     return arms
 
 
