@@ -67,7 +67,7 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """The sha256 of a file's bytes, read in chunks (model weights can be larger than memory allows twice)."""
+    """The sha256 of a file's bytes, read in chunks: model weights need not fit in memory."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
