@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from reflectrl.cli import main
+
 from rl_fixtures import TINY, write_recipe
 
 #: where to kill, in pipeline order: a glob under the run directory that exists only while that step works
@@ -65,3 +67,26 @@ def test_kill_nine_at_every_step_then_resume_gives_the_uninterrupted_results(tmp
     resumed = subprocess.run(_command(recipe), capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run / "eval.json").read_text()) == expected
+
+
+def test_a_cut_training_set_stops_the_run_in_one_line_before_any_work(tmp_path, capsys):
+    recipe = _recipe(tmp_path, "cut")
+    assert main(["data", "--config", str(recipe)]) == 0
+    run = tmp_path / "runs" / "cut"
+    policy_set = run / "data" / "train" / "policy.jsonl"
+    lines = policy_set.read_text().splitlines(keepends=True)
+    policy_set.write_text("".join(lines[:len(lines) // 2]))
+    capsys.readouterr()
+
+    def error() -> str:
+        assert main(["run", "--config", str(recipe)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {policy_set} "), err
+        assert sorted(p.name for p in run.iterdir()) == ["data"]  # nothing was made from it
+        return err[0]
+
+    line = error()
+    assert "bytes where" in line and f"delete {run / 'data'} to make the data again" in line
+    # data made before files were recorded: the row count done.json holds still names the cut
+    (run / "data" / "files.json").unlink()
+    assert f"has {len(lines) // 2} rows where the data step wrote {len(lines)}" in error()

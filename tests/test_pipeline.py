@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from multiprocessing.context import SpawnProcess
+
+import pytest
+
+from reflectrl.config import RunConfig, from_dict
+from reflectrl.pipeline import run_pipeline
 
 from rl_fixtures import TINY, write_recipe
 
@@ -134,3 +140,35 @@ def test_a_run_that_scores_actions_by_text_and_a_switch_of_scoring_is_not_reused
     switched = subprocess.run(command + ["--set", "action_scoring=id"], capture_output=True, text=True, timeout=600)
     assert switched.returncode == 2
     assert "action_scoring" in switched.stderr
+
+
+def test_a_refused_rerun_leaves_config_yaml_describing_the_outputs(tmp_path):
+    recipe = write_recipe(tmp_path / "recipe.yaml", tiny_recipe(tmp_path))
+    cli = [sys.executable, "-m", "reflectrl.cli"]
+    made = subprocess.run(cli + ["data", "--config", str(recipe)], capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr[-3000:]
+    refused = subprocess.run(cli + ["run", "--config", str(recipe), "--set", "data.episodes=13"],
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "changed: data.episodes)" in refused.stderr
+    # data/ was made with 12 episodes: no config.yaml may say 13 (`reflectrl data` writes none)
+    run = tmp_path / "runs" / "tiny-run"
+    assert sorted(p.name for p in run.iterdir()) == ["data"]
+
+
+def test_two_jobs_make_what_both_processes_read_before_the_second_starts(tmp_path, monkeypatch, one_thread):
+    """With ``policy_init: reflector`` the second process's policy SFT starts from the reflector too: made
+    in both processes at once into one folder, each deleted the other's temporary output."""
+    run = tmp_path / "runs" / "tiny-run"
+
+    class Started(Exception):
+        """The moment the second process would start: what is in the run directory then."""
+
+    def start(process: SpawnProcess) -> None:
+        raise Started(sorted(path.name for path in run.iterdir() if not path.name.startswith(".")))
+
+    monkeypatch.setattr(SpawnProcess, "start", start)
+    config = from_dict(RunConfig, tiny_recipe(tmp_path, jobs=2, threads=1, policy_init="reflector"))
+    with pytest.raises(Started) as started:
+        run_pipeline(config)
+    assert started.value.args[0] == ["base", "config.yaml", "data", "reflector"]
+    assert (run / "reflector" / "sft_metrics.json").exists()

@@ -97,12 +97,36 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, tiny_dir):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+#: `reflectrl rl` as the CLI runs it, after which each process saves the weights it ended with
+EACH_RANK = """
+import sys
+
+import torch
+
+from reflectrl.cli import main
+from reflectrl.train import rl
+
+runs = []
+setup = rl.setup
+rl.setup = lambda *args, **kwargs: runs.append(setup(*args, **kwargs)) or runs[-1]
+code = main(sys.argv[1:])
+run = runs[0]
+weights = {name: tensor.detach().cpu().clone() for name, tensor in run.policy.model.state_dict().items()}
+torch.save(weights, run.out_dir / f"rank-{run.accelerator.process_index}.pt")
+sys.exit(code)
+"""
+
+
 def test_two_processes_under_accelerate(tmp_path, tiny_dir):
     config_path = write_recipe(tmp_path / "r.yaml", recipe(tmp_path, iterations=2, batch_episodes=4))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
+    script = tmp_path / "each_rank.py"
+    script.write_text(EACH_RANK)
+    # this checkout's code, not whichever reflectrl is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+           "OMP_NUM_THREADS": "1"}
     out = tmp_path / "ddp"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "-m", "reflectrl.cli"]
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", str(script)]
     result = subprocess.run(launch + _rl_command(config_path, tiny_dir, out)[3:], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -112,6 +136,14 @@ def test_two_processes_under_accelerate(tmp_path, tiny_dir):
     # one replay buffer shared by both processes: rank 0's holds the successes of both
     assert rows[-1]["replay"] == round(sum(r["success"] * r["episodes"] for r in rows))
     assert (out / "final").exists()
+    # every update was the same on both ranks (gradients all-reduced): they end with the same weights, which
+    # are not those they started from
+    ranks = [torch.load(out / f"rank-{rank}.pt") for rank in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys() and all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+    start = load_file(tiny_dir / "model.safetensors")
+    assert any(not torch.equal(start[k], ranks[0][k]) for k in start)
+    final = load_file(out / "final" / "model.safetensors")
+    assert all(torch.equal(final[k], ranks[0][k]) for k in final)
 
 
 def test_the_reflector_stays_frozen(tmp_path, tiny_dir):

@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--policy", required=True, help="saved policy (an SFT output dir)")
     rl.add_argument("--reflector", help="saved reflector; omit for the no-reflection arm")
     rl.add_argument("--out", required=True, help="output dir (checkpoints, metrics, final/)")
-    rl.add_argument("--restart", action="store_true", help="ignore existing checkpoints in --out")
+    rl.add_argument("--restart", action="store_true",
+                    help="start over from --policy: delete the checkpoints, final/ and logs of a run in --out")
     rl.set_defaults(func=_cmd_rl)
 
     ev = sub.add_parser("eval", parents=[common], help="evaluate an agent on held-out tasks")

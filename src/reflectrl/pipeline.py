@@ -43,7 +43,7 @@ from reflectrl.agent.models import (
 )
 from reflectrl.agent.policy import usable_action_ids
 from reflectrl.config import RunConfig, SFTConfig, redacted_dict, save_config
-from reflectrl.data.sft_sets import build_sets, read_jsonl, write_sets
+from reflectrl.data.sft_sets import build_sets, check_sets, read_set, write_sets
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.action_parser import ACTION_IDS
 from reflectrl.envs.base import check_action_limit
@@ -53,11 +53,13 @@ from reflectrl.eval.episodes import EPISODES_FILE, SAMPLED_EPISODES_FILE, read_e
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
 from reflectrl.memory import peak_rss_gb, release_freed_memory, reset_peak_rss
+from reflectrl.errors import UserError
 from reflectrl.run_files import (
     append_jsonl,
     atomic_directory,
     read_json,
     read_jsonl_tolerant,
+    record_files,
     write_json_atomic,
     write_jsonl_atomic,
     write_text_atomic,
@@ -77,7 +79,7 @@ POLICY_SETS = {
 }
 
 
-class StaleOutputError(ValueError):
+class StaleOutputError(UserError):
     """A step's output exists but was made from different recipe values."""
 
 
@@ -114,7 +116,8 @@ def is_done(out: Path, marker: str, print_: dict[str, Any]) -> bool:
     old = read_json(recorded) if recorded.exists() else {"hash": None, "parts": {}}
     if old["hash"] == print_["hash"]:
         return True
-    keys = _changed(old["parts"], print_["parts"]) or ["(no fingerprint recorded)"]
+    new = json.loads(json.dumps(print_["parts"], default=str))  # as on disk: a tuple (a level, its weight) is a list
+    keys = _changed(old["parts"], new) or ["(no fingerprint recorded)"]
     raise StaleOutputError(
         f"{out} was made from a different recipe (changed: {', '.join(keys[:8])}); delete {out} and what was "
         f"made from it to redo it, or run under a new name"
@@ -187,6 +190,7 @@ def step_data(config: RunConfig) -> Path:
     data_dir = config.run_dir / "data"
     print_ = data_fingerprint(config)
     if is_done(data_dir, "done.json", print_):
+        check_sets(data_dir)
         reused_step(config, "data")
         return data_dir
     with timed_step(config, "data"):
@@ -214,6 +218,7 @@ def _make_data(config: RunConfig, data_dir: Path, print_: dict[str, Any]) -> Pat
             write_sets(sets, tmp / split)
             counts[split] = {name: len(rows) for name, rows in sets.items()}
         write_json_atomic(tmp / FINGERPRINT_FILE, print_)
+        record_files(tmp)
         write_json_atomic(tmp / "done.json", counts)
     return data_dir
 
@@ -244,8 +249,8 @@ def step_base(config: RunConfig, data_dir: Path) -> tuple[Path, Path]:
         reused_step(config, "base models")
         return base_dir / "policy", base_dir / "reflector"
     with timed_step(config, "base models"):
-        texts = [row["prompt"] + " " + row["completion"] for row in read_jsonl(data_dir / "train" / "reflection.jsonl")]
-        texts += [row["prompt"] for row in read_jsonl(data_dir / "train" / "policy.jsonl")[:2000]]
+        texts = [row["prompt"] + " " + row["completion"] for row in read_set(data_dir, "train", "reflection")]
+        texts += [row["prompt"] for row in read_set(data_dir, "train", "policy")[:2000]]
         with atomic_directory(base_dir) as tmp:
             policy_model, tokenizer = load_model(initial_spec(config, "policy"), texts=texts)
             save_model(policy_model, tokenizer, tmp / "policy")
@@ -284,7 +289,7 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
         reused_step(config, f"sft {out.name}")
         return out
     spec, sft_config = player_settings(config, kind)
-    train_rows = read_jsonl(data_dir / "train" / f"{set_name}.jsonl")
+    train_rows = read_set(data_dir, "train", set_name)
     with timed_step(config, f"sft {out.name}"), atomic_directory(out) as tmp:
         model, tokenizer = load_model(ModelSpec(**{**spec.__dict__, "name": str(base)}))
         if kind == "reflection":
@@ -292,7 +297,7 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
         model.to(default_device())
         metrics = train_sft(
             model, tokenizer, train_rows,
-            read_jsonl(data_dir / "val" / f"{set_name}.jsonl"),
+            read_set(data_dir, "val", set_name),
             sft_config, tmp, kind=kind, seed=config.seed, dtype=spec.dtype, scoring=config.action_scoring,
             reflection_tokens=config.reflection_tokens,
         )
@@ -546,11 +551,16 @@ def _utc(seconds: float) -> str:
 def _run_arms(config: RunConfig) -> dict[str, dict[str, Any]]:
     run = config.run_dir
     run.mkdir(parents=True, exist_ok=True)
-    save_config(config, run / "config.yaml")
+    if not any(run.iterdir()):
+        # outputs already there may be refused as made from other values: until every step has
+        # accepted this recipe (at the end), config.yaml keeps describing them
+        save_config(config, run / "config.yaml")
     recipe_arms = arms_of(config)
     names = list(recipe_arms)
     if config.jobs == 2:
         step_base(config, step_data(config))  # both processes read them: made once, before the second starts
+        if config.policy_init == "reflector":
+            reflector_sft(config)  # where the second process's policy SFT starts
         second_arms = [name for name in names if name in NO_REFLECTION_ARMS]
         second = multiprocessing.get_context("spawn").Process(target=_second_process, args=(config, second_arms))
         second.start()
@@ -570,6 +580,7 @@ def _run_arms(config: RunConfig) -> dict[str, dict[str, Any]]:
     curves = {name: read_metrics(run / "rl" / name / "metrics.jsonl") for name, arm in recipe_arms.items() if arm.rl}
     episodes = {name: read_episodes(run / "eval" / name / EPISODES_FILE) for name in arms}
     write_report(run, config.env.name, arms, curves, episodes=episodes)
+    save_config(config, run / "config.yaml")
     return arms
 
 

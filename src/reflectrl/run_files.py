@@ -9,6 +9,7 @@ torn line to a kill; readers drop it instead of failing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,11 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from reflectrl.errors import UserError
+
+#: the size and sha256 of every file of a step's output, as the step wrote it
+FILES_RECORD = "files.json"
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -51,13 +57,56 @@ def append_jsonl(row: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """A JSON file, or a ValueError naming the file when it is missing, truncated or not JSON."""
+    """A JSON file, or a UserError naming the file when it is missing, truncated or not JSON."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path} does not exist") from None
+        raise UserError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON (truncated or corrupt?): {error}") from None
+        raise UserError(f"{path} is not valid JSON (truncated or corrupt?): {error}") from None
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in chunks: model weights need not fit in memory."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def record_files(directory: str | os.PathLike) -> Path:
+    """Write ``FILES_RECORD`` in ``directory``: the size and sha256 of every file under it, for ``check_files``.
+
+    A file cut or changed after its step finished would otherwise be read as if
+    it were the step's output (half a training set trains on half the data).
+    """
+    directory = Path(directory)
+    files = {path.relative_to(directory).as_posix(): {"bytes": path.stat().st_size, "sha256": file_digest(path)}
+             for path in sorted(directory.rglob("*")) if path.is_file() and path.name != FILES_RECORD}
+    return write_json_atomic(directory / FILES_RECORD, files)
+
+
+def check_files(directory: str | os.PathLike, remedy: str, names: Iterable[str] | None = None) -> None:
+    """Compare files under ``directory`` (those in ``names``, else every one) with its ``FILES_RECORD``.
+
+    Raises a UserError naming the first file that is missing or differs, followed by
+    ``remedy``. A directory without a record (written before records were kept) passes.
+    """
+    directory = Path(directory)
+    if not (directory / FILES_RECORD).exists():
+        return
+    recorded = read_json(directory / FILES_RECORD)
+    for name in recorded if names is None else names:
+        path, expected = directory / name, recorded.get(name)
+        if expected is None:
+            continue
+        if not path.is_file():
+            problem = "is missing"
+        elif path.stat().st_size != expected["bytes"]:
+            problem = f"has {path.stat().st_size} bytes where {expected['bytes']} were written"
+        elif file_digest(path) != expected["sha256"]:
+            problem = "differs from what was written (sha256)"
+        else:
+            continue
+        raise UserError(f"{path} {problem}: it was damaged or changed after it was made; {remedy}")
 
 
 def read_jsonl_tolerant(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -75,19 +124,27 @@ def read_jsonl_tolerant(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError as error:
             if number >= len(lines) - 1:  # the last line, torn by a kill while it was written
                 break
-            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from None
     return rows
 
 
 @contextlib.contextmanager
 def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling directory to fill; on success it replaces ``final`` in one rename.
+    """Yield a temporary sibling directory to fill; on success it takes the place of ``final``.
 
     A kill while filling leaves only the temporary directory (removed by the next
-    attempt); ``final`` is either the old complete directory or the new one.
+    attempt). POSIX cannot swap two directories in one rename, so an existing
+    ``final`` is first moved into a ``.old-`` holder beside it; a kill before the
+    new one is renamed in leaves it there, and the next attempt puts it back
+    before anything else. ``final`` is the old complete directory or the new one,
+    never lost.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for holder in final.parent.glob(f".old-{final.name}-*"):
+        if (holder / final.name).exists() and not final.exists():
+            os.replace(holder / final.name, final)
+        shutil.rmtree(holder, ignore_errors=True)
     for stale in final.parent.glob(f".tmp-{final.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
@@ -97,9 +154,9 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
-        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-old-"))
-        os.replace(final, old / final.name)
+        holder = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".old-{final.name}-"))
+        os.replace(final, holder / final.name)
         os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(holder, ignore_errors=True)
     else:
         os.replace(tmp, final)

@@ -21,7 +21,8 @@ from typing import Any, Iterable
 from reflectrl.agent.prompts import policy_prompt, reflection_prompt
 from reflectrl.data.trajectories import Example
 from reflectrl.envs.action_parser import action_ids
-from reflectrl.run_files import write_jsonl_atomic
+from reflectrl.errors import UserError
+from reflectrl.run_files import check_files, read_json, write_jsonl_atomic
 
 SET_NAMES = ("reflection", "policy", "policy_noreflect", "reflection_pos", "policy_pos")
 
@@ -65,10 +66,36 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ("prompt", "complet
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+                raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from error
             if not isinstance(row, dict) or any(key not in row for key in required):
-                raise ValueError(f"{path}:{number}: a row needs the keys {', '.join(required)}")
+                raise UserError(f"{path}:{number}: a row needs the keys {', '.join(required)}")
             rows.append(row)
+    return rows
+
+
+def _remake(data_dir: Path) -> str:
+    return f"delete {data_dir} to make the data again"
+
+
+def check_sets(data_dir: str | Path) -> None:
+    """Every file of the data step against what it recorded, so that a run stops on a damaged set before any work."""
+    check_files(data_dir, _remake(Path(data_dir)))
+
+
+def read_set(data_dir: str | Path, split: str, name: str) -> list[dict[str, Any]]:
+    """One set the data step wrote, checked against the size, hash and row count it recorded.
+
+    A set cut or changed afterwards would otherwise train on other data than the
+    run records (half the lines: half the data, silently).
+    """
+    data_dir = Path(data_dir)
+    path = data_dir / split / f"{name}.jsonl"
+    check_files(data_dir, _remake(data_dir), [f"{split}/{name}.jsonl"])
+    rows = read_jsonl(path)
+    written = read_json(data_dir / "done.json")[split][name]
+    if len(rows) != written:
+        raise UserError(f"{path} has {len(rows)} rows where the data step wrote {written}: it was cut or changed "
+                        f"after it was made; {_remake(data_dir)}")
     return rows
 
 

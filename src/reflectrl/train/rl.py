@@ -19,8 +19,11 @@ the successes of all of them to one shared replay buffer.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import pickle
 import random
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -41,8 +44,10 @@ from reflectrl.agent.rollout import Episode, StepRecord, rollout
 from reflectrl.config import RLConfig, RunConfig
 from reflectrl.envs.base import check_action_limit
 from reflectrl.envs.registry import make_env
+from reflectrl.errors import UserError
 from reflectrl.memory import peak_rss_gb
-from reflectrl.run_files import append_jsonl, atomic_directory, read_jsonl_tolerant, write_jsonl_atomic
+from reflectrl.run_files import (append_jsonl, atomic_directory, check_files, file_digest, read_json,
+                                 read_jsonl_tolerant, record_files, write_jsonl_atomic)
 from reflectrl.train.curriculum import Curriculum
 from reflectrl.train.replay import ReplayBuffer
 
@@ -250,6 +255,8 @@ class RLRun:
     baseline: dict[str, Any] | None = None
     state: dict[str, Any] = field(default_factory=lambda: {"env_steps": 0, "seconds": 0.0})
     start_iteration: int = 0
+    #: the policy and reflector the run started from, recorded in each checkpoint
+    made_from: dict[str, Any] = field(default_factory=dict)
 
     @property
     def main(self) -> bool:
@@ -272,7 +279,36 @@ class RLRun:
 
 
 def _checkpoints(out_dir: Path) -> list[Path]:
-    return sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    """The run's checkpoints, oldest first; a copy named like one (``checkpoint-3.bak``) is not one."""
+    found = [p for p in out_dir.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _model_id(path: str | Path | None) -> dict[str, str] | None:
+    """A model as a checkpoint records what it was made from: a directory by its weights' content (it can
+    be filled again with another model), anything else (a hub model) by its name."""
+    if path is None:
+        return None
+    weights = sorted(p for p in Path(path).glob("*") if p.suffix in (".safetensors", ".bin")) \
+        if Path(path).is_dir() else []
+    if not weights:
+        return {"path": str(path), "id": str(path)}
+    digest = hashlib.sha256()
+    for file in weights:
+        digest.update(f"{file.name} {file_digest(file)}\n".encode())
+    return {"path": str(path), "id": digest.hexdigest()[:16]}
+
+
+def _check_checkpoint(path: Path, made_from: dict[str, Any]) -> None:
+    """Refuse to resume from a damaged checkpoint, or from one made from another policy or reflector."""
+    check_files(path, f"delete {path} to resume from the checkpoint before it")
+    recorded = read_json(path / "state.json").get("made_from")
+    for role, given in made_from.items():
+        before = recorded.get(role) if recorded else {"path": f"an unrecorded {role}", "id": None}
+        if (before or {}).get("id") != (given or {}).get("id"):
+            raise UserError(f"{path} was made from {before['path'] if before else 'no ' + role}, not "
+                            f"{given['path'] if given else 'no ' + role}: pass the {role} it was made from, or "
+                            f"start over: delete the checkpoints in {path.parent} (reflectrl rl --restart does)")
 
 
 def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, reflector_path: str | Path | None,
@@ -283,7 +319,10 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dtype = config.model.dtype
+    made_from = {"policy": _model_id(policy_path), "reflector": _model_id(reflector_path)}
     checkpoints = _checkpoints(out_dir) if resume else []
+    if checkpoints:
+        _check_checkpoint(checkpoints[-1], made_from)
     start_from = checkpoints[-1] if checkpoints else Path(policy_path)
     model, tokenizer = load_model(ModelSpec(name=str(start_from), dtype=dtype))
     value_head = None
@@ -317,9 +356,14 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
     env_kwargs = {**config.env.kwargs, **config.env.train_kwargs}
     levels = config.curriculum.levels or [{}]
     pools = [make_env(config.env.name, **{**env_kwargs, **level}).tasks("train") for level in levels]
+    if not resume and accelerator.is_main_process:
+        # after the models loaded: a --restart with a wrong path keeps the run it would replace
+        for old in [*_checkpoints(out_dir), out_dir / "final", out_dir / "logs"]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
     run = RLRun(config, out_dir, accelerator, policy, tokenizer, reflector, learner,
                 Curriculum.from_config(config.curriculum, rl.iterations, [len(p) for p in pools]),
-                ReplayBuffer(rl.replay_size), levels, pools, env_kwargs)
+                ReplayBuffer(rl.replay_size), levels, pools, env_kwargs, made_from=made_from)
     if checkpoints:
         load_checkpoint(run, start_from)
     if run.main:
@@ -444,8 +488,9 @@ def save_checkpoint(run: RLRun, iteration: int) -> Path:
             "value_head": value_head.state_dict() if value_head is not None else None,
         }, tmp / "trainer_state.pt")
         payload = {**run.state, "iteration": iteration, "curriculum": run.curriculum.state_dict(),
-                   "replay": run.replay.state_dict()}
+                   "replay": run.replay.state_dict(), "made_from": run.made_from}
         (tmp / "state.json").write_text(json.dumps(payload, default=str))
+        record_files(tmp)
     for old in _checkpoints(run.out_dir)[:-2]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -455,10 +500,10 @@ def load_checkpoint(run: RLRun, path: Path) -> None:
     """Restore what ``save_checkpoint`` wrote (the model was loaded from ``path`` already); tensors only."""
     try:
         trainer = torch.load(path / "trainer_state.pt", weights_only=True, map_location="cpu")
-        saved = json.loads((path / "state.json").read_text())
-    except (OSError, ValueError, RuntimeError) as error:
-        raise ValueError(f"RL checkpoint {path} cannot be read ({error}); delete it to resume from the one before") \
-            from error
+    except (OSError, EOFError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
+        raise UserError(f"{path / 'trainer_state.pt'} cannot be read ({error}); delete {path} to resume from the "
+                        f"checkpoint before it") from error
+    saved = read_json(path / "state.json")
     run.learner.optimizer.load_state_dict(trainer["optimizer"])
     if run.policy.value_head is not None and trainer["value_head"] is not None:
         run.policy.value_head.load_state_dict(trainer["value_head"])
