@@ -152,7 +152,7 @@ def test_a_refused_rerun_leaves_config_yaml_describing_the_outputs(tmp_path):
     assert refused.returncode == 2 and "changed: data.episodes)" in refused.stderr
     # data/ was made with 12 episodes: no config.yaml may say 13 (`reflectrl data` writes none)
     run = tmp_path / "runs" / "tiny-run"
-    assert sorted(p.name for p in run.iterdir()) == ["data"]
+    assert sorted(p.name for p in run.iterdir()) == ["data", "steps.jsonl"]
 
 
 def test_two_jobs_make_what_both_processes_read_before_the_second_starts(tmp_path, monkeypatch, one_thread):
@@ -170,5 +170,5 @@ def test_two_jobs_make_what_both_processes_read_before_the_second_starts(tmp_pat
     config = from_dict(RunConfig, tiny_recipe(tmp_path, jobs=2, threads=1, policy_init="reflector"))
     with pytest.raises(Started) as started:
         run_pipeline(config)
-    assert started.value.args[0] == ["base", "config.yaml", "data", "reflector"]
+    assert started.value.args[0] == ["base", "config.yaml", "data", "reflector", "steps.jsonl"]
     assert (run / "reflector" / "sft_metrics.json").exists()
