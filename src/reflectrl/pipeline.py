@@ -36,6 +36,7 @@ from reflectrl.config import RunConfig, redacted_dict, save_config
 from reflectrl.data.sft_sets import build_sets, read_jsonl, write_sets
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.registry import make_env
+from reflectrl.errors import UserError
 from reflectrl.eval.baselines import OracleAgent, RandomAgent
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
@@ -56,7 +57,7 @@ POLICY_SETS = {
 }
 
 
-class StaleOutputError(ValueError):
+class StaleOutputError(UserError):
     """A step's output exists but was made from different recipe values."""
 
 

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from reflectrl.errors import UserError
+
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same directory, then rename it into place."""
@@ -51,13 +53,13 @@ def append_jsonl(row: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """A JSON file, or a ValueError naming the file when it is missing, truncated or not JSON."""
+    """A JSON file, or a UserError naming the file when it is missing, truncated or not JSON."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path} does not exist") from None
+        raise UserError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON (truncated or corrupt?): {error}") from None
+        raise UserError(f"{path} is not valid JSON (truncated or corrupt?): {error}") from None
 
 
 def read_jsonl_tolerant(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -75,7 +77,7 @@ def read_jsonl_tolerant(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError as error:
             if number >= len(lines) - 1:  # the last line, torn by a kill while it was written
                 break
-            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from None
     return rows
 
 

@@ -21,6 +21,7 @@ from reflectrl.agent.attention import CPU_ATTENTION
 from reflectrl.agent.models import ModelSpec, autocast_dtype, load_model
 from reflectrl.agent.policy import bos_prefix, fit_prompt, left_pad, positions_from_mask
 from reflectrl.agent.prompts import ACTION_STOP, ANALYZE_MARKER, clean_reflection, reflection_prompt
+from reflectrl.errors import UserError
 
 #: a row's stop check decodes only its last few tokens: enough to hold the marker however it is split
 _STOP_WINDOW = len(ACTION_STOP) + 4
@@ -130,7 +131,7 @@ class Reflector:
         self.dtype = dtype
         self.max_length = max_length or _max_positions(model)
         if self.max_length <= max_new_tokens:
-            raise ValueError(f"max_length={self.max_length} leaves no room for a prompt before {max_new_tokens} new tokens")
+            raise UserError(f"max_length={self.max_length} leaves no room for a prompt before {max_new_tokens} new tokens")
         self.reseed(seed)
         self._prefix = bos_prefix(tokenizer)
         stop = {tokenizer.eos_token_id}

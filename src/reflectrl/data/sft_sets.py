@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from reflectrl.agent.prompts import policy_prompt, reflection_prompt
 from reflectrl.data.trajectories import Example
 from reflectrl.envs.action_parser import action_ids
+from reflectrl.errors import UserError
 from reflectrl.run_files import write_jsonl_atomic
 
 SET_NAMES = ("reflection", "policy", "policy_noreflect", "reflection_pos", "policy_pos")
@@ -65,9 +66,9 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ("prompt", "complet
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+                raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from error
             if not isinstance(row, dict) or any(key not in row for key in required):
-                raise ValueError(f"{path}:{number}: a row needs the keys {', '.join(required)}")
+                raise UserError(f"{path}:{number}: a row needs the keys {', '.join(required)}")
             rows.append(row)
     return rows
 
