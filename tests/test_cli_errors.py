@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
-from reflectrl.cli import main
-from reflectrl.config import load_config
+from reflectrl.agent.models import ModelNotFoundError
+from reflectrl.agent.policy import ActionTokenError
+from reflectrl.cli import UsageError, main
+from reflectrl.config import ConfigError, load_config
+from reflectrl.envs import registry
+from reflectrl.errors import UserError
+from reflectrl.pipeline import StaleOutputError
+from reflectrl.teachers.openai_compat import EndpointError
 
-from rl_fixtures import save_tiny, write_recipe
+from rl_fixtures import ChainEnv, save_tiny, write_recipe
 
 
 def _error(capsys, argv: list[str]) -> str:
@@ -75,3 +83,72 @@ def test_debug_shows_the_traceback(recipe):
         main(["--debug", "eval", "--config", recipe(env={"name": "taxi", "kwargs": {"stagee": 1}}), "--agent", "random"])
     with pytest.raises(ValueError, match="stagee"):
         main(["eval", "--debug", "--config", recipe(env={"name": "taxi", "kwargs": {"stagee": 1}}), "--agent", "random"])
+
+
+def test_a_set_value_is_as_strict_as_the_recipe(capsys, recipe):
+    for pair, named in (("sft.epochs=.inf", "sft.epochs"), ("rl.iterations=true", "rl.iterations"),
+                        ("seed=18446744073709551616", "seed")):
+        assert named in _error(capsys, ["eval", "--config", recipe(), "--agent", "random", "--set", pair])
+    assert "given twice" in _error(capsys, ["eval", "--config", recipe(), "--agent", "random",
+                                            "--set", "env.kwargs={stage: pickup, stage: full}"])
+
+
+def test_an_unknown_env_fails_before_anything_is_written(capsys, recipe, tmp_path):
+    assert "env.name" in _error(capsys, ["run", "--config", recipe(name="r", env={"name": "nosuch"})])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_paths_on_the_command_line_are_named(capsys, recipe, tmp_path):
+    out = tmp_path / "a-file"
+    out.write_text("")
+    assert f"--out {out} is a file" in _error(capsys, ["rl", "--config", recipe(), "--policy", str(tmp_path),
+                                                       "--out", str(out)])
+    missing = tmp_path / "no-policy"
+    assert str(missing) in _error(capsys, ["eval", "--config", recipe(), "--policy", str(missing)])
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("{not json\n")
+    assert f"{tasks}: line 1" in _error(capsys, ["play", "--env", "autoexplore", "--agent", "random",
+                                                 "--env-arg", f"tasks_path={tasks}"])
+
+
+@pytest.mark.parametrize("error", [ConfigError, UsageError, StaleOutputError, ActionTokenError, EndpointError,
+                                   ModelNotFoundError])
+def test_errors_a_user_can_fix_are_user_errors(error):
+    assert issubclass(error, UserError)
+
+
+class BrokenChain(ChainEnv):
+    """A chain whose first step fails as the machine or a bug fails, not as a user's mistake does."""
+
+    def __init__(self, failure: str = "runtime") -> None:
+        super().__init__()
+        self.failure = failure
+
+    def step(self, action_index: int):
+        raise RuntimeError("CUDA out of memory") if self.failure == "runtime" else KeyError("internal")
+
+
+@pytest.mark.parametrize("failure, kind", [("runtime", RuntimeError), ("key", KeyError)])
+def test_a_failure_that_is_not_the_users_keeps_its_traceback(capsys, monkeypatch, failure, kind):
+    monkeypatch.setitem(registry._REGISTRY, "broken", BrokenChain)
+    with pytest.raises(kind):
+        main(["play", "--env", "broken", "--agent", "random", "--env-arg", f"failure={failure}"])
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_human_player_sees_each_state_before_choosing(capsys, monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "chain", ChainEnv)
+    monkeypatch.setattr("sys.stdin", io.StringIO("1\n0\n1\n"))
+    assert main(["play", "--env", "chain", "--agent", "human"]) == 0
+    screens = capsys.readouterr().out.split("action> ")
+    assert len(screens) == 4
+    for room, screen in enumerate(screens[:3], 1):
+        # the state the choice is made in, then its actions, and no state after them
+        assert screen.endswith(f"You are in room {room} of 3.\n0. open the red door\n1. open the blue door\n")
+    assert "success=1.00" in screens[-1]
+
+
+def test_a_human_players_input_that_ends_is_one_line(capsys, monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "chain", ChainEnv)
+    monkeypatch.setattr("sys.stdin", io.StringIO("1\n"))
+    assert "input ended" in _error(capsys, ["play", "--env", "chain", "--agent", "human"])

@@ -1,10 +1,13 @@
 """Recipes map onto dataclasses; every mistake names its key."""
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from reflectrl.config import ConfigError, RunConfig, load_config
+from reflectrl.config import ConfigError, RunConfig, load_config, save_config
+from reflectrl.recipe_yaml import parse_yaml
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
@@ -77,3 +80,75 @@ def test_step_commands_run_at_the_recipes_thread_count(tmp_path, threads):
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("sft:\n  epochs: .inf\n", "sft.epochs"),
+        ("rl:\n  lr: .inf\n", "rl.lr"),
+        ("rl:\n  clip: .nan\n", "rl.clip"),
+        ("sft:\n  batch_size: true\n", "sft.batch_size"),
+        ("rl:\n  lr: true\n", "rl.lr"),
+        ("eval:\n  greedy: 1\n", "eval.greedy"),
+        ("jobs: true\n", "jobs"),
+        ("model:\n  n_layer: true\n", "model.n_layer"),
+        ("model:\n  lora: {r: true}\n", "model.lora.r"),
+        ("model:\n  lora: {dropout: .nan}\n", "model.lora.dropout"),
+        ("seed: 18446744073709551616\n", "seed"),
+        ("seed: 4294967296\n", "seed"),
+        ("model:\n  seed: -1\n", "model.seed"),
+        ("sft:\n  max_length: 9223372036854775808\n", "sft.max_length"),
+    ],
+)
+def test_numbers_are_finite_in_range_and_not_booleans(tmp_path, text, key):
+    with pytest.raises(ConfigError, match=rf"(^|; ){re.escape(key)}: "):
+        load_config(write(tmp_path, text))
+
+
+def test_a_key_given_twice_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="'lr' is given twice"):
+        load_config(write(tmp_path, "rl:\n  lr: 0.1\n  iterations: 2\n  lr: 0.2\n"))
+    with pytest.raises(ConfigError, match="'rl' is given twice"):
+        load_config(write(tmp_path, "rl: {lr: 0.1}\nname: x\nrl: {iterations: 2}\n"))
+    with pytest.raises(yaml.YAMLError, match="given twice"):
+        parse_yaml("{stage: pickup, stage: full}")
+
+
+def test_an_exponent_without_a_dot_is_a_number():
+    assert parse_yaml("1e-3") == 0.001 and parse_yaml("-2E5") == -200000.0
+    assert parse_yaml("1.5e-3") == 0.0015 and parse_yaml("12") == 12 and parse_yaml("e5") == "e5"
+
+
+def test_unknown_env_and_model_names_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"env\.name: unknown env; known envs: .*taxi"):
+        load_config(write(tmp_path, "env:\n  name: nosuch\n"))
+    assert load_config(write(tmp_path, "env:\n  name: rl_fixtures:ChainEnv\n")).env.name == "rl_fixtures:ChainEnv"
+    with pytest.raises(ConfigError, match=r"^model: name 'no-such-model' is neither .*allow_hub"):
+        load_config(write(tmp_path, "model:\n  name: no-such-model\n"))
+    with pytest.raises(ConfigError, match=r"^reflector_model: name '/nowhere/at/all'"):
+        load_config(write(tmp_path, "reflector_model:\n  name: /nowhere/at/all\n"))
+    # a local directory, or a hub id the user lets it download, is taken without loading anything
+    assert load_config(write(tmp_path, f"model:\n  name: {tmp_path}\n")).model.name == str(tmp_path)
+    assert load_config(write(tmp_path, "model: {name: org/some-model, allow_hub: true}\n")).model.allow_hub
+
+
+def test_keys_the_algorithm_would_ignore_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"reflector_sft\.shuffle_ids: unknown key"):
+        load_config(write(tmp_path, "reflector_sft:\n  shuffle_ids: false\n"))
+    for algorithm in ("ppo", "group"):
+        for key, value in (("baseline", "mean"), ("replay_size", 10), ("replay_batch", 4)):
+            with pytest.raises(ConfigError, match=rf"^rl: {key}: used by algorithm reinforce only, not {algorithm}"):
+                load_config(write(tmp_path, f"rl:\n  algorithm: {algorithm}\n  {key}: {value}\n"))
+    for batch in (2, 6):
+        with pytest.raises(ConfigError, match=rf"rl: batch_episodes \({batch}\) must be a multiple of group_size \(4\)"):
+            load_config(write(tmp_path, f"rl:\n  algorithm: group\n  batch_episodes: {batch}\n  group_size: 4\n"))
+    reinforce = load_config(write(tmp_path, "rl:\n  algorithm: reinforce\n")).rl
+    assert (reinforce.baseline, reinforce.replay_size, reinforce.replay_batch) == ("none", 50, 16)
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce", "ppo", "group"])
+def test_the_recipe_saved_beside_a_run_loads_again(tmp_path, algorithm):
+    config = load_config(write(tmp_path, f"rl:\n  algorithm: {algorithm}\nreflector_sft:\n  lr: 0.01\n"))
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == config

@@ -359,5 +359,5 @@ def test_steps_with_more_actions_than_single_characters_train_and_play():
     # all-zero advantages (a batch of failures under the mean baseline): no pass and no optimizer step, so
     # AdamW's momentum from the update above does not move the weights
     after = [p.detach().clone() for p in trainable]
-    assert learner.update(Batch(batch.steps, torch.zeros(len(batch.steps)))) == 0.0
+    assert learner.update(Batch(batch.steps, torch.zeros(len(batch.steps)))) == {"loss": 0.0}
     assert all(torch.equal(old, new) for old, new in zip(after, trainable))

@@ -49,8 +49,10 @@ def _success(tmp_path: Path, policy: Path, scoring: str = "id") -> float:
 @pytest.mark.parametrize(("algorithm", "scoring"), [("reinforce", "id"), ("group", "id"), ("ppo", "id"),
                                                     ("reinforce", "text")])
 def test_a_few_iterations_raise_success(tmp_path, tiny_dir, algorithm, scoring):
-    config = from_dict(RunConfig, {**recipe(tmp_path, algorithm=algorithm, iterations=8, group_size=4),
-                                   "action_scoring": scoring})
+    rl = {"algorithm": algorithm, "iterations": 8, "group_size": 4}
+    if algorithm != "reinforce":
+        rl["baseline"] = None  # a REINFORCE key: the other algorithms refuse it
+    config = from_dict(RunConfig, {**recipe(tmp_path, **rl), "action_scoring": scoring})
     before = _success(tmp_path, tiny_dir, scoring)
     history = train_rl(config, tiny_dir, tmp_path / "rl", show_progress=False)
     after = _success(tmp_path, tmp_path / "rl" / "final", scoring)
@@ -219,6 +221,22 @@ def test_stored_log_probs_are_those_of_the_tempered_distribution(tiny_dir):
         now = policy.distribution([s.prompt for s in steps], [s.ids for s in steps], temperature=2.5)
     recomputed = now.gather(1, torch.tensor([s.action for s in steps])[:, None])[:, 0]
     assert torch.allclose(recomputed, torch.tensor([s.log_prob for s in steps]), atol=1e-5)
+
+
+def test_ppo_logs_its_diagnostics_and_keeps_no_replay(tmp_path, tiny_dir):
+    """PPO's rows carry what CleanRL and TRL log; it never samples a replay buffer, so it fills none."""
+    config = from_dict(RunConfig, recipe(tmp_path, algorithm="ppo", baseline=None, iterations=2, batch_episodes=8))
+    rows = train_rl(config, tiny_dir, tmp_path / "rl", show_progress=False)
+    for row in rows:
+        assert {"policy_loss", "value_loss", "approx_kl", "clip_fraction", "grad_norm"} <= set(row)
+        # no entropy or KL term: the loss is the surrogate plus the weighted value error
+        assert row["loss"] == pytest.approx(row["policy_loss"] + config.rl.value_coef * row["value_loss"], abs=1e-6)
+        # epochs after the first see a moved policy: its ratios are no longer all 1
+        assert row["approx_kl"] > 0 and 0 <= row["clip_fraction"] <= 1
+        assert row["value_loss"] > 0 and row["grad_norm"] > 0
+        assert row.get("explained_variance", 0.0) <= 1
+        assert row["replay"] == 0
+    assert sum(row["success"] for row in rows) > 0  # successes REINFORCE would have kept
 
 
 def test_envs_are_built_once_per_run(tmp_path, tiny_dir):

@@ -15,12 +15,14 @@ from reflectrl.config import CurriculumConfig
 from reflectrl.train.replay import ReplayBuffer
 from reflectrl.train.rl import (
     clipped_surrogate_loss,
+    explained_variance,
     generalized_advantages,
     group_advantages,
     group_batch,
     kl_divergence,
     policy_gradient_loss,
     ppo_batch,
+    ppo_ratio_diagnostics,
     reinforce_batch,
     returns_to_go,
 )
@@ -79,6 +81,25 @@ def test_ppo_clipped_surrogate(ratio, advantage, loss, gradient):
     value.backward()
     # d(-ratio * A)/d logp = -ratio * A where unclipped
     assert logp.grad.item() == pytest.approx(gradient)
+
+
+def test_ppo_ratio_diagnostics():
+    old = torch.log(torch.tensor([0.4, 0.4]))
+    logp = torch.log(torch.tensor([0.5, 0.2]))  # ratios 1.25 and 0.5
+    wide, narrow = ppo_ratio_diagnostics(logp, old, clip=0.3), ppo_ratio_diagnostics(logp, old, clip=0.2)
+    assert wide["clip_fraction"].item() == 0.5 and narrow["clip_fraction"].item() == 1.0
+    expected = ((0.25 - math.log(1.25)) + (-0.5 - math.log(0.5))) / 2
+    assert wide["approx_kl"].item() == pytest.approx(expected)
+    assert ppo_ratio_diagnostics(old, old, clip=0.2)["approx_kl"].item() == 0.0
+
+
+def test_explained_variance():
+    target = torch.tensor([1.0, 2.0, 3.0])
+    assert explained_variance(target, target) == 1.0
+    assert explained_variance(torch.full((3,), 2.0), target) == pytest.approx(0.0)  # the mean explains nothing
+    # residuals [-0.5, 0, 0.5]: variance 1/6 of the targets' 2/3
+    assert explained_variance(torch.tensor([1.5, 2.0, 2.5]), target) == pytest.approx(0.75)
+    assert explained_variance(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])) is None
 
 
 def test_gae_on_a_three_step_episode():

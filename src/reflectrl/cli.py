@@ -1,4 +1,4 @@
-"""The ``reflectrl`` command line: tasks, play, data, sft, rl, eval, run, bench."""
+"""The ``reflectrl`` command line: play, tasks, data, sft, rl, eval, run."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from typing import Any
 import yaml
 
 from reflectrl.envs.registry import list_envs, make_env
+from reflectrl.errors import UserError
+from reflectrl.recipe_yaml import parse_yaml
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A command-line value that cannot be used."""
 
 
@@ -25,7 +27,7 @@ def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"{flag} expects KEY=VALUE, got {pair!r}")
         try:
-            values[key] = yaml.safe_load(raw)
+            values[key] = parse_yaml(raw)
         except yaml.YAMLError as error:
             raise UsageError(f"{flag} {key}: {raw!r} is not a valid value ({str(error).splitlines()[0]})") from None
     return values
@@ -50,7 +52,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
     verbose = not args.quiet
 
     def show(observation, action_text: str, reward: float) -> None:
-        print(observation.text)
+        if args.agent != "human":  # a human was shown the state before choosing
+            print(observation.text)
         print(f">>> {action_text}   (reward {reward:+.3f})\n")
 
     results = []
@@ -107,23 +110,11 @@ def _load(args: argparse.Namespace):
     """The recipe of a model command, its thread count applied as `run` applies it; also quiets
     transformers' per-file progress bars and notices."""
     from reflectrl.agent.models import quiet_transformers
-    from reflectrl.config import RunConfig, from_dict, load_config
+    from reflectrl.config import load_config
     from reflectrl.pipeline import set_threads
 
     quiet_transformers()
-
-    overrides = _key_values(args.set, "--set")
-    if args.config:
-        config = load_config(args.config, overrides)
-    else:
-        values: dict[str, Any] = {}
-        for dotted, value in overrides.items():
-            node = values
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-        config = from_dict(RunConfig, values)
+    config = load_config(args.config, _key_values(args.set, "--set"))
     set_threads(config)
     return config
 
@@ -159,6 +150,8 @@ def _cmd_rl(args: argparse.Namespace) -> int:
 
     from reflectrl.train.rl import train_rl
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a file; name the directory for checkpoints, metrics and final/")
     config = _load(args)
     history = train_rl(config, args.policy, args.out, args.reflector, resume=not args.restart)
     # under `accelerate launch`: a process that exits with its process group alive can abort in
@@ -350,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: what a user can cause (a bad recipe, path, file, value or server): one line and exit code 2
-USER_ERRORS = (ValueError, KeyError, ImportError, OSError, RuntimeError)
+#: what a user can cause (a bad recipe, path, file, value or server): one line and exit code 2; anything
+#: else (out of memory, a CUDA error, a bug) keeps its traceback and exit code
+USER_ERRORS = (UserError,)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,8 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         if args.debug:
             raise
-        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        print(f"error: {' '.join(message.split())} (--debug shows the traceback)", file=sys.stderr)
+        print(f"error: {' '.join(str(error).split())} (--debug shows the traceback)", file=sys.stderr)
         return 2
 
 

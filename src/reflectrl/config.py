@@ -4,40 +4,80 @@ Every key of a recipe maps to a dataclass field with its type and range; an
 unknown key, a value of the wrong type or out of range is an error that names
 the key (``rl.lr: Input should be greater than 0 (got -0.1)``), so a typo
 never silently falls back to a default and a bad number never fails later
-with a raw traceback.
+with a raw traceback. Numbers are strict: a boolean is not a number, inf and
+nan are not accepted, integers fit 64 bits (seeds 32); a key given twice in
+the YAML is an error, as is an env or model name that cannot be found and a
+key the recipe's algorithm would ignore.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, Strict, StrictBool, TypeAdapter, ValidationError
 
-from reflectrl.agent.models import LoraSettings, ModelSpec
+from reflectrl.agent.models import INT64_MAX, SMOLLM2, TINY, LoraSettings, ModelSpec, Seed, smollm2_gguf_path
+from reflectrl.envs.registry import list_envs
+from reflectrl.errors import UserError
+from reflectrl.recipe_yaml import parse_yaml
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A recipe key or value that is not accepted."""
 
 
-PositiveInt = Annotated[int, Field(ge=1)]
-Count = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
-Probability = Annotated[float, Field(ge=0, le=1)]
-#: every section rejects keys it does not know
-_STRICT_KEYS = ConfigDict(extra="forbid")
+PositiveInt = Annotated[int, Strict(), Field(ge=1, le=INT64_MAX)]
+Count = Annotated[int, Strict(), Field(ge=0, le=INT64_MAX)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegative = Annotated[float, Strict(), Field(ge=0)]
+Probability = Annotated[float, Strict(), Field(ge=0, le=1)]
+#: every section rejects keys it does not know, and inf or nan where it wants a number
+_STRICT_KEYS = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _known_env(name: str) -> str:
+    """A registered env or a ``module:Class`` import path (imported only when the env is built)."""
+    if name not in list_envs() and ":" not in name:
+        raise ValueError(f"unknown env; known envs: {', '.join(list_envs())}, or a module:Class import path")
+    return name
+
+
+def _findable_model(spec: ModelSpec) -> ModelSpec:
+    """A model ``load_model`` will find, checked without loading it, so that a typo fails before any work.
+
+    With ``allow_hub`` a hub id is taken on trust: only downloading it would tell.
+    """
+    name = spec.name
+    if name == TINY or spec.allow_hub or Path(name).expanduser().is_dir():
+        return spec
+    if name == SMOLLM2:
+        try:
+            smollm2_gguf_path()
+        except (ImportError, OSError) as error:
+            raise ValueError(str(error)) from None
+        return spec
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not even the form of a hub id
+        cached = False
+    if not cached:
+        raise ValueError(f"name {name!r} is neither {TINY!r}, {SMOLLM2!r}, a local directory nor a Hugging Face "
+                         "model in the local cache (set allow_hub: true to download it)")
+    return spec
 
 
 @dataclass
 class EnvConfig:
     __pydantic_config__ = _STRICT_KEYS
 
-    name: str = "taxi"
+    name: Annotated[str, AfterValidator(_known_env)] = "taxi"
     #: constructor arguments of the env (``make_env(name, **kwargs)``)
     kwargs: dict[str, Any] = field(default_factory=dict)
     #: extra constructor arguments used during RL only (e.g. AutoExplore's hide_unrelated_prob)
@@ -72,7 +112,9 @@ class DataConfig:
 
 
 @dataclass
-class SFTConfig:
+class ReflectorSFTConfig:
+    """SFT settings of the reflector: those of ``SFTConfig`` but ``shuffle_ids`` (its examples name no action ids)."""
+
     __pydantic_config__ = _STRICT_KEYS
 
     epochs: PositiveFloat = 3.0
@@ -81,9 +123,7 @@ class SFTConfig:
     grad_accum: PositiveInt = 1
     weight_decay: NonNegative = 0.0
     warmup_ratio: Probability = 0.05
-    max_length: Annotated[int, Field(ge=2)] = 1024
-    #: shuffle which id names which action in policy examples
-    shuffle_ids: bool = True
+    max_length: Annotated[int, Strict(), Field(ge=2, le=INT64_MAX)] = 1024
     eval_every: Count = 100
     save_every: Count = 0
     max_steps: Count = 0
@@ -91,7 +131,15 @@ class SFTConfig:
     #: accumulating gradients: the same update in less memory; 0 = the whole batch at once
     max_batch_tokens: Count = 0
     #: recompute activations in the backward pass instead of keeping them (less memory, ~30% more time)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: StrictBool = False
+
+
+@dataclass
+class SFTConfig(ReflectorSFTConfig):
+    """SFT settings of the policy, and of the reflector where the recipe gives no ``reflector_sft``."""
+
+    #: shuffle which id names which action in policy examples
+    shuffle_ids: StrictBool = True
 
 
 @dataclass
@@ -103,7 +151,7 @@ class CurriculumConfig:
     #: list of env kwargs, one per level (e.g. [{stage: pickup}, {stage: dropoff}, {stage: full}])
     levels: list[dict[str, Any]] = field(default_factory=list)
     #: relative sizes for the schedule kind (default: number of train tasks of each level)
-    weights: list[float] = field(default_factory=list)
+    weights: list[Annotated[float, Strict()]] = field(default_factory=list)
     threshold: Probability = 0.8
     window: PositiveInt = 64
     #: for the success kind: most iterations on one level before promotion anyway
@@ -129,29 +177,44 @@ class RLConfig:
     weight_decay: NonNegative = 0.001
     grad_clip: PositiveFloat = 0.3
     gamma: Probability = 1.0
-    #: REINFORCE baseline: "none" (the paper) or "mean" (subtract the batch's mean return-to-go)
-    baseline: Literal["none", "mean"] = "none"
+    #: REINFORCE only: "none" (the paper; the default) or "mean" (subtract the batch's mean return-to-go)
+    baseline: Literal["none", "mean"] | None = None
     #: steps per forward/backward chunk (gradients accumulate over the whole batch)
     minibatch_size: PositiveInt = 32
     temperature: PositiveFloat = 1.0
     entropy_coef: NonNegative = 0.0
     kl_coef: NonNegative = 0.0
-    replay_size: Count = 50
-    replay_batch: Count = 16
+    #: REINFORCE only (the paper's replay of recent successes): episodes kept (default 50) and
+    #: replayed per iteration (default 16)
+    replay_size: Count | None = None
+    replay_batch: Count | None = None
     #: PPO
     ppo_epochs: PositiveInt = 3
-    clip: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    clip: Annotated[float, Strict(), Field(gt=0, lt=1)] = 0.1
     value_coef: NonNegative = 0.5
     gae_lambda: Probability = 0.95
-    #: group baseline: rollouts per task
+    #: group baseline: rollouts per task (batch_episodes is a whole number of groups)
     group_size: PositiveInt = 4
-    shuffle_ids: bool = False
+    shuffle_ids: StrictBool = False
     checkpoint_every: Count = 20
     #: every this many iterations (and before the first and after the last), play held-out validation
     #: tasks greedily (actions and reflections) and log their success beside training's; 0 = never
     eval_every: Count = 0
     #: validation episodes per curriculum level: that many of the level's val tasks, the same each time
     eval_episodes: PositiveInt = 16
+
+    def __post_init__(self) -> None:
+        reinforce_only = [key for key in ("baseline", "replay_size", "replay_batch") if getattr(self, key) is not None]
+        if self.algorithm != "reinforce" and reinforce_only:
+            raise ValueError(f"{', '.join(reinforce_only)}: used by algorithm reinforce only, not {self.algorithm}")
+        if self.algorithm == "reinforce":
+            # REINFORCE's defaults filled in here, so the recipe saved beside a run names the values it ran with
+            self.baseline = self.baseline or "none"
+            self.replay_size = 50 if self.replay_size is None else self.replay_size
+            self.replay_batch = 16 if self.replay_batch is None else self.replay_batch
+        if self.algorithm == "group" and self.batch_episodes % self.group_size:
+            raise ValueError(f"batch_episodes ({self.batch_episodes}) must be a multiple of group_size "
+                             f"({self.group_size}): each task is played by one whole group")
 
 
 @dataclass
@@ -161,11 +224,11 @@ class EvalConfig:
     episodes: PositiveInt = 100
     #: "heldout" = val + test: tasks never trained on (val only gives SFT its validation loss)
     split: Literal["train", "val", "test", "heldout"] = "test"
-    greedy: bool = True
+    greedy: StrictBool = True
     #: play held-out tasks again (with new seeds) until ``episodes`` is reached; set false where a
     #: task fixes the whole episode (a taxi start state) and play is greedy: repeats would only
     #: copy results and make the interval look narrower than the evidence
-    repeat_tasks: bool = True
+    repeat_tasks: StrictBool = True
     #: per-level eval kwargs (e.g. taxi stages); empty = env.kwargs
     levels: list[dict[str, Any]] = field(default_factory=list)
     #: also play every held-out task this many times with actions (and reflections) sampled at
@@ -182,17 +245,17 @@ class RunConfig:
     __pydantic_config__ = _STRICT_KEYS
 
     name: str = "run"
-    seed: Count = 0
+    seed: Seed = 0
     #: torch threads per process (0 = torch's default: every core, or cores / jobs with ``jobs: 2``)
     threads: Count = 0
     #: 2 = ``reflectrl run`` plays the no-reflection arms (their policy SFT, RL and evaluation, and the
     #: random and oracle baselines) in a second process beside the reflection arms: two models in memory
-    jobs: Literal[1, 2] = 1
+    jobs: Annotated[int, Strict(), Field(ge=1, le=2)] = 1
     out_dir: str = "runs"
     env: EnvConfig = field(default_factory=EnvConfig)
-    model: ModelSpec = field(default_factory=ModelSpec)
+    model: Annotated[ModelSpec, AfterValidator(_findable_model)] = field(default_factory=ModelSpec)
     #: the reflector's model; None = same spec as the policy
-    reflector_model: ModelSpec | None = None
+    reflector_model: Annotated[ModelSpec, AfterValidator(_findable_model)] | None = None
     #: where the policies' SFT starts: "base" (the model itself, the paper's way) or "reflector"
     #: (the SFT'd reflector: for a tiny model trained from scratch it is the only model that
     #: has already learned to read the env's text; both policy arms start from it)
@@ -208,7 +271,7 @@ class RunConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
-    reflector_sft: SFTConfig | None = None
+    reflector_sft: ReflectorSFTConfig | None = None
     rl: RLConfig = field(default_factory=RLConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -231,7 +294,8 @@ class RunConfig:
         return self.reflector_sft or self.sft
 
 
-_SECTIONS = (EnvConfig, TeacherConfig, DataConfig, SFTConfig, CurriculumConfig, RLConfig, EvalConfig)
+_SECTIONS = (EnvConfig, TeacherConfig, DataConfig, SFTConfig, ReflectorSFTConfig, CurriculumConfig, RLConfig,
+             EvalConfig)
 
 
 def _key(location: tuple[Any, ...]) -> str:
@@ -250,7 +314,8 @@ def _allowed_keys(cls: Any, location: tuple[Any, ...]) -> list[str]:
     hints = {f.name: f.type for f in dataclasses.fields(cls)}
     for part in location:
         name = str(hints.get(part, ""))
-        section = next((c for c in (*_SECTIONS, ModelSpec, LoraSettings) if c.__name__ in name), None)
+        section = next((c for c in (*_SECTIONS, ModelSpec, LoraSettings) if re.search(rf"\b{c.__name__}\b", name)),
+                       None)
         if section is None:
             return []
         hints = {f.name: f.type for f in dataclasses.fields(section)}
@@ -274,17 +339,21 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
         raise ConfigError("; ".join(problems)) from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a recipe; ``overrides`` are dotted keys (``{"rl.iterations": 5}``) applied on top."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(values).__name__}")
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a recipe (``None``: the defaults); ``overrides`` are dotted keys (``{"rl.iterations": 5}``) applied on top."""
+    values: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            values = parse_yaml(path.read_text()) or {}
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {path} cannot be read: {error}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(values).__name__}")
     for dotted, value in (overrides or {}).items():
         node = values
         *parents, leaf = dotted.split(".")
@@ -325,6 +394,7 @@ __all__ = [
     "EvalConfig",
     "LoraSettings",
     "ModelSpec",
+    "ReflectorSFTConfig",
     "RLConfig",
     "RunConfig",
     "SFTConfig",

@@ -48,6 +48,7 @@ from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.action_parser import ACTION_IDS
 from reflectrl.envs.base import check_action_limit
 from reflectrl.envs.registry import make_env
+from reflectrl.errors import UserError
 from reflectrl.eval.baselines import OracleAgent, RandomAgent
 from reflectrl.eval.episodes import EPISODES_FILE, SAMPLED_EPISODES_FILE, read_episodes
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model

@@ -29,6 +29,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from reflectrl.errors import UserError
+
 CPU_ATTENTION = "reflectrl_cpu"
 _SDPA_ONLY_KWARGS = ("softcap", "s_aux", "sinks")
 
@@ -110,4 +112,4 @@ def use_cpu_attention(model: Any) -> None:
     try:
         model.set_attn_implementation(wanted)
     except (ValueError, ImportError) as exc:
-        raise ValueError(f"{ATTENTION_ENV}={wanted!r} is not an attention implementation this model can use: {exc}") from exc
+        raise UserError(f"{ATTENTION_ENV}={wanted!r} is not an attention implementation this model can use: {exc}") from exc

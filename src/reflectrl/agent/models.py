@@ -35,9 +35,10 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field, Strict, StrictBool
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -51,6 +52,7 @@ from transformers import (
 from reflectrl.agent.attention import use_cpu_attention
 from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER
 from reflectrl.envs.action_parser import ACTION_IDS
+from reflectrl.errors import UserError
 
 TINY = "tiny"
 SMOLLM2 = "smollm2-135m"
@@ -65,15 +67,25 @@ RECORD_FILE = "reflectrl_model.json"
 #: sub-directory of an adapter checkpoint holding a base that cannot be named (a random tiny model)
 BASE_DIR = "base"
 _MIN_TINY_VOCAB = 256 + 3 + len(PROMPT_MARKERS) + len(ACTION_IDS) + 64
+#: the largest integer a recipe may give: torch's, numpy's and the tokenizers' integers have 64 bits
+INT64_MAX = 2**63 - 1
+#: a seed of a recipe: torch's generators take < 2**64, also after the offsets a run adds to its seed
+Seed = Annotated[int, Strict(), Field(ge=0, lt=2**32)]
+#: recipe values read by pydantic strictly: a boolean is not a number
+_Int = Annotated[int, Strict()]
+
+
+class ModelNotFoundError(UserError, FileNotFoundError):
+    """A model name that is no preset, no local directory and no (reachable) Hugging Face model."""
 
 
 @dataclass
 class LoraSettings:
     """LoRA hyper-parameters; ``target_modules=None`` adapts every linear layer of attention and MLP."""
 
-    r: int = 16
-    alpha: int = 16
-    dropout: float = 0.05
+    r: _Int = 16
+    alpha: _Int = 16
+    dropout: Annotated[float, Strict()] = 0.05
     target_modules: list[str] | None = None
     #: modules kept fully trainable and saved with the adapter (peft ``modules_to_save``), e.g. a final norm
     extra_trainable: list[str] = field(default_factory=list)
@@ -109,15 +121,15 @@ class ModelSpec:
     """
 
     name: str = TINY
-    n_layer: int = 4
-    n_embd: int = 128
-    n_head: int = 4
-    n_positions: int = 1024
-    vocab_size: int = 2048
+    n_layer: _Int = 4
+    n_embd: _Int = 128
+    n_head: _Int = 4
+    n_positions: _Int = 1024
+    vocab_size: _Int = 2048
     dtype: str = "float32"
     lora: LoraSettings | None = None
-    allow_hub: bool = False
-    seed: int | None = None
+    allow_hub: StrictBool = False
+    seed: Seed | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):
@@ -239,7 +251,7 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenize
     """Left padding (batched last-position reads) and a pad token (batching needs one)."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"tokenizer {type(tokenizer).__name__} has neither a pad nor an eos token to pad with")
+            raise UserError(f"tokenizer {type(tokenizer).__name__} has neither a pad nor an eos token to pad with")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
@@ -247,7 +259,7 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenize
 
 def _prepare_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        raise ValueError(
+        raise UserError(
             f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only "
             f"{model.get_input_embeddings().num_embeddings} rows; they do not belong together"
         )
@@ -372,7 +384,7 @@ def _load_pretrained(name: str, allow_hub: bool) -> tuple[PreTrainedModel, PreTr
         model = AutoModelForCausalLM.from_pretrained(name, local_files_only=not allow_hub, dtype=torch.float32)
     except OSError as exc:
         where = "" if allow_hub else " (hub downloads are off: set allow_hub=True to fetch it)"
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"model {name!r} is neither {TINY!r}, {SMOLLM2!r}, a local model directory nor a cached "
             f"Hugging Face model{where}: {exc}"
         ) from exc
@@ -432,7 +444,7 @@ def apply_lora(model: PreTrainedModel, settings: LoraSettings, seed: int = 0) ->
             with _quiet_peft():
                 return get_peft_model(model, config)
         except ValueError as exc:
-            raise ValueError(f"cannot apply LoRA {settings}: {exc}") from exc
+            raise UserError(f"cannot apply LoRA {settings}: {exc}") from exc
 
 
 def load_model(
@@ -486,7 +498,7 @@ def _naming_a_bad_directory(path: Path) -> Iterator[None]:
     try:
         yield
     except Exception as error:  # safetensors, json and transformers each raise their own types
-        raise ValueError(f"cannot load the model saved in {path}: {type(error).__name__}: {error}") from error
+        raise UserError(f"cannot load the model saved in {path}: {type(error).__name__}: {error}") from error
 
 
 def _lower_frozen_weights(model: PreTrainedModel, dtype: str) -> None:

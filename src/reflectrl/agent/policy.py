@@ -34,11 +34,12 @@ from transformers import PreTrainedTokenizerBase
 from reflectrl.agent.models import autocast, autocast_dtype, full_precision
 from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER, cut_start, fit_state
 from reflectrl.envs.action_parser import ACTION_IDS, EXTRA_ACTION_IDS, action_ids
+from reflectrl.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 
-class ActionTokenError(ValueError):
+class ActionTokenError(UserError):
     """Some action ids are not single tokens of the tokenizer after the action marker."""
 
 
@@ -115,7 +116,7 @@ def fit_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, state_end: int, 
     state = cut_start(state, lambda candidate: fits(candidate + rest))
     tokens = tokenizer(state + rest, add_special_tokens=False, verbose=False)["input_ids"]
     if len(tokens) > budget:
-        raise ValueError(
+        raise UserError(
             f"{what}: the action list alone takes {len(tokenizer(rest, add_special_tokens=False)['input_ids'])} "
             f"tokens, more than the {budget} allowed; raise max_length or enumerate fewer actions"
         )

@@ -21,6 +21,7 @@ from reflectrl.agent.attention import CPU_ATTENTION
 from reflectrl.agent.models import ModelSpec, autocast_dtype, load_model
 from reflectrl.agent.policy import bos_prefix, fit_prompt, left_pad, positions_from_mask
 from reflectrl.agent.prompts import ACTION_STOP, ANALYZE_MARKER, clean_reflection, reflection_prompt
+from reflectrl.errors import UserError
 
 #: a row's stop check decodes only its last few tokens: enough to hold the marker however it is split
 _STOP_WINDOW = len(ACTION_STOP) + 4
@@ -81,7 +82,7 @@ def reflection_prompt_budget(max_length: int, reflection_tokens: int, prefix: in
     """
     budget = max_length - prefix - reflection_tokens - 1
     if budget < 1:
-        raise ValueError(f"max_length={max_length} leaves no room for a reflector prompt before "
+        raise UserError(f"max_length={max_length} leaves no room for a reflector prompt before "
                          f"{reflection_tokens} new tokens; raise max_length or lower reflection_tokens")
     return budget
 

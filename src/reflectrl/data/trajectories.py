@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
 from reflectrl.envs.base import TextEnv
+from reflectrl.errors import UserError
 from reflectrl.teachers.base import Teacher
 
 
@@ -117,7 +118,7 @@ def generate_examples(
 ) -> Iterator[Example]:
     """Positive and negative examples from ``episodes`` teacher episodes over ``tasks`` (cycled)."""
     if not tasks:
-        raise ValueError(f"{env.name}: no tasks to generate data from")
+        raise UserError(f"{env.name}: no tasks to generate data from")
     if not 0.0 <= random_action_prob <= 1.0:
         raise ValueError(f"random_action_prob must be in [0, 1], got {random_action_prob}")
     rng = random.Random(seed)

@@ -14,6 +14,7 @@ import inspect
 from typing import Any, Callable
 
 from reflectrl.envs.base import TextEnv
+from reflectrl.errors import UserError
 
 _REGISTRY: dict[str, str | Callable[..., TextEnv]] = {
     "taxi": "reflectrl.envs.taxi:DangerousTaxi",
@@ -39,7 +40,7 @@ def _resolve(name: str) -> Callable[..., TextEnv]:
     if name not in _REGISTRY and ":" in name:
         _REGISTRY[name] = name
     if name not in _REGISTRY:
-        raise KeyError(f"unknown env {name!r}; known envs: {', '.join(list_envs())}")
+        raise UserError(f"unknown env {name!r}; known envs: {', '.join(list_envs())}")
     factory = _REGISTRY[name]
     if callable(factory):
         return factory
@@ -49,14 +50,15 @@ def _resolve(name: str) -> Callable[..., TextEnv]:
     except ImportError as error:
         extra = _EXTRAS.get(name)
         hint = f" Install it with: pip install 'reflectrl[{extra}]'" if extra else ""
-        raise ImportError(f"env {name!r}: cannot import {module_name} ({error}).{hint}") from error
+        raise UserError(f"env {name!r}: cannot import {module_name} ({error}).{hint}") from error
     if not hasattr(module, attr):
-        raise ImportError(f"env {name!r}: {module_name} has no attribute {attr!r}")
+        raise UserError(f"env {name!r}: {module_name} has no attribute {attr!r}")
     return getattr(module, attr)
 
 
 def make_env(name: str, **kwargs: Any) -> TextEnv:
-    """Build a registered env, passing ``kwargs`` to its constructor; a bad argument is named in a ValueError."""
+    """Build a registered env, passing ``kwargs`` to its constructor; a bad argument (or a file it names that
+    is missing or bad) is a UserError naming the env."""
     factory = _resolve(name)
     try:
         signature = inspect.signature(factory)
@@ -67,5 +69,10 @@ def make_env(name: str, **kwargs: Any) -> TextEnv:
             signature.bind(**kwargs)
         except TypeError as error:
             accepted = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
-            raise ValueError(f"env {name!r}: {error} (its arguments: {', '.join(accepted) or 'none'})") from None
-    return factory(**kwargs)
+            raise UserError(f"env {name!r}: {error} (its arguments: {', '.join(accepted) or 'none'})") from None
+    try:
+        return factory(**kwargs)
+    except UserError:
+        raise
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        raise UserError(f"env {name!r}: {error}") from error

@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol
 from reflectrl.agent.prompts import enumerate_actions
 from reflectrl.envs.action_parser import parse_action
 from reflectrl.envs.base import Observation, TextEnv
+from reflectrl.errors import UserError
 
 
 class Agent(Protocol):
@@ -46,15 +47,19 @@ class OracleAgent:
 
 
 class HumanAgent:
-    """Reads an action id (or action text) typed by a person."""
+    """Reads an action id (or action text) typed by a person, who sees the state first, as a model does."""
 
     def __init__(self, read: Callable[[str], str] = input) -> None:
         self.read = read
 
     def act(self, env: TextEnv, observation: Observation) -> tuple[int | None, str]:
+        print(observation.text)
         print(enumerate_actions(observation.actions), end="")
         while True:
-            reply = self.read("action> ")
+            try:
+                reply = self.read("action> ")
+            except EOFError:
+                raise UserError("the input ended before the episode did: no action was chosen") from None
             parsed = parse_action(reply, observation.actions)
             if parsed.valid:
                 return parsed.index, reply

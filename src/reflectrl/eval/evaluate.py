@@ -24,6 +24,7 @@ from reflectrl.agent.reflector import Reflector
 from reflectrl.agent.rollout import rollout
 from reflectrl.envs.base import TextEnv, check_action_limit
 from reflectrl.envs.registry import make_env
+from reflectrl.errors import UserError
 from reflectrl.eval.baselines import Agent, EpisodeResult, play_episode
 from reflectrl.eval.episodes import agent_record, rollout_record
 
@@ -109,7 +110,7 @@ class EvalPlan:
         (without ``repeat_tasks``: each task at most once), each then ``repeats`` times."""
         tasks = env.tasks("val") + env.tasks("test") if self.split == "heldout" else env.tasks(self.split)
         if not tasks:
-            raise ValueError(f"{self.env_name}: the {self.split} split has no tasks")
+            raise UserError(f"{self.env_name}: the {self.split} split has no tasks")
         n = self.episodes if self.repeat_tasks else min(self.episodes, len(tasks))
         return [(tasks[i % len(tasks)], self.seed + i * self.repeats + r) for i in range(n) for r in range(self.repeats)]
 

@@ -25,7 +25,11 @@ ARM_TITLES = {
     "endpoint": "Zero-shot LLM (endpoint)",
 }
 
-#: success rates reported in the paper (PAPER.md; unverified secondary summary), by env and arm
+#: the paper whose numbers the report quotes beside ours
+PAPER_CITATION = ("Zhou, Du and Li, \"Reflect-RL: Two-Player Online RL Fine-Tuning for LMs\", ACL 2024, "
+                  "arXiv:2402.12621")
+#: success rates reported in the paper, by env and arm, as a secondary summary gave them (not checked
+#: against the paper)
 PAPER_NUMBERS: dict[str, dict[str, str]] = {
     "taxi": {"reflect_rl": "58% (dropoff)", "sft_rl": "0% (dropoff)"},
     "autoexplore": {
@@ -175,7 +179,8 @@ def write_report(
         "(argmax actions and reflections) and, where measured, sampled (the authors' protocol: every task "
         "played several times with sampled actions; repeats of one task are not independent, so read its "
         "interval as optimistic). Per-level columns are greedy. "
-        "The paper column quotes Reflect-RL (GPT-2 XL) from PAPER.md (unverified secondary summary).",
+        f"The paper column quotes Reflect-RL with GPT-2 XL from {PAPER_CITATION}, as a secondary summary gave "
+        "the numbers; they were not checked against the paper.",
         "",
         results_table(results, env_name),
         "",

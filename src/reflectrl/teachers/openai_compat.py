@@ -25,6 +25,7 @@ from typing import Any, Callable, TypeVar, overload
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
 from reflectrl.envs.base import Observation
+from reflectrl.errors import UserError
 from reflectrl.teachers.base import Teacher
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ _ROLES = frozenset({"system", "user", "assistant"})
 _T = TypeVar("_T")
 
 
-class EndpointError(RuntimeError):
+class EndpointError(UserError, RuntimeError):
     """A chat endpoint failed after all retries, or replied with something unusable."""
 
 
@@ -167,13 +168,13 @@ class ChatEndpoint:
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             shown = redact_url(base_url) if isinstance(base_url, str) else base_url
-            raise ValueError(f"base_url must be an http(s) URL such as 'http://127.0.0.1:8000/v1', got {shown!r}")
+            raise UserError(f"base_url must be an http(s) URL such as 'http://127.0.0.1:8000/v1', got {shown!r}")
         try:
             urlsplit(base_url)
         except ValueError as err:
-            raise ValueError(f"base_url {redact_url(base_url)!r} is not a valid URL: {err}") from None
+            raise UserError(f"base_url {redact_url(base_url)!r} is not a valid URL: {err}") from None
         if not isinstance(model, str) or not model.strip():
-            raise ValueError(f"model must be a non-empty model name, got {model!r}")
+            raise UserError(f"model must be a non-empty model name, got {model!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if backoff < 0:

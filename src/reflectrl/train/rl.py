@@ -96,6 +96,23 @@ def clipped_surrogate_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantage
     return -torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages).mean()
 
 
+def ppo_ratio_diagnostics(logp: torch.Tensor, old_logp: torch.Tensor, clip: float) -> dict[str, torch.Tensor]:
+    """How far an update moved the policy from the one that acted, as CleanRL logs it: the approximate KL
+    ``mean((r - 1) - log r)`` (unbiased, never negative) and the fraction of steps whose ratio ``r`` is clipped."""
+    log_ratio = (logp - old_logp).detach()
+    ratio = log_ratio.exp()
+    return {"approx_kl": ((ratio - 1) - log_ratio).mean(), "clip_fraction": ((ratio - 1).abs() > clip).float().mean()}
+
+
+def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float | None:
+    """``1 - Var(target - predicted) / Var(target)``: 1 for a perfect value head, 0 for one no better than the
+    mean, negative for worse; None where the targets do not vary."""
+    variance = target.var(unbiased=False)
+    if float(variance) == 0.0:
+        return None
+    return float(1 - (target - predicted).var(unbiased=False) / variance)
+
+
 def kl_divergence(logp_all: torch.Tensor, reference_logp_all: torch.Tensor) -> torch.Tensor:
     """KL(pi || pi_ref) of each row over its valid actions (entries at -inf, outside the list, count zero)."""
     probs = logp_all.exp()
@@ -166,6 +183,14 @@ class Learner:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
 
     def loss(self, steps: list[StepRecord], advantages: torch.Tensor, returns: torch.Tensor | None) -> torch.Tensor:
+        """The differentiable loss of ``steps`` (``terms`` without the parts)."""
+        return self.terms(steps, advantages, returns)["loss"]
+
+    def terms(self, steps: list[StepRecord], advantages: torch.Tensor,
+              returns: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The loss of ``steps`` (``"loss"``, to differentiate) and, detached, what it is made of for the metrics:
+        under PPO ``policy_loss``, ``value_loss``, ``approx_kl``, ``clip_fraction`` and the value predictions
+        (``values``), from which ``update`` computes the batch's explained variance."""
         config, device = self.config, self.policy.device
         prompts, ids = [s.prompt for s in steps], [s.ids for s in steps]
         out = self.policy.distribution(prompts, ids, temperature=config.temperature,
@@ -173,10 +198,14 @@ class Learner:
         logp_all, values = out if config.algorithm == "ppo" else (out, None)
         logp = logp_all.gather(1, torch.tensor([s.action for s in steps], device=device)[:, None])[:, 0]
         advantages = advantages.to(device)
+        parts: dict[str, torch.Tensor] = {}
         if config.algorithm == "ppo":
             old = torch.tensor([s.log_prob for s in steps], device=device)
-            loss = clipped_surrogate_loss(logp, old, advantages, config.clip)
-            loss = loss + config.value_coef * (values - returns.to(device)).pow(2).mean()
+            policy_loss = clipped_surrogate_loss(logp, old, advantages, config.clip)
+            value_loss = (values - returns.to(device)).pow(2).mean()
+            loss = policy_loss + config.value_coef * value_loss
+            parts = {"policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
+                     **ppo_ratio_diagnostics(logp, old, config.clip), "values": values.detach().float()}
         else:
             loss = policy_gradient_loss(logp, advantages)
         if config.entropy_coef:
@@ -185,7 +214,7 @@ class Learner:
             with torch.no_grad():
                 reference = self.reference.distribution(prompts, ids, temperature=config.temperature)
             loss = loss + config.kl_coef * kl_divergence(logp_all, reference.to(device)).mean()
-        return loss
+        return {"loss": loss, **parts}
 
     @torch.no_grad()
     def values(self, pairs: list[tuple[str, list[str]]]) -> list[float]:
@@ -209,27 +238,40 @@ class Learner:
             signal = self.accelerator.reduce(signal, reduction="sum")
         return float(signal) == 0.0
 
-    def update(self, batch: Batch) -> float:
+    def update(self, batch: Batch) -> dict[str, float]:
         """One optimizer step over the whole batch in minibatch chunks; gradients sync once, on the last chunk.
 
-        A batch whose loss has a zero gradient is skipped whole (no passes, no optimizer step).
+        Returns its diagnostics: the ``loss`` and each part of it (``terms``) averaged over the batch's steps,
+        ``grad_norm`` (before clipping) and under PPO ``explained_variance`` (where the returns vary). A batch
+        whose loss has a zero gradient is skipped whole (no passes, no optimizer step): ``{"loss": 0.0}``.
         """
         if self._nothing_to_learn(batch):
-            return 0.0
+            return {"loss": 0.0}
         self.optimizer.zero_grad(set_to_none=True)
-        n, size, total = len(batch.steps), self.config.minibatch_size, 0.0
+        n, size = len(batch.steps), self.config.minibatch_size
+        sums: dict[str, float] = {}
+        values: list[torch.Tensor] = []
         starts = list(range(0, n, size))
         for start in starts:
             chunk = slice(start, start + size)
             returns = batch.returns[chunk] if batch.returns is not None else None
             syncing = start == starts[-1]
+            weight = len(batch.steps[chunk]) / n
             with contextlib.nullcontext() if syncing else self.accelerator.no_sync(self.policy.module):
-                loss = self.loss(batch.steps[chunk], batch.advantages[chunk], returns) * (len(batch.steps[chunk]) / n)
-                self.accelerator.backward(loss)
-            total += float(loss.detach())
-        self.accelerator.clip_grad_norm_(self.params, self.config.grad_clip)
+                terms = self.terms(batch.steps[chunk], batch.advantages[chunk], returns)
+                self.accelerator.backward(terms["loss"] * weight)
+            if "values" in terms:
+                values.append(terms.pop("values").cpu())
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) * weight
+        grad_norm = self.accelerator.clip_grad_norm_(self.params, self.config.grad_clip)
         self.optimizer.step()
-        return total
+        diagnostics = {**sums, "grad_norm": float(grad_norm)}
+        if values:
+            explained = explained_variance(torch.cat(values), batch.returns.float())
+            if explained is not None:
+                diagnostics["explained_variance"] = explained
+        return diagnostics
 
 
 # ----------------------------------------------------------------------------- the run's state
@@ -363,7 +405,7 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
     accelerator.wait_for_everyone()
     run = RLRun(config, out_dir, accelerator, policy, tokenizer, reflector, learner,
                 Curriculum.from_config(config.curriculum, rl.iterations, [len(p) for p in pools]),
-                ReplayBuffer(rl.replay_size), levels, pools, env_kwargs, made_from=made_from)
+                ReplayBuffer(rl.replay_size or 0), levels, pools, env_kwargs, made_from=made_from)
     if checkpoints:
         load_checkpoint(run, start_from)
     if run.main:
@@ -377,7 +419,7 @@ def collect(run: RLRun, rng: random.Random, generator: torch.Generator) -> list[
     level = run.curriculum.level
     pool = run.pools[level]
     if rl.algorithm == "group":
-        tasks = [t for t in rng.choices(pool, k=max(1, rl.batch_episodes // rl.group_size)) for _ in range(rl.group_size)]
+        tasks = [t for t in rng.choices(pool, k=rl.batch_episodes // rl.group_size) for _ in range(rl.group_size)]
     else:
         tasks = rng.choices(pool, k=rl.batch_episodes)
     seeds = [rng.randrange(2**31) for _ in tasks]
@@ -386,29 +428,35 @@ def collect(run: RLRun, rng: random.Random, generator: torch.Generator) -> list[
                    final_prompts=rl.algorithm == "ppo")
 
 
-def learn(run: RLRun, episodes: list[Episode], rng: random.Random) -> list[float]:
-    """The update(s) of one iteration; returns their losses."""
+def learn(run: RLRun, episodes: list[Episode], rng: random.Random) -> list[dict[str, float]]:
+    """The update(s) of one iteration; returns their diagnostics (``Learner.update``)."""
     rl, learner = run.config.rl, run.learner
     if rl.algorithm == "ppo":
         batch = ppo_batch(episodes, learner.values, rl)
         return [learner.update(batch) for _ in range(rl.ppo_epochs)]
     if rl.algorithm == "group":
         return [learner.update(group_batch(episodes, rl.group_size))]
-    losses = [learner.update(reinforce_batch(episodes, rl.gamma, rl.baseline))]
+    updates = [learner.update(reinforce_batch(episodes, rl.gamma, rl.baseline))]
     # replayed successes are off-policy: the paper learns from their raw returns, with no baseline
     replayed = run.replay.sample(rl.replay_batch, rng)
     if replayed:
-        losses.append(learner.update(reinforce_batch(replayed, rl.gamma, "none")))
-    return losses
+        updates.append(learner.update(reinforce_batch(replayed, rl.gamma, "none")))
+    return updates
 
 
-def record(run: RLRun, iteration: int, level: int, episodes: list[Episode], losses: list[float],
+def record(run: RLRun, iteration: int, level: int, episodes: list[Episode], updates: list[dict[str, float]],
            validation: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Sum the iteration's numbers over processes, move the curriculum on, log a metrics row
-    (with the validation that followed this iteration's update, when there was one)."""
+    """Sum the iteration's numbers over processes, move the curriculum on, log a metrics row (with each
+    update diagnostic averaged over the iteration's updates on every process, and the validation that
+    followed this iteration's update, when there was one)."""
     accelerator = run.accelerator
     successes = [e for e in episodes if e.success]
-    run.replay.add(successes if accelerator.num_processes == 1 else gather_object(successes))
+    if run.replay.capacity:  # REINFORCE's replay; the other algorithms keep none
+        run.replay.add(successes if accelerator.num_processes == 1 else gather_object(successes))
+    if accelerator.num_processes > 1:
+        updates = gather_object(updates)
+    diagnostics = {key: float(np.mean([u[key] for u in updates if key in u]))
+                   for key in dict.fromkeys(key for u in updates for key in u)}
     local = torch.tensor([len(successes), len(episodes), sum(e.episode_return for e in episodes),
                           sum(len(e) for e in episodes), sum(s.entropy for e in episodes for s in e.steps),
                           sum(s.reflection is not None for e in episodes for s in e.steps)],
@@ -422,7 +470,7 @@ def record(run: RLRun, iteration: int, level: int, episodes: list[Episode], loss
     run.state["env_steps"] += int(steps)
     row = {
         "iteration": iteration + 1, "level": level, "success": n_success / count, "return": ret / count,
-        "steps": steps / count, "entropy": entropy / max(steps, 1), "loss": float(np.mean(losses)),
+        "steps": steps / count, "entropy": entropy / max(steps, 1), **diagnostics,
         "env_steps": run.state["env_steps"], "seconds": run.state["seconds"], "replay": len(run.replay),
         "episodes": int(count), "reflected_steps": int(reflected), "processes": accelerator.num_processes,
         # the process's running peak: where it rises between rows, that iteration set it
@@ -549,11 +597,11 @@ def train_rl(
             run.reflector.reseed(seed)
         level = run.curriculum.level
         episodes = collect(run, rng, generator)
-        losses = learn(run, episodes, rng)
+        updates = learn(run, episodes, rng)
         last = iteration + 1 == rl.iterations
         validation = validate(run) if rl.eval_every and ((iteration + 1) % rl.eval_every == 0 or last) else None
         run.state["seconds"] = time.time() - started
-        row = record(run, iteration, level, episodes, losses, validation)
+        row = record(run, iteration, level, episodes, updates, validation)
         if writer is not None:
             for key, value in row.items():
                 if key == "val_levels":

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reflectrl.envs.autoexplore.tasks import GENERATOR_VERSION, RepoSpec, Task, build_tasks, read_tasks, write_tasks
+from reflectrl.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def default_tasks(rebuild: bool = False) -> list[Task]:
     """The default corpus's tasks, generated on first use and then read from the cache."""
     repos = default_repos()
     if not repos:
-        raise RuntimeError("no repository of the default AutoExplore corpus was found; pass tasks_path instead")
+        raise UserError("no repository of the default AutoExplore corpus was found; pass tasks_path instead")
     path = cache_dir() / "autoexplore" / f"default-tasks-{corpus_fingerprint(repos)}.jsonl"
     if path.is_file() and not rebuild:
         return read_tasks(path)

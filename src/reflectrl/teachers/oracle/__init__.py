@@ -11,6 +11,7 @@ import importlib
 import random
 
 from reflectrl.envs.base import Observation
+from reflectrl.errors import UserError
 from reflectrl.teachers.base import Teacher
 
 _WRITERS = {
@@ -27,7 +28,7 @@ class OracleTeacher(Teacher):
 
     def __init__(self, env_name: str, seed: int = 0) -> None:
         if env_name not in _WRITERS:
-            raise KeyError(f"no oracle teacher for env {env_name!r}; known: {', '.join(sorted(_WRITERS))}")
+            raise UserError(f"no oracle teacher for env {env_name!r}; known: {', '.join(sorted(_WRITERS))}")
         self.env_name = env_name
         self._write = importlib.import_module(_WRITERS[env_name]).reflect
         self._rng = random.Random(seed)
