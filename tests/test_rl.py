@@ -276,14 +276,6 @@ def test_replay_is_cleared_when_the_curriculum_changes_level(tmp_path, tiny_dir)
     assert rows[1]["replay"] == 0  # the level changed after the second iteration: the buffer starts empty
 
 
-def test_unused_keys_are_gone(tmp_path):
-    from reflectrl.config import ConfigError
-
-    for key in ("eval_every", "eval_episodes"):
-        with pytest.raises(ConfigError, match=f"rl.{key}"):
-            from_dict(RunConfig, {"rl": {key: 1}})
-
-
 # ----------------------------------------------------------------------------- credit over several steps
 def test_reinforce_without_baseline_learns_a_task_decided_step_by_step(tmp_path):
     """Three doors in a row, reward only after the last: each early door is learned from the return alone."""

@@ -389,15 +389,14 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
         ref_model.requires_grad_(False)
         reference = ActionPolicy(ref_model.eval().to(accelerator.device), tokenizer,
                                  max_length=config.sft.max_length, dtype=dtype, scoring=config.action_scoring)
-    if policy.max_actions is not None:
-        for level in config.curriculum.levels or [{}]:
-            check_action_limit(make_env(config.env.name, **{**config.env.kwargs, **config.env.train_kwargs, **level}),
-                               policy.max_actions, f"the policy in {start_from}")
-    learner = Learner(policy, rl, accelerator, reference)
-
     env_kwargs = {**config.env.kwargs, **config.env.train_kwargs}
     levels = config.curriculum.levels or [{}]
-    pools = [make_env(config.env.name, **{**env_kwargs, **level}).tasks("train") for level in levels]
+    pool_envs = [make_env(config.env.name, **{**env_kwargs, **level}) for level in levels]
+    for env in pool_envs:
+        check_action_limit(env, policy.max_actions, f"the policy in {start_from}")
+    pools = [env.tasks("train") for env in pool_envs]
+    learner = Learner(policy, rl, accelerator, reference)
+
     if not resume and accelerator.is_main_process:
         # after the models loaded: a --restart with a wrong path keeps the run it would replace
         for old in [*_checkpoints(out_dir), out_dir / "final", out_dir / "logs"]:
