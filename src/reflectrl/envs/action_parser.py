@@ -136,7 +136,10 @@ def parse_action(reply: str, actions: list[str], ids: list[str] | None = None) -
     forms are looked for only outside the action texts it quotes; an id that
     contradicts the quoted text makes the reply invalid. Texts that differ only by
     case (``cat README``, ``cat readme``) stay distinct; case is ignored only where
-    that leaves one action.
+    that leaves one action. A label counts only where the reply presents one: after
+    a keyword or opening the reply, and not as part of a name (``c.py``) or, for a
+    letter, a word (``the answer is a config file``); two different labels make the
+    reply ambiguous, so invalid.
     """
     if ids is None:
         ids = action_ids(len(actions))
