@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ pytest.importorskip("openai")
 
 from chat_server import ChatServer, derived_reply
 
+from reflectrl.config import ConfigError, load_config
 from reflectrl.envs.base import Observation
 from reflectrl.envs.registry import make_env
 from reflectrl.errors import UserError
@@ -25,8 +27,11 @@ from reflectrl.teachers.openai_compat import (
     EndpointError,
     OpenAITeacher,
     clean_teacher_reply,
+    endpoint_from_config,
     redact_url,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TAXI_STATE = Observation(
     text="Task: pick up the passenger at Y and drop them at G.\n+---------+\n|R: | : :G|\n| : | : : |\n|T: : : : |\n| | : | : |\n|Y| : |B: |\n+---------+",
@@ -430,3 +435,12 @@ def test_url_credentials_and_an_api_key_together_are_refused(server, monkeypatch
         ChatEndpoint(f"http://alice:pw-s3cret@{host}/v1", "test-model", api_key_env="REFLECTRL_TEST_KEY")
     assert "pw-s3cret" not in str(info.value) and "sk-local-123" not in str(info.value)
     assert server.request_count == 0
+
+
+def test_the_recipe_sets_deadline_and_attempts_and_rejects_impossible_ones():
+    config = load_config(ROOT / "configs" / "taxi-tiny.yaml", {"teacher.timeout": 2.5, "teacher.attempts": 3})
+    endpoint = endpoint_from_config(config.teacher, cache_dir="somewhere")
+    assert (endpoint.timeout, endpoint.max_retries, endpoint.cache_dir.name) == (2.5, 2, "somewhere")
+    for key, value in [("teacher.timeout", float("inf")), ("teacher.timeout", 0), ("eval.endpoint.attempts", 0)]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config(ROOT / "configs" / "taxi-tiny.yaml", {key: value})

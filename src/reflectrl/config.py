@@ -55,7 +55,7 @@ class TeacherConfig:
     cache_dir: str | None = None
     #: seconds one attempt may take in all, connecting to the reply's last byte (a server dripping bytes
     #: is cut off there)
-    timeout: PositiveFloat = 60.0
+    timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
     #: attempts per request, the first included, before the command gives up
     attempts: PositiveInt = 6
 
