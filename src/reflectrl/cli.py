@@ -43,6 +43,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
 def _cmd_play(args: argparse.Namespace) -> int:
     from reflectrl.eval.baselines import HumanAgent, OracleAgent, RandomAgent, play_episode
 
@@ -126,6 +136,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         args.set += [f"env.name={args.env}"]
     if args.teacher:
         args.set += [f"teacher.kind={args.teacher}"]
+    args.set += [f"teacher.{key}={getattr(args, key)}" for key in ("timeout", "attempts") if getattr(args, key)]
     config = _load(args)
     data_dir = step_data(config)
     print((data_dir / "done.json").read_text())
@@ -183,7 +194,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         recipe = config.eval.endpoint or TeacherConfig(base_url="http://127.0.0.1:8000/v1")
         endpoint = ChatEndpoint(args.base_url or recipe.base_url, args.model or recipe.model,
-                                args.api_key_env or recipe.api_key_env, cache_dir=args.cache_dir or recipe.cache_dir)
+                                args.api_key_env or recipe.api_key_env, cache_dir=args.cache_dir or recipe.cache_dir,
+                                timeout=args.timeout or recipe.timeout,
+                                max_retries=(args.attempts or recipe.attempts) - 1)
         result = evaluate_agent(plan, lambda: EndpointAgent(endpoint), desc="endpoint")
     else:
         if not args.policy:
@@ -266,6 +279,14 @@ def _config_args(parser: argparse.ArgumentParser, required: bool = True) -> None
                         help="override a recipe value, e.g. --set rl.iterations=10")
 
 
+def _server_args(parser: argparse.ArgumentParser, section: str) -> None:
+    """How long to wait for an LLM server: the recipe's ``{section}.timeout`` and ``.attempts``, overridden."""
+    parser.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                        help=f"most seconds one request to the server may take (default: {section}.timeout, 60)")
+    parser.add_argument("--attempts", type=_positive_int, metavar="N",
+                        help=f"tries per request before giving up (default: {section}.attempts, 6)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reflectrl", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -295,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(data, required=False)
     data.add_argument("--env", choices=list_envs())
     data.add_argument("--teacher", choices=["oracle", "openai"])
+    _server_args(data, "teacher")
     data.set_defaults(func=_cmd_data)
 
     sft = sub.add_parser("sft", parents=[common], help="supervised warm-up of one model of a recipe")
@@ -322,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", help="endpoint model name (default: the recipe's eval.endpoint.model)")
     ev.add_argument("--api-key-env", help="variable holding the API key (default: OPENAI_API_KEY)")
     ev.add_argument("--cache-dir", help="on-disk cache of endpoint replies")
+    _server_args(ev, "eval.endpoint")
     ev.add_argument("--out", help="write the metrics JSON here")
     ev.set_defaults(func=_cmd_eval)
 

@@ -93,6 +93,11 @@ class TeacherConfig:
     model: str = "gpt-4o-mini"
     api_key_env: str = "OPENAI_API_KEY"
     cache_dir: str | None = None
+    #: seconds one attempt may take in all, connecting to the reply's last byte (a server dripping bytes
+    #: is cut off there)
+    timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
+    #: attempts per request, the first included, before the command gives up
+    attempts: PositiveInt = 6
 
 
 @dataclass

@@ -72,6 +72,9 @@ from reflectrl.train.sft import train_sft
 log = logging.getLogger("reflectrl")
 
 FINGERPRINT_FILE = "fingerprint.json"
+#: an endpoint's keys that say how long to wait for a reply, never what it is: no fingerprint holds them, so
+#: changing them keeps a run's data and results
+TRANSPORT_KEYS = ("timeout", "attempts")
 #: the policy SFT sets and where each policy's SFT starts (the reflector it reads, for ``policy_init: reflector``)
 POLICY_SETS = {
     "policy": ("reflector", "policy"),
@@ -86,7 +89,11 @@ class StaleOutputError(UserError):
 
 # ----------------------------------------------------------------------------- fingerprints
 def _parts(config: RunConfig, *keys: str) -> dict[str, Any]:
+    """Recipe sections, without an endpoint's ``TRANSPORT_KEYS``."""
     values = redacted_dict(config)
+    for endpoint in (values["teacher"], values["eval"]["endpoint"]):
+        for key in TRANSPORT_KEYS if endpoint else ():
+            del endpoint[key]
     return {key: values[key] for key in keys}
 
 
@@ -163,11 +170,9 @@ def make_teacher(config: RunConfig) -> Teacher:
         from reflectrl.teachers.oracle import OracleTeacher
 
         return OracleTeacher(config.env.name, seed=config.seed)
-    from reflectrl.teachers.openai_compat import ChatEndpoint, OpenAITeacher
+    from reflectrl.teachers.openai_compat import OpenAITeacher, endpoint_from_config
 
-    cache = config.teacher.cache_dir or str(config.run_dir / "teacher_cache")
-    endpoint = ChatEndpoint(config.teacher.base_url, config.teacher.model, config.teacher.api_key_env, cache_dir=cache)
-    return OpenAITeacher(endpoint)
+    return OpenAITeacher(endpoint_from_config(config.teacher, config.run_dir / "teacher_cache"))
 
 
 def _data_levels(config: RunConfig) -> list[tuple[dict[str, Any], float]]:
@@ -556,6 +561,8 @@ def _run_arms(config: RunConfig) -> dict[str, dict[str, Any]]:
         # outputs already there may be refused as made from other values: until every step has
         # accepted this recipe (at the end), config.yaml keeps describing them
         save_config(config, run / "config.yaml")
+    if config.eval.endpoint is not None:
+        _endpoint_arm(config)  # a URL or key it cannot use fails now, not after the training
     recipe_arms = arms_of(config)
     names = list(recipe_arms)
     if config.jobs == 2:
@@ -587,10 +594,8 @@ def _run_arms(config: RunConfig) -> dict[str, dict[str, Any]]:
 
 def _endpoint_arm(config: RunConfig) -> Evaluate:
     from reflectrl.eval.endpoint_agent import EndpointAgent
-    from reflectrl.teachers.openai_compat import ChatEndpoint
+    from reflectrl.teachers.openai_compat import endpoint_from_config
 
-    settings = config.eval.endpoint
-    endpoint = ChatEndpoint(settings.base_url, settings.model, settings.api_key_env,
-                            cache_dir=settings.cache_dir or str(config.run_dir / "endpoint_cache"))
+    endpoint = endpoint_from_config(config.eval.endpoint, config.run_dir / "endpoint_cache")
     return lambda plan, greedy, episodes: evaluate_agent(plan, lambda: EndpointAgent(endpoint), desc="endpoint",
                                                          episodes=episodes)

@@ -17,7 +17,9 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
-from reflectrl.envs.base import TextEnv
+from tqdm.auto import tqdm
+
+from reflectrl.envs.base import Observation, TextEnv
 from reflectrl.errors import UserError
 from reflectrl.teachers.base import Teacher
 
@@ -36,6 +38,20 @@ class Example:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class _Counted(Teacher):
+    """``teacher`` ticking a progress bar at each reflection: an LLM teacher takes seconds for one."""
+
+    def __init__(self, teacher: Teacher, bar: tqdm) -> None:
+        self.teacher = teacher
+        self.bar = bar
+
+    def reflect(self, state: Observation, history: list[str], next_good_action: str,
+                was_last_action_wrong: bool) -> str:
+        reflection = self.teacher.reflect(state, history, next_good_action, was_last_action_wrong)
+        self.bar.update()
+        return reflection
 
 
 def _replay(env: TextEnv, task: Any, seed: int, actions: list[int]):
@@ -116,7 +132,8 @@ def generate_examples(
     negatives_per_episode: int,
     seed: int = 0,
 ) -> Iterator[Example]:
-    """Positive and negative examples from ``episodes`` teacher episodes over ``tasks`` (cycled)."""
+    """Positive and negative examples from ``episodes`` teacher episodes over ``tasks`` (cycled), with
+    progress bars over the episodes and the teacher's replies."""
     if not tasks:
         raise UserError(f"{env.name}: no tasks to generate data from")
     if not 0.0 <= random_action_prob <= 1.0:
@@ -124,12 +141,16 @@ def generate_examples(
     rng = random.Random(seed)
     order = list(tasks)
     rng.shuffle(order)
-    for episode in range(episodes):
-        task = order[episode % len(order)]
-        episode_seed = seed * 100_003 + episode
-        positives, taken, history = teacher_episode(env, teacher, task, episode_seed, random_action_prob, rng)
-        yield from positives
-        for _ in range(negatives_per_episode):
-            negative = negative_example(env, teacher, task, episode_seed, taken, history, rng)
-            if negative is not None:
-                yield negative
+    with tqdm(total=episodes, desc=f"data {env.name}", unit="episode", dynamic_ncols=True, leave=False) as progress, \
+            tqdm(desc="teacher", unit="reply", dynamic_ncols=True, leave=False) as replies:
+        counted = _Counted(teacher, replies)
+        for episode in range(episodes):
+            task = order[episode % len(order)]
+            episode_seed = seed * 100_003 + episode
+            positives, taken, history = teacher_episode(env, counted, task, episode_seed, random_action_prob, rng)
+            yield from positives
+            for _ in range(negatives_per_episode):
+                negative = negative_example(env, counted, task, episode_seed, taken, history, rng)
+                if negative is not None:
+                    yield negative
+            progress.update()

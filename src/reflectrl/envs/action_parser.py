@@ -54,8 +54,15 @@ class ParsedAction:
         return self.index is not None
 
 
-_KEYWORD = re.compile(r"\b(?:action|choice|option|answer|command|id)\s*(?:id)?\s*(?:is|=|:|#)?\s*([0-9A-Za-z]+)\b", re.I)
-_LEADING_ID = re.compile(r"^\s*[\(\[]?([0-9A-Za-z]+)[\)\]]?\s*(?:[.:)\-]|$)")
+#: a label after a keyword ("Action 3", "the answer is (b)", "option: **c**"): groups are the markup before
+#: it, the label, the markup after it. A label is not followed by a name character ("c.py", "3.5" are no labels)
+_KEYWORD = re.compile(
+    r"\b(?:action|choice|option|answer|command|id)(?:\s+id)?(?:\s*(?:\bis\b|[=:#])\s*|\s+)(?!(?:is|id)\b)"
+    r"([*_`'\"(\[]*)([0-9A-Za-z]+)(?![\w/-]|\.\w)([*_`'\")\]]*)", re.I)
+#: a label opening the first line ("3.", "(b)", "a) push", "2: go north", "4 - look")
+_LEADING_ID = re.compile(r"\s*[*_`'\"(\[]*([0-9A-Za-z]+)[*_`'\"]*(?:[)\]]|\s*(?::(?!\w)|\.(?!\w)|-\s|$))")
+#: what follows a word, not a label: "the answer is a config file"
+_MORE_WORDS = re.compile(r"\s+\w")
 _QUOTES = "`'\""
 #: a reply that is only an id: "3", "3.", "(3)", "`b`"
 _BARE_ID = re.compile(r"[`'\"]?[\(\[]?([0-9A-Za-z]+)[\)\]]?[.:!)]?[`'\"]?")
@@ -104,19 +111,31 @@ def _mentions(text: str, actions: list[str]) -> list[tuple[int, int, int]]:
             found += [(m.start(), m.end(), index) for m in re.finditer(pattern, text, flags)]
         if found:
             break
-    return [(start, end, index) for start, end, index in found
-            if not any(s <= start and end <= e and e - s > end - start for s, e, _ in found)]
+    outermost, reach = set(), -1
+    for start, end in sorted({(start, end) for start, end, _ in found}, key=lambda span: (span[0], -span[1])):
+        if end > reach:  # a span ending within an earlier-starting one lies inside it
+            outermost.add((start, end))
+            reach = end
+    return [(start, end, index) for start, end, index in found if (start, end) in outermost]
 
 
-def _id_named(text: str, index_of_id: dict[str, int]) -> int | None:
-    """The id a reply names by keyword ("Action 3", "answer: b") or at the start of its first line ("3.")."""
-    keyword = _KEYWORD.search(text)
-    if keyword and keyword.group(1) in index_of_id:
-        return index_of_id[keyword.group(1)]
-    leading = _LEADING_ID.match(text.splitlines()[0]) if text.strip() else None
-    if leading and leading.group(1) in index_of_id:
-        return index_of_id[leading.group(1)]
-    return None
+def _presents_label(text: str, keyword: re.Match) -> bool:
+    """Whether a keyword's letter label reads as a label: marked up ("(a)", "**a**") or not followed by more
+    words, since "the answer is a config file" uses the word "a". A number after a keyword is always a label."""
+    before, label, after = keyword.groups()
+    return not label.isalpha() or bool(before and after) or not _MORE_WORDS.match(text, keyword.end())
+
+
+def _ids_named(text: str, index_of_id: dict[str, int]) -> list[int]:
+    """The actions a reply names by label: after a keyword ("Action 3", "answer: b"), else at the start of its
+    first line ("3."). Several different ones make the reply ambiguous."""
+    named = {index_of_id[keyword.group(2)] for keyword in _KEYWORD.finditer(text)
+             if keyword.group(2) in index_of_id and _presents_label(text, keyword)}
+    if not named and text.strip():
+        leading = _LEADING_ID.match(text.splitlines()[0])
+        if leading and leading.group(1) in index_of_id:
+            named.add(index_of_id[leading.group(1)])
+    return sorted(named)
 
 
 def parse_action(reply: str, actions: list[str], ids: list[str] | None = None) -> ParsedAction:
@@ -129,7 +148,10 @@ def parse_action(reply: str, actions: list[str], ids: list[str] | None = None) -
     forms are looked for only outside the action texts it quotes; an id that
     contradicts the quoted text makes the reply invalid. Texts that differ only by
     case (``cat README``, ``cat readme``) stay distinct; case is ignored only where
-    that leaves one action.
+    that leaves one action. A label counts only where the reply presents one: after
+    a keyword or opening the reply, and not as part of a name (``c.py``) or, for a
+    letter, a word (``the answer is a config file``); two different labels make the
+    reply ambiguous, so invalid.
     """
     if ids is None:
         ids = action_ids(len(actions))
@@ -149,10 +171,14 @@ def parse_action(reply: str, actions: list[str], ids: list[str] | None = None) -
     if exact is not None:
         return exact
     mentions = _mentions(text, actions)
-    quoted = {position for start, end, _ in mentions for position in range(start, end)}
-    outside = "".join(" " if position in quoted else char for position, char in enumerate(text))
+    outside = list(text)
+    for start, end, _ in mentions:
+        outside[start:end] = " " * (end - start)
     named = sorted({index for _, _, index in mentions})
-    by_id = _id_named(outside, index_of_id)
+    labelled = _ids_named("".join(outside), index_of_id)
+    if len(labelled) > 1:
+        return ParsedAction(None, f"reply names several ids: {[ids[i] for i in labelled]}")
+    by_id = labelled[0] if labelled else None
     if by_id is not None and (not named or by_id in named):
         return ParsedAction(by_id)
     if by_id is not None:

@@ -7,10 +7,15 @@ a hash of the full request: regenerating a data set, or resuming a crashed run,
 never pays twice, and a reply the caller rejected is asked again rather than
 kept. Credentials written into the URL reach the server but never a cache file,
 a log line or an error message (``redact_url``).
+
+Every failure a user can act on (the server refuses, replies with something
+unusable, or misses the deadline) is an ``EndpointError``, a ``UserError``: the
+command line prints its one line and exits with code 2.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -21,12 +26,15 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
 from reflectrl.envs.base import Observation
 from reflectrl.errors import UserError
 from reflectrl.teachers.base import Teacher
+
+if TYPE_CHECKING:
+    from reflectrl.config import TeacherConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,10 @@ _RETRYABLE_STATUS = frozenset({408, 429})
 MAX_RETRY_DELAY = 120.0
 #: default cap on one reply's size: a chat completion of a few hundred tokens is a few kB
 MAX_REPLY_BYTES = 1 << 20
+#: how much of a reply with an error status is read: its message is shown, cut to MAX_MESSAGE_CHARS
+ERROR_BODY_BYTES = 1 << 16
+#: longest server message an error quotes
+MAX_MESSAGE_CHARS = 300
 #: what a credential is replaced with in anything written
 REDACTED = "REDACTED"
 #: query parameters whose value is a credential (matched anywhere in the name, any case)
@@ -49,7 +61,11 @@ _T = TypeVar("_T")
 
 
 class EndpointError(UserError, RuntimeError):
-    """A chat endpoint failed after all retries, or replied with something unusable."""
+    """A chat endpoint refused, failed after all retries, or replied with something unusable."""
+
+
+class MissingClientError(UserError, ImportError):
+    """The optional openai client is not installed."""
 
 
 class _Overdue(Exception):
@@ -58,6 +74,16 @@ class _Overdue(Exception):
 
 class _ReplyTooLarge(Exception):
     """A reply is (or says it is) larger than the size cap."""
+
+
+class _StatusReply(Exception):
+    """A reply with an error status: its status, ``Retry-After`` header and the server's words (scrubbed)."""
+
+    def __init__(self, status: int, retry_after: str | None, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.retry_after = retry_after
+        self.message = message
 
 
 def redact_url(url: str) -> str:
@@ -91,6 +117,10 @@ def _url_secrets(url: str) -> list[str]:
     userinfo = parts.netloc.rpartition("@")[0]
     if userinfo:
         found.update([userinfo, *userinfo.split(":")])
+        # the HTTP client sends them as Basic auth (base64 of the decoded "user:password"), which a server may echo
+        user, _, password = userinfo.partition(":")
+        for pair in (userinfo, f"{unquote(user)}:{unquote(password)}"):
+            found.add(base64.b64encode(pair.encode()).decode())
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if value and _SECRET_PARAM.search(name):
             found.update([value, quote(value, safe=""), quote_plus(value)])
@@ -103,7 +133,7 @@ def _load_openai() -> Any:
     try:
         import openai
     except ImportError as err:
-        raise ImportError(
+        raise MissingClientError(
             "the OpenAI-compatible chat endpoint needs the openai client; install it with: "
             "pip install 'reflectrl[openai]'"
         ) from err
@@ -120,18 +150,39 @@ def _check_messages(messages: list[dict]) -> None:
             )
 
 
-def _server_message(err: Any) -> str:
-    """The server's own words from an openai status error (its JSON ``message`` when it sent one)."""
-    body = getattr(err, "body", None)
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:300]
-    return str(getattr(err, "message", err))
+def _server_words(body: bytes) -> str:
+    """The server's own words in an error reply: its JSON error ``message`` when it sent one, else the body."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    error = data.get("error", data) if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    return error if isinstance(error, str) else text
+
+
+def _one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters: a server's message goes into a one-line error."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _as_is(reply: str) -> str:
     return reply
+
+
+def _read_until(chunks: Any, limit: int, deadline: float) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes from ``chunks``, and whether more came; ``_Overdue`` once past ``deadline``."""
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            return bytes(body[:limit]), True
+        if time.monotonic() > deadline:
+            raise _Overdue()
+    return bytes(body), False
 
 
 class ChatEndpoint:
@@ -145,12 +196,15 @@ class ChatEndpoint:
     it fast.
 
     ``timeout`` bounds one attempt in all, from connecting to the reply's last
-    byte (an HTTP client's timeout bounds each read, so a server that drips bytes
-    would hold a call forever). A reply over ``max_reply_bytes`` is refused
-    without being read to its end (an error status's body is read by the openai
-    client itself; the time limit still bounds it). Credentials in ``base_url`` (userinfo, or
-    query parameters such as ``api_key``) are sent to the server and nowhere
-    else: ``self.base_url`` is the redacted URL.
+    byte, whatever its status (an HTTP client's timeout bounds each read, so a
+    server that drips bytes would hold a call forever). A reply over
+    ``max_reply_bytes`` is refused without being read to its end; of a reply with
+    an error status only the first ``ERROR_BODY_BYTES`` are read, for its message.
+    Credentials in ``base_url`` (userinfo, or query parameters such as
+    ``api_key``) are sent to the server and nowhere else: ``self.base_url`` is
+    the redacted URL. Userinfo travels as HTTP Basic auth, in the one
+    Authorization header that would carry the key, so a URL holding it while
+    ``$api_key_env`` holds a key is refused rather than one of them dropped.
     """
 
     def __init__(
@@ -176,18 +230,24 @@ class ChatEndpoint:
         if not isinstance(model, str) or not model.strip():
             raise UserError(f"model must be a non-empty model name, got {model!r}")
         if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+            raise UserError(f"max_retries must be >= 0, got {max_retries}")
         if backoff < 0:
-            raise ValueError(f"backoff must be >= 0 seconds, got {backoff}")
+            raise UserError(f"backoff must be >= 0 seconds, got {backoff}")
         if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+            raise UserError(f"timeout must be > 0 seconds, got {timeout}")
         if max_tokens <= 0:
-            raise ValueError(f"max_tokens must be > 0, got {max_tokens}")
+            raise UserError(f"max_tokens must be > 0, got {max_tokens}")
         if max_reply_bytes <= 0:
-            raise ValueError(f"max_reply_bytes must be > 0, got {max_reply_bytes}")
+            raise UserError(f"max_reply_bytes must be > 0, got {max_reply_bytes}")
         self._url = base_url.rstrip("/")
         self._secrets = _url_secrets(self._url)
         self.base_url = redact_url(self._url)
+        self._api_key = os.environ.get(api_key_env)
+        if self._api_key and "@" in urlsplit(self._url).netloc:
+            raise UserError(f"base_url {self.base_url!r} holds user:password (sent as HTTP Basic auth) and "
+                            f"${api_key_env} holds an API key (sent as a Bearer token), but a request carries "
+                            "one Authorization header: remove user:password from the URL, or name an unset "
+                            "variable as the API key's")
         self.model = model
         self.api_key_env = api_key_env
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -198,6 +258,8 @@ class ChatEndpoint:
         self.max_tokens = max_tokens
         self.max_reply_bytes = max_reply_bytes
         self._client: Any = None
+        #: the deadline of the attempt a worker thread runs, for the response hook that thread calls
+        self._attempt_state = threading.local()
 
     def __repr__(self) -> str:
         return f"ChatEndpoint(base_url={self.base_url!r}, model={self.model!r})"
@@ -283,16 +345,19 @@ class ChatEndpoint:
 
     def _openai_client(self) -> Any:
         """The client, given the URL's query parameters as default query (the client would append its
-        path after them)."""
+        path after them). Its HTTP client follows no redirect and hands every reply with an error
+        status to ``_refuse_status`` before the openai client would read that reply's whole body."""
         if self._client is None:
             openai = _load_openai()
             url, _, query = self._url.partition("?")
             self._client = openai.OpenAI(
                 base_url=url,
-                api_key=os.environ.get(self.api_key_env) or PLACEHOLDER_API_KEY,
+                api_key=self._api_key or PLACEHOLDER_API_KEY,
                 default_query=dict(parse_qsl(query, keep_blank_values=True)) or None,
                 max_retries=0,
                 timeout=self.timeout,
+                http_client=openai.DefaultHttpxClient(follow_redirects=False,
+                                                      event_hooks={"response": [self._refuse_status]}),
             )
         return self._client
 
@@ -306,9 +371,9 @@ class ChatEndpoint:
         return text
 
     def _error(self, message: str, cause: BaseException | None = None) -> EndpointError:
-        """An EndpointError free of credentials, to raise without ``from``: ``cause`` is chained only
-        when the URL holds none, since its text is the server's or the HTTP library's."""
-        error = EndpointError(self._scrub(message))
+        """A one-line EndpointError free of credentials, to raise without ``from``: ``cause`` is chained
+        only when the URL holds none, since its text is the server's or the HTTP library's."""
+        error = EndpointError(" ".join(self._scrub(message).split()))
         error.__cause__ = None if self._secrets else cause
         error.__suppress_context__ = True
         return error
@@ -332,14 +397,13 @@ class ChatEndpoint:
             retry_after = None
             try:
                 status, body = self._attempt(client, request)
-            except openai.APIStatusError as err:
-                status = err.status_code
-                failure = f"HTTP {status}: {_server_message(err)}"
-                if status in (401, 403):
+            except _StatusReply as err:
+                failure = str(err)
+                if err.status in (401, 403):
                     failure += f" (is ${self.api_key_env} set to a valid key?)"
-                if status not in _RETRYABLE_STATUS and status < 500:
+                if err.status not in _RETRYABLE_STATUS and err.status < 500:
                     raise self._error(f"{self._where()} refused the request: {failure}", err)
-                retry_after = err.response.headers.get("retry-after")
+                retry_after = err.retry_after
                 last_error = err
             except openai.APIConnectionError as err:
                 failure = f"{err.message} ({err.__cause__ or type(err).__name__})"
@@ -364,13 +428,20 @@ class ChatEndpoint:
     def _attempt(self, client: Any, request: dict[str, Any]) -> tuple[int, str]:
         """``_exchange`` in a worker thread left behind at the deadline: no phase of a slow reply (not
         even headers sent a byte at a time) holds the caller past ``timeout``. The worker stops at its
-        next read (the client's per-read timeout, or its own check of the deadline)."""
+        next read (the client's per-read timeout, or its own check of the deadline, which covers the
+        body of every reply, error statuses included)."""
+        openai = _load_openai()
         deadline = time.monotonic() + self.timeout
         outcome: list[tuple[int, str] | BaseException] = []
 
         def run() -> None:
+            self._attempt_state.deadline = deadline
             try:
                 outcome.append(self._exchange(client, request, deadline))
+            except openai.APIConnectionError as err:
+                # openai 1.x wraps what a response hook raises; later versions let it through
+                cause = err.__cause__
+                outcome.append(cause if isinstance(cause, (_StatusReply, _Overdue, _ReplyTooLarge)) else err)
             except BaseException as err:  # handed to the caller's thread
                 outcome.append(err)
 
@@ -391,14 +462,26 @@ class ChatEndpoint:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_reply_bytes:
                 raise _ReplyTooLarge(f"its Content-Length is {declared}")
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > self.max_reply_bytes:
-                    raise _ReplyTooLarge(f"stopped reading at {len(body)} bytes")
-                if time.monotonic() > deadline:
-                    raise _Overdue()
+            body, more = _read_until(response.iter_bytes(), self.max_reply_bytes, deadline)
+            if more:
+                raise _ReplyTooLarge("stopped reading it there")
             return response.status_code, body.decode("utf-8", errors="replace")
+
+    def _refuse_status(self, response: Any) -> None:
+        """The HTTP client's response hook: a reply with an error status becomes a ``_StatusReply``, read
+        only up to ``ERROR_BODY_BYTES`` and before the attempt's deadline (the openai client would read
+        it whole however large, and however slowly it came)."""
+        if response.is_success:
+            return
+        try:
+            body, _ = _read_until(response.iter_bytes(), ERROR_BODY_BYTES, self._attempt_state.deadline)
+        finally:
+            response.close()
+        words = _server_words(body) or "(no message)"
+        if response.is_redirect and response.headers.get("location"):
+            words += f" (redirected to {response.headers['location']}; give that URL)"
+        raise _StatusReply(response.status_code, response.headers.get("retry-after"),
+                           _one_line(self._scrub(words)))
 
     def _reply_text(self, status: int, body: str) -> str:
         """The first choice's content, or a clear error saying what the reply lacked."""
@@ -412,7 +495,7 @@ class ChatEndpoint:
         if not isinstance(data, dict):
             raise malformed("not a JSON object")
         if "error" in data:
-            raise malformed(f"server error {data['error']!r}")
+            raise malformed(f"server error {_one_line(repr(data['error']))}")
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices:
             raise malformed("no choices")
@@ -422,6 +505,13 @@ class ChatEndpoint:
             refusal = message.get("refusal") if isinstance(message, dict) else None
             raise malformed(f"empty content (refusal: {refusal!r})" if refusal else "empty content")
         return content
+
+
+def endpoint_from_config(settings: TeacherConfig, cache_dir: str | Path | None = None) -> ChatEndpoint:
+    """The endpoint a recipe section (``teacher`` or ``eval.endpoint``) describes; ``cache_dir`` when it names none."""
+    return ChatEndpoint(settings.base_url, settings.model, settings.api_key_env,
+                        cache_dir=settings.cache_dir or cache_dir, timeout=settings.timeout,
+                        max_retries=settings.attempts - 1)
 
 
 TEACHER_SYSTEM_PROMPT = """\
@@ -530,5 +620,6 @@ class OpenAITeacher(Teacher):
         """The reflection in ``reply``; raising rejects the reply, so it is not cached."""
         reflection = clean_teacher_reply(reply)
         if not reflection:
-            raise EndpointError(f"{self.endpoint!r} replied {reply!r}, which holds no reflection once markers are removed")
+            raise EndpointError(f"{self.endpoint!r} replied {_one_line(repr(reply))}, which holds no reflection once "
+                                "markers are removed")
         return reflection
