@@ -96,7 +96,7 @@ def test_reflector_sft_sees_the_prompt_tokens_the_reflector_generates_from(data)
     model, _ = load_model(ModelSpec(name="tiny", **TINY), tokenizer=tokenizer)
     reflector = Reflector(model, tokenizer, max_new_tokens=8)
     row = train["reflection"][0]
-    (encoded,) = _encode_reflections(tokenizer, [row], 512)
+    (encoded,) = _encode_reflections(tokenizer, [row], 512, reflection_tokens=8)
     assert encoded.input_ids[0] == bos
     assert encoded.input_ids[:encoded.n_prompt] == reflector._encode([row["prompt"]])[0]
 

@@ -57,7 +57,8 @@ class ParsedAction:
 #: a label after a keyword ("Action 3", "the answer is (b)", "option: **c**"): groups are the markup before
 #: it, the label, the markup after it. A label is not followed by a name character ("c.py", "3.5" are no labels)
 _KEYWORD = re.compile(
-    r"\b(?:action|choice|option|answer|command|id)(?:\s+id)?(?:\s*(?:\bis\b|[=:#])\s*|\s+)(?!(?:is|id)\b)"
+    r"\b(?:action|choice|option|answer|command|id)(?:\s+id)?(?:\s*(?:\bis\b|[=:#])\s*|\s+)"
+    r"(?!(?:is|id)\b\s*[=:#]?\s*[*_`'\"(\[]*[0-9A-Za-z])"
     r"([*_`'\"(\[]*)([0-9A-Za-z]+)(?![\w/-]|\.\w)([*_`'\")\]]*)", re.I)
 #: a label opening the first line ("3.", "(b)", "a) push", "2: go north", "4 - look")
 _LEADING_ID = re.compile(r"\s*[*_`'\"(\[]*([0-9A-Za-z]+)[*_`'\"]*(?:[)\]]|\s*(?::(?!\w)|\.(?!\w)|-\s|$))")

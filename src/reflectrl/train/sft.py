@@ -95,7 +95,7 @@ def _encode_policy(policy: ActionPolicy, rows: list[dict[str, Any]], rng: random
 
 
 def _encode_all(rows: list[dict[str, Any]], kind: str, tokenizer, policy: ActionPolicy | None, max_length: int,
-                rng: random.Random | None, reflection_tokens: int) -> list[_Encoded]:
+                rng: random.Random | None, reflection_tokens: int = DEFAULT_REFLECTION_TOKENS) -> list[_Encoded]:
     if kind == "policy":
         return _encode_policy(policy, rows, rng)
     return _encode_reflections(tokenizer, rows, max_length, reflection_tokens)
