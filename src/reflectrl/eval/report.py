@@ -102,15 +102,18 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path, windo
     for number, (arm, records) in enumerate(curves.items()):
         color, title = colors[number % len(colors)], ARM_TITLES.get(arm, arm)
         training = [r for r in records if "success" in r]
+        validated = [r for r in records if "val_success" in r]
+        names = list(validated[0]["val_levels"]) if validated else []
         for index, run in enumerate(_level_runs(training)):
             y = [r["success"] for r in run]
             smooth = [sum(y[max(0, i - window + 1):i + 1]) / len(y[max(0, i - window + 1):i + 1]) for i in range(len(y))]
             axes[0].plot([r["iteration"] for r in run], smooth, color=color, label=title if index == 0 else None)
             if index:
                 axes[0].axvline(run[0]["iteration"] - 0.5, color=color, linestyle=":", alpha=0.7)
-                axes[0].annotate(f"level {run[0]['level']}", (run[0]["iteration"] - 0.5, 1.0), color=color,
-                                 fontsize=8, rotation=90, va="top", ha="right")
-        validated = [r for r in records if "val_success" in r]
+                level = run[0]["level"]
+                axes[0].annotate(names[level] if level < len(names) else f"level {level}",
+                                 (run[0]["iteration"] - 0.5, 1.0), color=color, fontsize=8, rotation=90, va="top",
+                                 ha="right")
         if validated:
             x = [r["iteration"] for r in validated]
             axes[1].plot(x, [r["val_success"] for r in validated], color=color, marker="o", label=f"{title} (mean)")
