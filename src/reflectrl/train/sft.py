@@ -163,6 +163,24 @@ def _loss_sum(model, tokenizer, policy: ActionPolicy | None, batch: list[_Encode
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
 
 
+def accumulate(model, tokenizer, policy: ActionPolicy | None, batches: list[list[_Encoded]], max_batch_tokens: int,
+               dtype: str) -> float:
+    """Forward and backward of one optimizer step's ``batches`` (each split into micro-batches), gradients
+    accumulated on the model; returns the step's loss (the mean over its predictions).
+
+    The training loop's inner work, callable on its own so that ``benchmarks/pretrained_budget.py``
+    times exactly what a step runs.
+    """
+    loss_sum = 0.0
+    for batch in batches:
+        predictions = sum(_predictions(e, policy) for e in batch) * len(batches)
+        for part in _micro_batches(batch, max_batch_tokens):
+            loss = _loss_sum(model, tokenizer, policy, part, dtype)[0] / predictions
+            loss.backward()
+            loss_sum += float(loss.detach())
+    return loss_sum
+
+
 def _checkpoint_activations(model: Any) -> None:
     """Recompute each layer's activations in the backward pass (transformers 5 renamed the switch)."""
     if hasattr(model, "activation_checkpointing_enable"):
@@ -250,14 +268,8 @@ def train_sft(
         micro += _length_batches(encoded, config.batch_size, rng)
         while len(micro) >= config.grad_accum and step < total_steps:
             optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for _ in range(config.grad_accum):
-                batch = micro.pop()
-                predictions = sum(_predictions(e, policy) for e in batch) * config.grad_accum
-                for part in _micro_batches(batch, config.max_batch_tokens):
-                    loss = _loss_sum(model, tokenizer, policy, part, dtype)[0] / predictions
-                    loss.backward()
-                    loss_sum += float(loss.detach())
+            loss_sum = accumulate(model, tokenizer, policy, [micro.pop() for _ in range(config.grad_accum)],
+                                  config.max_batch_tokens, dtype)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
