@@ -26,7 +26,8 @@ on a shared machine, time spent waiting for a core is not work and would swing
 wall time several-fold; wall seconds are kept beside them. Every kind runs once
 to warm up, then ``--repeats`` interleaved rounds; the minimum (the least
 disturbed run) and the median are kept, and ratios use the minima. Peak RSS is
-the process's peak during that kind of work (reset before each), models included.
+the process's peak during that kind of work (freed memory returned and the peak
+reset before each), models included.
 
 Writes ``benchmarks/results/pretrained_budget.json``; ``--baseline`` adds an
 earlier result (e.g. of the code before a change) and each kind's speed-up over it.
@@ -57,11 +58,12 @@ from reflectrl.agent.policy import ActionPolicy, unwrap_model
 from reflectrl.agent.prompts import policy_prompt
 from reflectrl.agent.reflector import Reflector
 from reflectrl.agent.rollout import StepRecord
+from reflectrl.cli import _key_values
 from reflectrl.config import RunConfig, load_config
 from reflectrl.data.sft_sets import build_sets
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.registry import make_env
-from reflectrl.memory import peak_rss_gb, reset_peak_rss, rss_gb
+from reflectrl.memory import peak_rss_gb, release_freed_memory, reset_peak_rss, rss_gb
 from reflectrl.teachers.oracle import OracleTeacher
 from reflectrl.train import sft
 from reflectrl.train.rl import Batch, Learner
@@ -99,6 +101,7 @@ def timed(functions: dict[str, Callable[[], Any]], repeats: int) -> dict[str, di
     peak = dict.fromkeys(functions, 0.0)
     for _ in range(repeats):
         for name, run in functions.items():
+            release_freed_memory()  # else the allocator keeps the last kind's peak resident and the reset starts there
             reset_peak_rss()
             started_cpu, started_wall = time.process_time(), time.perf_counter()
             run()
@@ -117,7 +120,8 @@ def per_unit(times: dict[str, float], units: int) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    config = load_config(args.recipe)
+    load_before = os.getloadavg()
+    config = load_config(args.recipe, _key_values(args.set, "--set"))
     spec = config.model if args.model is None else dataclasses.replace(config.model, name=args.model)
     dtype, sft_config = spec.dtype, config.sft
     sets = make_rows(config, args.episodes)
@@ -174,22 +178,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model.train()
         learners[size].update(Batch(steps, advantages))
 
-    kinds: dict[str, Callable[[], Any]] = {
-        "forward_reflector": lambda: forward(reflection_rows, None),
-        "reflector_sft": lambda: train(reflection_rows, None),
-        "forward_policy": lambda: forward(policy_rows, policy),
-        "policy_sft": lambda: train(policy_rows, policy),
-        "reflection_prefill_b1": lambda: prefill.generate_ids(reflection_prompts[:1]),
-        "reflection_b1": lambda: reflector.generate_ids(reflection_prompts[:1]),
-        "reflection_prefill_b4": lambda: prefill.generate_ids(reflection_prompts),
-        "reflection_b4": lambda: reflector.generate_ids(reflection_prompts),
-        "policy_step": policy_step,
-        "rl_update_mb2": lambda: rl_update(2),
-        "rl_update_mb4": lambda: rl_update(4),
+    groups: dict[str, dict[str, Callable[[], Any]]] = {
+        "reflector": {"forward_reflector": lambda: forward(reflection_rows, None),
+                      "reflector_sft": lambda: train(reflection_rows, None)},
+        "policy": {"forward_policy": lambda: forward(policy_rows, policy),
+                   "policy_sft": lambda: train(policy_rows, policy)},
+        "decode": {"reflection_prefill_b1": lambda: prefill.generate_ids(reflection_prompts[:1]),
+                   "reflection_b1": lambda: reflector.generate_ids(reflection_prompts[:1]),
+                   "reflection_prefill_b4": lambda: prefill.generate_ids(reflection_prompts),
+                   "reflection_b4": lambda: reflector.generate_ids(reflection_prompts)},
+        "step": {"policy_step": policy_step},
+        "rl": {"rl_update_mb2": lambda: rl_update(2), "rl_update_mb4": lambda: rl_update(4)},
     }
+    kinds = {name: work for group in args.only or list(groups) for name, work in groups[group].items()}
     resident = rss_gb()
     times = timed(kinds, args.repeats)
-    decoded = {batch: max(len(ids) for ids in reflector.generate_ids(reflection_prompts[:batch])) for batch in (1, 4)}
+    decoded = {batch: max(len(ids) for ids in reflector.generate_ids(reflection_prompts[:batch]))
+               for batch in (1, 4) if f"reflection_b{batch}" in times}
 
     def decode_per_token(batch: int) -> dict[str, float]:
         full, first = times[f"reflection_b{batch}"], times[f"reflection_prefill_b{batch}"]
@@ -197,17 +202,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {key: (full[key] - first[key]) / steps_after_prefill if key.endswith(("_min", "_median")) else full[key]
                 for key in full}
 
-    work = {
-        "forward_reflector_row": per_unit(times["forward_reflector"], len(reflection_rows)),
-        "reflector_sft_row": per_unit(times["reflector_sft"], len(reflection_rows)),
-        "forward_policy_row": per_unit(times["forward_policy"], len(policy_rows)),
-        "policy_sft_row": per_unit(times["policy_sft"], len(policy_rows)),
-        "reflection_decode_token_b1": decode_per_token(1),
-        "reflection_decode_token_b4": decode_per_token(4),
-        "policy_step_row": per_unit(times["policy_step"], len(step_prompts)),
-        "rl_update_row_mb2": per_unit(times["rl_update_mb2"], len(steps)),
-        "rl_update_row_mb4": per_unit(times["rl_update_mb4"], len(steps)),
-    }
+    work = {}
+    for name, kind, rows in (("forward_reflector_row", "forward_reflector", reflection_rows),
+                             ("reflector_sft_row", "reflector_sft", reflection_rows),
+                             ("forward_policy_row", "forward_policy", policy_rows),
+                             ("policy_sft_row", "policy_sft", policy_rows),
+                             ("policy_step_row", "policy_step", step_prompts),
+                             ("rl_update_row_mb2", "rl_update_mb2", steps),
+                             ("rl_update_row_mb4", "rl_update_mb4", steps)):
+        if kind in times:
+            work[name] = per_unit(times[kind], len(rows))
+    for batch in (1, 4):
+        if f"reflection_b{batch}" in times:
+            work[f"reflection_decode_token_b{batch}"] = decode_per_token(batch)
     inner = unwrap_model(model)
     result: dict[str, Any] = {
         "machine": {
@@ -218,11 +225,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
-            "load_average_before": os.getloadavg(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
         },
         "setup": {
             "recipe": str(Path(args.recipe).resolve().relative_to(ROOT)) if Path(args.recipe).resolve().is_relative_to(ROOT)
             else str(args.recipe),
+            "overrides": args.set,
             "model": spec.name, "dtype": dtype, "lora": dataclasses.asdict(spec.lora) if spec.lora else None,
             "attention": inner.config._attn_implementation,
             "action_scoring": config.action_scoring, "sft_max_length": sft_config.max_length,
@@ -245,14 +254,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "work": work,
         "commit": _commit(),
     }
-    result["machine"]["load_average_after"] = os.getloadavg()
-    for kind, forward_key, train_key in (("reflector", "forward_reflector_row", "reflector_sft_row"),
-                                         ("policy", "forward_policy_row", "policy_sft_row")):
-        result[f"{kind}_train_vs_forward"] = work[train_key]["cpu_s_min"] / work[forward_key]["cpu_s_min"]
-        result[f"{kind}_train_vs_forward_wall"] = work[train_key]["wall_s_min"] / work[forward_key]["wall_s_min"]
-    result["goals"] = {f"{kind}_train_vs_forward <= {TARGET:g}": result[f"{kind}_train_vs_forward"] <= TARGET
-                       for kind in ("reflector", "policy")}
-    result["goals"]["rl_update_mb4 peak RSS <= 10 GB"] = work["rl_update_row_mb4"]["peak_rss_gb"] <= 10
+    result["goals"] = {}
+    for kind in ("reflector", "policy"):
+        forward_row, train_row = work.get(f"forward_{kind}_row"), work.get(f"{kind}_sft_row")
+        if forward_row and train_row:
+            result[f"{kind}_train_vs_forward"] = train_row["cpu_s_min"] / forward_row["cpu_s_min"]
+            result[f"{kind}_train_vs_forward_wall"] = train_row["wall_s_min"] / forward_row["wall_s_min"]
+            result["goals"][f"{kind}_train_vs_forward <= {TARGET:g}"] = result[f"{kind}_train_vs_forward"] <= TARGET
+    if "rl_update_row_mb4" in work:
+        result["goals"]["rl_update_mb4 peak RSS <= 10 GB"] = work["rl_update_row_mb4"]["peak_rss_gb"] <= 10
     return result
 
 
@@ -269,8 +279,7 @@ def compare(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     """The baseline's numbers and, per kind of work, its CPU seconds over ours (>1: we are faster)."""
     return {
         "commit": baseline.get("commit"),
-        "reflector_train_vs_forward": baseline["reflector_train_vs_forward"],
-        "policy_train_vs_forward": baseline["policy_train_vs_forward"],
+        **{key: baseline[key] for key in ("reflector_train_vs_forward", "policy_train_vs_forward") if key in baseline},
         "work": baseline["work"],
         "speedup_cpu": {kind: baseline["work"][kind]["cpu_s_min"] / values["cpu_s_min"]
                         for kind, values in result["work"].items() if kind in baseline["work"]},
@@ -282,6 +291,8 @@ def compare(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", type=Path, default=RECIPE)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, as the CLI's --set (e.g. model.lora.dropout=0)")
     parser.add_argument("--model", default=None, help="another model than the recipe's (e.g. 'tiny' for a smoke test)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--episodes", type=int, default=8, help="teacher episodes per curriculum level")
@@ -289,11 +300,13 @@ def main() -> None:
     parser.add_argument("--rl-rows", type=int, default=4, help="longest policy rows in the RL update")
     parser.add_argument("--reflection-tokens", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--only", nargs="+", choices=["reflector", "policy", "decode", "step", "rl"],
+                        help="time these kinds of work only (default: all)")
     parser.add_argument("--baseline", type=Path, default=None, help="an earlier result to compare against")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
     if args.reflection_tokens is None:
-        args.reflection_tokens = load_config(args.recipe).reflection_tokens
+        args.reflection_tokens = load_config(args.recipe, _key_values(args.set, "--set")).reflection_tokens
     started = time.perf_counter()
     result = run(args)
     if args.baseline is not None:
@@ -303,8 +316,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     summary = {kind: {k: round(v, 4) for k, v in values.items()} for kind, values in result["work"].items()}
-    print(json.dumps({"work": summary, **{k: result[k] for k in ("reflector_train_vs_forward", "policy_train_vs_forward",
-                                                                 "goals", "wall_time_s")}}, indent=1))
+    headline = ("reflector_train_vs_forward", "policy_train_vs_forward", "goals", "wall_time_s")
+    print(json.dumps({"work": summary, **{key: result[key] for key in headline if key in result}}, indent=1))
 
 
 if __name__ == "__main__":

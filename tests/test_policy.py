@@ -154,6 +154,43 @@ def test_bf16_autocast_distribution_is_close_to_fp32(tiny):
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+def test_bf16_lora_layers_read_bf16_activations_and_score_as_with_peft_casting():
+    """peft copies each adapter's input to fp32 and autocast copies it back: the heads skip both copies."""
+    from reflectrl.agent.models import autocast
+    from reflectrl.agent.policy import decoder_body
+
+    model, tokenizer = load_model(ModelSpec(**{**SPEC.__dict__, "dtype": "bfloat16", "lora": LoraSettings(r=4, dropout=0.0)}),
+                                  TEXTS)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)  # adapters that change the scores
+    seen = set()
+    hooks = [m.register_forward_pre_hook(lambda module, args: seen.add(args[0].dtype))
+             for n, m in model.named_modules() if n.endswith("lora_A.default")]
+    prompts, ids = _batch()
+    for scoring in ("id", "text"):
+        seen.clear()
+        policy = ActionPolicy(model, tokenizer, dtype="bfloat16", scoring=scoring)
+        log_probs = policy.distribution(prompts, ids)
+        assert seen == {torch.bfloat16}
+        log_probs[:, 0].sum().backward()
+        assert all(p.grad is not None for n, p in model.named_parameters() if "lora_A" in n)
+        model.zero_grad()
+    for hook in hooks:
+        hook.remove()
+    # the id head by hand with peft's own casting: the same distribution
+    policy = ActionPolicy(model, tokenizer, dtype="bfloat16")
+    sequences = policy.encode(prompts, ids)
+    id_tokens, valid = policy._id_tokens(ids, policy.device)
+    with torch.no_grad():
+        with autocast("bfloat16"):
+            hidden = [decoder_body(model)(input_ids=torch.tensor([s])).last_hidden_state[0, -1].float() for s in sequences]
+        logits = policy.module._id_logits(torch.stack(hidden), id_tokens)
+        reference = torch.log_softmax(logits.masked_fill(~valid, float("-inf")), -1)
+        assert torch.allclose(policy.distribution(prompts, ids), reference, atol=1e-4)
+
+
 def test_act_greedy_is_argmax_and_sampling_is_seeded(tiny):
     model, tokenizer = tiny
     policy = ActionPolicy(model, tokenizer)

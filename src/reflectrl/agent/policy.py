@@ -22,13 +22,15 @@ Gradients flow when called under grad.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from peft.helpers import disable_input_dtype_casting
 from transformers import PreTrainedTokenizerBase
 
 from reflectrl.agent.models import autocast, autocast_dtype, full_precision
@@ -162,6 +164,20 @@ def decoder_body(model: Any) -> torch.nn.Module:
     return body
 
 
+@contextlib.contextmanager
+def body_autocast(model: Any, dtype: str, device_type: str) -> Iterator[None]:
+    """The recipe's autocast for a forward of ``model``'s body, with LoRA inputs left in the autocast dtype.
+
+    peft casts each LoRA layer's input to its adapter's fp32 before the dropout and
+    ``lora_A``, which autocast then casts back to bf16: two copies of the activations
+    per adapted layer (seven a layer with ``all-linear``) for the same bf16 matmul.
+    Under autocast the adapters' result is the same without them.
+    """
+    with autocast(dtype, device_type=device_type), \
+            disable_input_dtype_casting(model, active=autocast_dtype(dtype) is not None):
+        yield
+
+
 def action_list_start(prompt: str, ids: Sequence[str]) -> int:
     """Character offset where the enumerated action list begins (the prompt's protected tail).
 
@@ -230,7 +246,7 @@ class ActionHead(_PolicyForward):
         temperature: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(log-probs [B, A] over the valid ids at ``temperature``, values [B] or None) for right-padded rows."""
-        with autocast(self.dtype, device_type=input_ids.device.type):
+        with body_autocast(self.model, self.dtype, input_ids.device.type):
             # Right padding: under the causal mask no real token attends to a pad, so no padding
             # mask is built (the all-ones mask lets transformers leave causality to the attention
             # kernel; SDPA's causal kernel also skips the upper triangle) and positions are plain
@@ -357,7 +373,7 @@ class ActionTextHead(_PolicyForward):
     def forward(self, packed: PackedActions, valid: torch.Tensor,
                 temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(log-probs [B, A] over the valid actions at ``temperature``, values [B] or None)."""
-        with autocast(self.dtype, device_type=packed.input_ids.device.type):
+        with body_autocast(self.model, self.dtype, packed.input_ids.device.type):
             out = decoder_body(self.model)(input_ids=packed.input_ids, attention_mask=packed.mask,
                                            position_ids=packed.position_ids, use_cache=False)
         hidden = out.last_hidden_state

@@ -24,8 +24,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from reflectrl.agent.models import autocast, save_model
-from reflectrl.agent.policy import ActionPolicy, bos_prefix, decoder_body, fit_prompt, unwrap_model
+from reflectrl.agent.models import save_model
+from reflectrl.agent.policy import ActionPolicy, body_autocast, bos_prefix, decoder_body, fit_prompt, unwrap_model
 from reflectrl.agent.prompts import ANALYZE_MARKER, policy_prompt
 from reflectrl.config import SFTConfig
 from reflectrl.envs.action_parser import action_ids
@@ -154,7 +154,7 @@ def _loss_sum(model, tokenizer, policy: ActionPolicy | None, batch: list[_Encode
         return -log_probs.sum(), len(batch)
     device = next(model.parameters()).device
     tensors = _collate(batch, tokenizer.pad_token_id, device)
-    with autocast(dtype, device_type=device.type):
+    with body_autocast(model, dtype, device.type):
         hidden = decoder_body(model)(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
                                      use_cache=False).last_hidden_state
         targets = tensors["labels"][:, 1:]
