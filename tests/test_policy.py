@@ -129,6 +129,30 @@ def test_text_scoring_trains_lora_and_the_value_head():
         ActionPolicy(model, tokenizer, scoring="words")
 
 
+def test_text_scoring_keeps_no_vocabulary_sized_logits_for_the_backward_and_its_gradients_are_exact():
+    from reflectrl.agent.policy import _vocab_log_probs
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 300)
+    model = torch.nn.Module()
+    model.get_output_embeddings = lambda: head
+    hidden = torch.randn(70, 16, requires_grad=True)
+    targets = torch.randint(0, 300, (70,))
+    upstream = torch.randn(70)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        log_probs = _vocab_log_probs(model, hidden, targets, chunk=32)
+    assert sum(saved) < 70 * 300  # the [tokens, vocabulary] logits are recomputed in the backward, never kept
+    (log_probs * upstream).sum().backward()
+    ours = [hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone()]
+    hidden.grad, head.weight.grad, head.bias.grad = None, None, None
+    reference = torch.log_softmax(head(hidden), -1).gather(1, targets[:, None])[:, 0]
+    (reference * upstream).sum().backward()
+    assert torch.allclose(log_probs, reference, atol=1e-5)
+    for mine, theirs in zip(ours, [hidden.grad, head.weight.grad, head.bias.grad]):
+        assert torch.allclose(mine, theirs, atol=1e-5)
+
+
 def test_text_scoring_fits_the_prompt_and_its_longest_action_in_max_length():
     """A model with learned positions breaks on a position past its table: prompt + action must fit."""
     model, tokenizer = load_model(ModelSpec(**{**SPEC.__dict__, "n_positions": 128}), TEXTS)
