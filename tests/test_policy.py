@@ -422,3 +422,37 @@ def test_steps_with_more_actions_than_single_characters_train_and_play():
     after = [p.detach().clone() for p in trainable]
     assert learner.update(Batch(batch.steps, torch.zeros(len(batch.steps)))) == 0.0
     assert all(torch.equal(old, new) for old, new in zip(after, trainable))
+
+
+def test_the_kl_reference_of_a_lora_policy_is_its_starting_adapter_on_the_policys_own_base(tmp_path):
+    """No second model for the KL term: a frozen copy of the starting adapter beside the trained one."""
+    from reflectrl.agent.models import save_model
+    from reflectrl.agent.rollout import StepRecord
+    from reflectrl.config import RunConfig, from_dict
+    from reflectrl.train.rl import AdapterReference, Batch, setup
+
+    model, tokenizer = load_model(ModelSpec(**{**SPEC.__dict__, "lora": LoraSettings(r=4)}), TEXTS)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)  # an SFT'd adapter: the reference is not the base model
+    save_model(model, tokenizer, tmp_path / "sft")
+    config = from_dict(RunConfig, {"name": "t", "out_dir": str(tmp_path), "env": {"name": "taxi", "kwargs": {"stage": "pickup"}},
+                                   "sft": {"max_length": 512}, "rl": {"kl_coef": 0.5, "lr": 0.01, "minibatch_size": 2}})
+    run = setup(config, tmp_path / "sft", tmp_path / "rl", None, resume=False)
+    reference = run.learner.reference
+    assert isinstance(reference, AdapterReference) and reference.model is run.policy.model
+    prompts, ids = _batch()
+    with torch.no_grad():
+        expected = ActionPolicy(load_model(ModelSpec(name=str(tmp_path / "sft")))[0], tokenizer).distribution(prompts, ids)
+    torch.testing.assert_close(reference.distribution(prompts, ids), expected)
+    steps = [StepRecord(p, i, 0, 0.0, 0.0, 1.0, False, False, None, "") for p, i in zip(prompts, ids)]
+    run.policy.model.train()
+    run.learner.update(Batch(steps, torch.ones(len(steps))))
+    # the update moved the trained adapter (its gradients survived the switches to the reference) and not the reference
+    with torch.no_grad():
+        assert (run.policy.distribution(prompts, ids) - expected)[torch.isfinite(expected)].abs().max() > 1e-3
+    torch.testing.assert_close(reference.distribution(prompts, ids), expected)
+    assert run.policy.model.active_adapter == "default" and run.policy.model.training
+    for name, param in run.policy.model.named_parameters():
+        assert param.requires_grad == ("lora_" in name and AdapterReference.ADAPTER not in name)
