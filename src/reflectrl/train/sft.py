@@ -163,7 +163,7 @@ def _loss_sum(model, tokenizer, policy: ActionPolicy | None, batch: list[_Encode
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
 
 
-def accumulate(model, tokenizer, policy: ActionPolicy | None, batches: list[list[_Encoded]], max_batch_tokens: int,
+def accumulate(model: Any, tokenizer: Any, policy: ActionPolicy | None, batches: list[list[_Encoded]], max_batch_tokens: int,
                dtype: str) -> float:
     """Forward and backward of one optimizer step's ``batches`` (each split into micro-batches), gradients
     accumulated on the model; returns the step's loss (the mean over its predictions).
