@@ -40,7 +40,6 @@ import dataclasses
 import json
 import os
 import platform
-import random
 import statistics
 import subprocess
 import time
@@ -52,6 +51,7 @@ import torch
 import transformers
 from accelerate import Accelerator
 
+import reflectrl
 from policy_step import _cpu_model
 from reflectrl.agent.models import load_model
 from reflectrl.agent.policy import ActionPolicy, unwrap_model
@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for batch in (1, 4):
         if f"reflection_b{batch}" in times:
             work[f"reflection_decode_token_b{batch}"] = decode_per_token(batch)
-    inner = unwrap_model(model)
+    inner, recipe = unwrap_model(model), Path(args.recipe).resolve()
     result: dict[str, Any] = {
         "machine": {
             "cpu_model": _cpu_model(),
@@ -229,8 +229,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "load_average_after": os.getloadavg(),
         },
         "setup": {
-            "recipe": str(Path(args.recipe).resolve().relative_to(ROOT)) if Path(args.recipe).resolve().is_relative_to(ROOT)
-            else str(args.recipe),
+            "recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe),
             "overrides": args.set,
             "model": spec.name, "dtype": dtype, "lora": dataclasses.asdict(spec.lora) if spec.lora else None,
             "attention": inner.config._attn_implementation,
@@ -252,7 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       "interleaved rounds after one warm-up round; ratios from the minima of CPU seconds",
         },
         "work": work,
-        "commit": _commit(),
+        "commit": args.source_commit or _commit(),
     }
     result["goals"] = {}
     for kind in ("reflector", "policy"):
@@ -267,9 +266,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _commit() -> str | None:
+    """The commit of the reflectrl sources this run imported (+dirty when they differ from it); None outside git."""
+    where = Path(reflectrl.__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True).stdout
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True,
+                             check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "."], cwd=where, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
@@ -302,6 +304,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--only", nargs="+", choices=["reflector", "policy", "decode", "step", "rl"],
                         help="time these kinds of work only (default: all)")
+    parser.add_argument("--source-commit", default=None,
+                        help="the commit of the reflectrl sources on PYTHONPATH when they are not a git checkout "
+                             "(e.g. a `git archive` of an older commit, for --baseline)")
     parser.add_argument("--baseline", type=Path, default=None, help="an earlier result to compare against")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
