@@ -95,6 +95,36 @@ def test_bf16_gradients_match_fp32_sdpa():
         torch.testing.assert_close(mine.grad.float(), expected.grad, atol=5e-2, rtol=5e-2)
 
 
+@pytest.mark.parametrize("mask_kind", ["none", "padded", "segments", "sees_later_keys"])
+def test_a_causal_pass_in_query_blocks_agrees_with_fp32_sdpa_and_keeps_half_the_scores(mask_kind):
+    """Past QUERY_BLOCK positions a causal pass goes in blocks of queries that read no key past their last one:
+    the same output and gradients, about half the attention probabilities kept for the backward. A mask that lets
+    a query see a later key is computed whole."""
+    torch.manual_seed(6)
+    batch, heads, kv_heads, length, dim = 2, 4, 2, 2 * attention.QUERY_BLOCK + 44, 8
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    segment = (torch.arange(length) >= length - 30).long() + (torch.arange(length) >= length - 12).long()
+    mask = {"none": None, "padded": padded_mask(batch, length, length),
+            "segments": (causal & ((segment[:, None] == segment[None, :]) | (segment[None, :] == 0)))[None, None]
+            .expand(batch, 1, length, length),
+            "sees_later_keys": torch.ones(batch, 1, length, length, dtype=torch.bool)}[mask_kind]
+    leaves = [torch.randn(batch, n, length, dim) for n in (heads, kv_heads, kv_heads)]
+    ours = [t.bfloat16().requires_grad_() for t in leaves]
+    theirs = [t.clone().requires_grad_() for t in leaves]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out, _ = cpu_attention(Module(), *ours, mask)
+    expected = reference(*theirs, mask, mask is None)
+    attends = torch.ones(batch, length, dtype=torch.bool) if mask is None else mask[:, 0].any(-1)  # not a pad query
+    torch.testing.assert_close(out[attends].float(), expected[attends], atol=3e-2, rtol=3e-2)
+    (out[attends].float() * expected[attends].detach()).sum().backward()
+    (expected[attends] * expected[attends].detach()).sum().backward()
+    for mine, reference_grad in zip(ours, theirs):
+        torch.testing.assert_close(mine.grad.float(), reference_grad.grad, atol=6e-2, rtol=6e-2)
+    whole = batch * heads * length * length
+    assert max(saved) < whole if mask_kind != "sees_later_keys" else max(saved) == whole
+
+
 def test_fp32_inputs_under_bf16_autocast_take_the_bf16_path():
     """Rotary embeddings hand attention fp32 tensors under autocast; they are computed in bf16 like the matmuls."""
     torch.manual_seed(4)

@@ -129,6 +129,30 @@ def test_text_scoring_trains_lora_and_the_value_head():
         ActionPolicy(model, tokenizer, scoring="words")
 
 
+def test_text_scoring_keeps_no_vocabulary_sized_logits_for_the_backward_and_its_gradients_are_exact():
+    from reflectrl.agent.policy import _vocab_log_probs
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 300)
+    model = torch.nn.Module()
+    model.get_output_embeddings = lambda: head
+    hidden = torch.randn(70, 16, requires_grad=True)
+    targets = torch.randint(0, 300, (70,))
+    upstream = torch.randn(70)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        log_probs = _vocab_log_probs(model, hidden, targets, chunk=32)
+    assert sum(saved) < 70 * 300  # the [tokens, vocabulary] logits are recomputed in the backward, never kept
+    (log_probs * upstream).sum().backward()
+    ours = [hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone()]
+    hidden.grad, head.weight.grad, head.bias.grad = None, None, None
+    reference = torch.log_softmax(head(hidden), -1).gather(1, targets[:, None])[:, 0]
+    (reference * upstream).sum().backward()
+    assert torch.allclose(log_probs, reference, atol=1e-5)
+    for mine, theirs in zip(ours, [hidden.grad, head.weight.grad, head.bias.grad]):
+        assert torch.allclose(mine, theirs, atol=1e-5)
+
+
 def test_text_scoring_fits_the_prompt_and_its_longest_action_in_max_length():
     """A model with learned positions breaks on a position past its table: prompt + action must fit."""
     model, tokenizer = load_model(ModelSpec(**{**SPEC.__dict__, "n_positions": 128}), TEXTS)
@@ -152,6 +176,43 @@ def test_bf16_autocast_distribution_is_close_to_fp32(tiny):
     assert torch.equal(finite, torch.isfinite(bf16))
     assert (fp32[finite].exp() - bf16[finite].exp()).abs().max() < 0.03
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_bf16_lora_layers_read_bf16_activations_and_score_as_with_peft_casting():
+    """peft copies each adapter's input to fp32 and autocast copies it back: the heads skip both copies."""
+    from reflectrl.agent.models import autocast
+    from reflectrl.agent.policy import decoder_body
+
+    model, tokenizer = load_model(ModelSpec(**{**SPEC.__dict__, "dtype": "bfloat16", "lora": LoraSettings(r=4, dropout=0.0)}),
+                                  TEXTS)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)  # adapters that change the scores
+    seen = set()
+    hooks = [m.register_forward_pre_hook(lambda module, args: seen.add(args[0].dtype))
+             for n, m in model.named_modules() if n.endswith("lora_A.default")]
+    prompts, ids = _batch()
+    for scoring in ("id", "text"):
+        seen.clear()
+        policy = ActionPolicy(model, tokenizer, dtype="bfloat16", scoring=scoring)
+        log_probs = policy.distribution(prompts, ids)
+        assert seen == {torch.bfloat16}
+        log_probs[:, 0].sum().backward()
+        assert all(p.grad is not None for n, p in model.named_parameters() if "lora_A" in n)
+        model.zero_grad()
+    for hook in hooks:
+        hook.remove()
+    # the id head by hand with peft's own casting: the same distribution
+    policy = ActionPolicy(model, tokenizer, dtype="bfloat16")
+    sequences = policy.encode(prompts, ids)
+    id_tokens, valid = policy._id_tokens(ids, policy.device)
+    with torch.no_grad():
+        with autocast("bfloat16"):
+            hidden = [decoder_body(model)(input_ids=torch.tensor([s])).last_hidden_state[0, -1].float() for s in sequences]
+        logits = policy.module._id_logits(torch.stack(hidden), id_tokens)
+        reference = torch.log_softmax(logits.masked_fill(~valid, float("-inf")), -1)
+        assert torch.allclose(policy.distribution(prompts, ids), reference, atol=1e-4)
 
 
 def test_act_greedy_is_argmax_and_sampling_is_seeded(tiny):
@@ -361,3 +422,37 @@ def test_steps_with_more_actions_than_single_characters_train_and_play():
     after = [p.detach().clone() for p in trainable]
     assert learner.update(Batch(batch.steps, torch.zeros(len(batch.steps)))) == {"loss": 0.0}
     assert all(torch.equal(old, new) for old, new in zip(after, trainable))
+
+
+def test_the_kl_reference_of_a_lora_policy_is_its_starting_adapter_on_the_policys_own_base(tmp_path):
+    """No second model for the KL term: a frozen copy of the starting adapter beside the trained one."""
+    from reflectrl.agent.models import save_model
+    from reflectrl.agent.rollout import StepRecord
+    from reflectrl.config import RunConfig, from_dict
+    from reflectrl.train.rl import AdapterReference, Batch, setup
+
+    model, tokenizer = load_model(ModelSpec(**{**SPEC.__dict__, "lora": LoraSettings(r=4)}), TEXTS)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)  # an SFT'd adapter: the reference is not the base model
+    save_model(model, tokenizer, tmp_path / "sft")
+    config = from_dict(RunConfig, {"name": "t", "out_dir": str(tmp_path), "env": {"name": "taxi", "kwargs": {"stage": "pickup"}},
+                                   "sft": {"max_length": 512}, "rl": {"kl_coef": 0.5, "lr": 0.01, "minibatch_size": 2}})
+    run = setup(config, tmp_path / "sft", tmp_path / "rl", None, resume=False)
+    reference = run.learner.reference
+    assert isinstance(reference, AdapterReference) and reference.model is run.policy.model
+    prompts, ids = _batch()
+    with torch.no_grad():
+        expected = ActionPolicy(load_model(ModelSpec(name=str(tmp_path / "sft")))[0], tokenizer).distribution(prompts, ids)
+    torch.testing.assert_close(reference.distribution(prompts, ids), expected)
+    steps = [StepRecord(p, i, 0, 0.0, 0.0, 1.0, False, False, None, "") for p, i in zip(prompts, ids)]
+    run.policy.model.train()
+    run.learner.update(Batch(steps, torch.ones(len(steps))))
+    # the update moved the trained adapter (its gradients survived the switches to the reference) and not the reference
+    with torch.no_grad():
+        assert (run.policy.distribution(prompts, ids) - expected)[torch.isfinite(expected)].abs().max() > 1e-3
+    torch.testing.assert_close(reference.distribution(prompts, ids), expected)
+    assert run.policy.model.active_adapter == "default" and run.policy.model.training
+    for name, param in run.policy.model.named_parameters():
+        assert param.requires_grad == ("lora_" in name and AdapterReference.ADAPTER not in name)

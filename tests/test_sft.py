@@ -115,3 +115,22 @@ def test_text_scored_rows_count_their_actions_tokens_in_the_micro_batch_budget(d
     parts = _micro_batches(encoded, budget)
     assert sum(len(part) for part in parts) == 16 and len(parts) > 1
     assert all(len(part) * max(row.size for row in part) <= budget for part in parts)
+
+
+def test_bf16_lora_reflector_rows_train_without_fp32_copies_of_the_activations(data):
+    """peft would copy each adapter's input to fp32 (and autocast back to bf16); SFT's forward skips both copies."""
+    from reflectrl.agent.models import LoraSettings
+    from reflectrl.train.sft import _encode_reflections, accumulate
+
+    train, _, tokenizer = data
+    model, _ = load_model(ModelSpec(name="tiny", **TINY, dtype="bfloat16", lora=LoraSettings(r=4, dropout=0.1)),
+                          tokenizer=tokenizer)
+    seen = set()
+    for name, module in model.named_modules():
+        if name.endswith("lora_A.default"):
+            module.register_forward_pre_hook(lambda _module, args: seen.add(args[0].dtype))
+    model.train()
+    loss = accumulate(model, tokenizer, None, [_encode_reflections(tokenizer, train["reflection"][:4], 256)], 0,
+                      "bfloat16")
+    assert seen == {torch.bfloat16} and loss > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)

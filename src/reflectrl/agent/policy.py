@@ -22,13 +22,15 @@ Gradients flow when called under grad.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from peft.helpers import disable_input_dtype_casting
 from transformers import PreTrainedTokenizerBase
 
 from reflectrl.agent.models import autocast, autocast_dtype, full_precision
@@ -163,6 +165,20 @@ def decoder_body(model: Any) -> torch.nn.Module:
     return body
 
 
+@contextlib.contextmanager
+def body_autocast(model: Any, dtype: str, device_type: str) -> Iterator[None]:
+    """The recipe's autocast for a forward of ``model``'s body, with LoRA inputs left in the autocast dtype.
+
+    peft casts each LoRA layer's input to its adapter's fp32 before the dropout and
+    ``lora_A``, which autocast then casts back to bf16: two copies of the activations
+    per adapted layer (seven a layer with ``all-linear``) for the same bf16 matmul.
+    Under autocast the adapters' result is the same without them.
+    """
+    with autocast(dtype, device_type=device_type), \
+            disable_input_dtype_casting(model, active=autocast_dtype(dtype) is not None):
+        yield
+
+
 def action_list_start(prompt: str, ids: Sequence[str]) -> int:
     """Character offset where the enumerated action list begins (the prompt's protected tail).
 
@@ -231,7 +247,7 @@ class ActionHead(_PolicyForward):
         temperature: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(log-probs [B, A] over the valid ids at ``temperature``, values [B] or None) for right-padded rows."""
-        with autocast(self.dtype, device_type=input_ids.device.type):
+        with body_autocast(self.model, self.dtype, input_ids.device.type):
             # Right padding: under the causal mask no real token attends to a pad, so no padding
             # mask is built (the all-ones mask lets transformers leave causality to the attention
             # kernel; SDPA's causal kernel also skips the upper triangle) and positions are plain
@@ -261,24 +277,77 @@ class ActionHead(_PolicyForward):
             return full.gather(1, id_tokens)
 
 
-def _vocab_log_probs(model: Any, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+class _TargetLogProbs(torch.autograd.Function):
+    """log p(target | hidden) through a plain linear LM head, in fp32, ``chunk`` rows at a time, keeping no logits.
+
+    The fp32 logits are [scored tokens x vocabulary] (200 KB a token with a 49k
+    vocabulary): kept for the backward, with the fp32 copy of the head's weight and
+    the softmax the backward of ``logsumexp`` builds, they were the largest tensors
+    of a text-scored update. The forward keeps each row's logsumexp only; the
+    backward recomputes one chunk of logits at a time (one more head matmul).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                chunk: int) -> torch.Tensor:
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        normalizers = torch.empty_like(out)
+        for rows, logits in _TargetLogProbs.chunks(hidden, weight.float(), bias, chunk):
+            normalizers[rows] = torch.logsumexp(logits, -1)
+            out[rows] = logits.gather(1, targets[rows, None])[:, 0] - normalizers[rows]
+        ctx.save_for_backward(hidden, weight, bias, targets, normalizers)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        hidden, weight, bias, targets, normalizers = ctx.saved_tensors
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_hidden = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if need_hidden else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
+        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_bias else None
+        full = weight.float()
+        with full_precision(hidden.device.type):
+            for rows, logits in _TargetLogProbs.chunks(hidden, full, bias, ctx.chunk):
+                # d(logit[target] - logsumexp) / d logits = onehot(target) - softmax, times the incoming grad
+                upstream = grad[rows, None].float()
+                coefficients = logits.sub_(normalizers[rows, None]).exp_().mul_(-upstream)
+                coefficients.scatter_add_(1, targets[rows, None], upstream)
+                if need_hidden:
+                    grad_hidden[rows] = coefficients @ full
+                if need_weight:
+                    grad_weight.addmm_(coefficients.T, hidden[rows].float())
+                if need_bias:
+                    grad_bias += coefficients.sum(0)
+        return (grad_hidden.to(hidden.dtype) if need_hidden else None,
+                grad_weight.to(weight.dtype) if need_weight else None,
+                grad_bias.to(bias.dtype) if need_bias else None, None, None)
+
+    @staticmethod
+    def chunks(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               chunk: int) -> Iterator[tuple[slice, torch.Tensor]]:
+        """(rows, their fp32 logits) for each ``chunk`` rows of ``hidden``; ``weight`` is the head's, in fp32."""
+        for start in range(0, hidden.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            logits = hidden[rows].float() @ weight.T
+            yield rows, (logits + bias.float() if bias is not None else logits)
+
+
+def _vocab_log_probs(model: Any, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """log p(target | hidden) over the whole vocabulary, in fp32, ``chunk`` rows at a time."""
     head = unwrap_model(model).get_output_embeddings()
-    out = []
+    if hidden.shape[0] == 0:
+        return hidden.new_zeros(0, dtype=torch.float32)
     with full_precision(hidden.device.type):
-        plain = type(head) is torch.nn.Linear
-        weight = head.weight.float() if plain else None
+        if type(head) is torch.nn.Linear:
+            return _TargetLogProbs.apply(hidden, head.weight, head.bias, targets, chunk)
+        # a wrapped head (LoRA on lm_head): it runs in its own dtype, under autograd
+        out = []
         for start in range(0, hidden.shape[0], chunk):
-            rows = hidden[start:start + chunk]
-            if plain:
-                logits = rows.float() @ weight.T
-                if head.bias is not None:
-                    logits = logits + head.bias.float()
-            else:  # a wrapped head (LoRA on lm_head): it runs in its own dtype
-                logits = head(rows.to(next(head.parameters()).dtype)).float()
+            logits = head(hidden[start:start + chunk].to(next(head.parameters()).dtype)).float()
             target = targets[start:start + chunk, None]
             out.append((logits.gather(1, target) - torch.logsumexp(logits, -1, keepdim=True))[:, 0])
-    return torch.cat(out) if out else hidden.new_zeros(0)
+        return torch.cat(out)
 
 
 @dataclass
@@ -358,7 +427,7 @@ class ActionTextHead(_PolicyForward):
     def forward(self, packed: PackedActions, valid: torch.Tensor,
                 temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(log-probs [B, A] over the valid actions at ``temperature``, values [B] or None)."""
-        with autocast(self.dtype, device_type=packed.input_ids.device.type):
+        with body_autocast(self.model, self.dtype, packed.input_ids.device.type):
             out = decoder_body(self.model)(input_ids=packed.input_ids, attention_mask=packed.mask,
                                            position_ids=packed.position_ids, use_cache=False)
         hidden = out.last_hidden_state

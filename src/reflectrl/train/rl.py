@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
+from peft import PeftModel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
@@ -353,6 +354,37 @@ def _check_checkpoint(path: Path, made_from: dict[str, Any]) -> None:
                             f"start over: delete the checkpoints in {path.parent} (reflectrl rl --restart does)")
 
 
+class AdapterReference(ActionPolicy):
+    """The KL reference of a LoRA policy: the adapter RL starts from, frozen, beside the trained one on the same base.
+
+    The base weights never change in RL, so a second model (0.3 GB for SmolLM2-135M
+    in bf16, 3 GB for GPT-2 XL) would hold a copy of them for nothing: a second
+    adapter is a few MB. TRL's reference, the policy with its adapter switched off
+    (``disable_adapter()``), would be the pretrained base here, not the SFT policy
+    that RL starts from. Each ``distribution`` runs with the reference adapter active
+    and dropout off, then gives the trained adapter back its place and gradients.
+    """
+
+    ADAPTER = "kl_reference"
+
+    def __init__(self, policy: ActionPolicy, path: str | Path):
+        policy.model.load_adapter(str(path), adapter_name=self.ADAPTER, is_trainable=False)
+        super().__init__(policy.model, policy.tokenizer, max_length=policy.max_length, dtype=policy.dtype,
+                         scoring=policy.scoring)
+
+    def distribution(self, *args: Any, **kwargs: Any) -> Any:
+        model = self.model
+        trained, training = model.active_adapter, model.training
+        model.set_adapter(self.ADAPTER, inference_mode=True)
+        model.eval()
+        try:
+            with torch.no_grad():
+                return super().distribution(*args, **kwargs)
+        finally:
+            model.set_adapter(trained)
+            model.train(training)
+
+
 def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, reflector_path: str | Path | None,
           resume: bool) -> RLRun:
     """Load the policy (from the last checkpoint when resuming), the frozen reflector, the learner and the tasks."""
@@ -384,7 +416,9 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
                                               temperature=config.reflection_temperature, seed=config.seed,
                                               device=accelerator.device)
     reference = None
-    if rl.kl_coef:
+    if rl.kl_coef and isinstance(model, PeftModel):
+        reference = AdapterReference(policy, policy_path)
+    elif rl.kl_coef:
         ref_model, _ = load_model(ModelSpec(name=str(policy_path), dtype=dtype))
         ref_model.requires_grad_(False)
         reference = ActionPolicy(ref_model.eval().to(accelerator.device), tokenizer,

@@ -24,8 +24,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from reflectrl.agent.models import autocast, save_model
-from reflectrl.agent.policy import ActionPolicy, bos_prefix, decoder_body, unwrap_model
+from reflectrl.agent.models import save_model
+from reflectrl.agent.policy import ActionPolicy, body_autocast, bos_prefix, decoder_body, unwrap_model
 from reflectrl.agent.prompts import policy_prompt
 from reflectrl.agent.reflector import reflection_prompt_budget, reflection_prompt_tokens
 from reflectrl.config import SFTConfig
@@ -157,13 +157,31 @@ def _loss_sum(model, tokenizer, policy: ActionPolicy | None, batch: list[_Encode
         return -log_probs.sum(), len(batch)
     device = next(model.parameters()).device
     tensors = _collate(batch, tokenizer.pad_token_id, device)
-    with autocast(dtype, device_type=device.type):
+    with body_autocast(model, dtype, device.type):
         hidden = decoder_body(model)(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
                                      use_cache=False).last_hidden_state
         targets = tensors["labels"][:, 1:]
         keep = targets != -100
         logits = unwrap_model(model).get_output_embeddings()(hidden[:, :-1][keep])
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum"), int(keep.sum())
+
+
+def accumulate(model: Any, tokenizer: Any, policy: ActionPolicy | None, batches: list[list[_Encoded]], max_batch_tokens: int,
+               dtype: str) -> float:
+    """Forward and backward of one optimizer step's ``batches`` (each split into micro-batches), gradients
+    accumulated on the model; returns the step's loss (the mean over its predictions).
+
+    The training loop's inner work, callable on its own so that ``benchmarks/pretrained_budget.py``
+    times exactly what a step runs.
+    """
+    loss_sum = 0.0
+    for batch in batches:
+        predictions = sum(_predictions(e, policy) for e in batch) * len(batches)
+        for part in _micro_batches(batch, max_batch_tokens):
+            loss = _loss_sum(model, tokenizer, policy, part, dtype)[0] / predictions
+            loss.backward()
+            loss_sum += float(loss.detach())
+    return loss_sum
 
 
 def _checkpoint_activations(model: Any) -> None:
@@ -257,14 +275,8 @@ def train_sft(
         micro += _length_batches(encoded, config.batch_size, rng)
         while len(micro) >= config.grad_accum and step < total_steps:
             optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for _ in range(config.grad_accum):
-                batch = micro.pop()
-                predictions = sum(_predictions(e, policy) for e in batch) * config.grad_accum
-                for part in _micro_batches(batch, config.max_batch_tokens):
-                    loss = _loss_sum(model, tokenizer, policy, part, dtype)[0] / predictions
-                    loss.backward()
-                    loss_sum += float(loss.detach())
+            loss_sum = accumulate(model, tokenizer, policy, [micro.pop() for _ in range(config.grad_accum)],
+                                  config.max_batch_tokens, dtype)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
