@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/policy_step.py
 	$(BIN)/python benchmarks/rl_loop.py
 	$(BIN)/python benchmarks/learning.py
+	cd benchmarks && OMP_NUM_THREADS=1 ../$(BIN)/python pretrained_budget.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
