@@ -242,20 +242,21 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from reflectrl.errors import UserError
-    from reflectrl.eval.episodes import EPISODES_FILE, SAMPLED_EPISODES_FILE, failure_breakdown, format_episode, read_episodes
+    from reflectrl.eval.episodes import EPISODES_FILE, episodes_file, failure_breakdown, format_episode, read_episodes
 
     run = Path(args.run)
     if not run.is_dir() and (Path("runs") / args.run).is_dir():
         run = Path("runs") / args.run
-    evaluated = sorted(p.name for p in (run / "eval").glob("*") if (p / EPISODES_FILE).is_file())
+    evaluated = sorted(p.name for p in (run / "eval").glob("*") if episodes_file(p) is not None)
     if not evaluated:
         raise UserError(f"{run} holds no evaluated arm (no eval/<arm>/{EPISODES_FILE}); name a run directory "
                         f"that `reflectrl run` has evaluated")
     if args.arm not in evaluated:
         raise UserError(f"--arm {args.arm}: {run} has no episodes of it; evaluated arms: {', '.join(evaluated)}")
-    path = run / "eval" / args.arm / (SAMPLED_EPISODES_FILE if args.sampled else EPISODES_FILE)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist: the recipe played no sampled evaluation (eval.sampled_repeats)")
+    path = episodes_file(run / "eval" / args.arm, sampled=args.sampled)
+    if path is None:
+        raise UserError(f"{run / 'eval' / args.arm} holds no sampled episodes: the recipe played no sampled "
+                        f"evaluation (eval.sampled_repeats)")
     records = read_episodes(path)
     chosen = [r for r in records if (not args.failed or not r["success"]) and (args.level in (None, r["level"]))
               and (args.outcome in (None, r["outcome"]))]

@@ -11,6 +11,7 @@ step. ``format_episode`` renders one for a person (``reflectrl show``), and
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import math
 import textwrap
@@ -74,8 +75,22 @@ def agent_record(env: TextEnv, level: str, task: Any, seed: int | None, result: 
                    result.transcript, result.final_observation, result.info)
 
 
+def episodes_file(arm_dir: str | Path, sampled: bool = False) -> Path | None:
+    """An evaluated arm's transcripts: ``episodes.jsonl``, or its gzipped copy (as ``results/`` keeps them)."""
+    name = SAMPLED_EPISODES_FILE if sampled else EPISODES_FILE
+    for path in (Path(arm_dir) / name, Path(arm_dir) / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
 def read_episodes(path: str | Path) -> list[dict[str, Any]]:
-    return read_jsonl_tolerant(path)
+    """The records of an ``episodes.jsonl`` (or ``.jsonl.gz``); none when it does not exist."""
+    path = Path(path)
+    if path.suffix != ".gz":
+        return read_jsonl_tolerant(path)
+    with gzip.open(path, "rt") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
 
 
 def failure_breakdown(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
