@@ -134,8 +134,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     policy = ActionPolicy(model, tokenizer, max_length=sft_config.max_length, dtype=dtype,
                           scoring=config.action_scoring)
 
-    reflection_rows = median_rows(sft._encode_reflections(tokenizer, sets["reflection"], sft_config.max_length),
-                                  args.rows)
+    reflection_rows = median_rows(sft._encode_reflections(tokenizer, sets["reflection"], sft_config.max_length,
+                                                          args.reflection_tokens), args.rows)
     policy_encoded = sft._encode_policy(policy, sets["policy"], None)
     policy_rows = median_rows(policy_encoded, args.rows)
     rl_rows = sorted(policy_encoded, key=lambda e: e.size)[-args.rl_rows:]

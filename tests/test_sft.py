@@ -130,7 +130,7 @@ def test_bf16_lora_reflector_rows_train_without_fp32_copies_of_the_activations(d
         if name.endswith("lora_A.default"):
             module.register_forward_pre_hook(lambda _module, args: seen.add(args[0].dtype))
     model.train()
-    loss = accumulate(model, tokenizer, None, [_encode_reflections(tokenizer, train["reflection"][:4], 256)], 0,
+    loss = accumulate(model, tokenizer, None, [_encode_reflections(tokenizer, train["reflection"][:4], 256, 16)], 0,
                       "bfloat16")
     assert seen == {torch.bfloat16} and loss > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
