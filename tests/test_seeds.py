@@ -96,6 +96,13 @@ def test_run_with_seeds_runs_each_seed_apart_and_writes_the_summary(tmp_path):
         names = {step["name"] for step in run["steps"]}
         assert {"data", "base models", "sft reflector", "sft policy", "rl reflect_rl", "eval oracle"} <= names
         assert all(step["peak_rss_gb"] > 0 for step in run["steps"] if not step["reused"])
+    # run again: every step is found done, and run.json still says what making each one cost
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads((seeds / "seed-4" / "run.json").read_text())
+    assert rerun["steps"] and all(step["reused"] for step in rerun["steps"])
+    assert all("made" in step for step in rerun["steps"])
+    assert sum(step["made"]["wall_s"] for step in rerun["steps"]) > 0
     # the data differ between seeds: the seed reaches the teacher too
     data = [(seeds / f"seed-{seed}" / "data" / "train" / "policy.jsonl").read_text() for seed in (4, 5)]
     assert data[0] != data[1]

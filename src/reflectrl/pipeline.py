@@ -532,14 +532,25 @@ def run_pipeline(config: RunConfig, command: str | None = None) -> dict[str, dic
     """Run (or resume) every step of the recipe; returns eval.json's content.
 
     Writes ``run.json`` beside it: the command, seed, CPU, threads, start and end
-    time and, for every step this invocation ran or reused, its wall time and peak RSS.
+    time and, for every step this invocation ran or reused, its wall time and peak RSS (a reused
+    step also says what making it cost, under ``made``).
     """
     started = time.time()
     set_threads(config)
     check_action_ids(config)
     arms = _run_arms(config)
-    steps = [{key: row[key] for key in ("name", "wall_s", "peak_rss_gb", "reused")}
-             for row in read_jsonl_tolerant(config.run_dir / STEPS_LOG) if row["started"] >= started]
+    log = read_jsonl_tolerant(config.run_dir / STEPS_LOG)
+    # a reused step keeps what making it cost, so a resumed run still tells its whole price
+    made = {row["name"]: row for row in log if not row["reused"] and row["started"] < started}
+    steps = []
+    for row in log:
+        if row["started"] >= started:
+            step = {key: row[key] for key in ("name", "wall_s", "peak_rss_gb", "reused")}
+            if row["reused"] and row["name"] in made:
+                earlier = made[row["name"]]
+                step["made"] = {"wall_s": earlier["wall_s"], "peak_rss_gb": earlier["peak_rss_gb"],
+                                "start": _utc(earlier["started"])}
+            steps.append(step)
     peaks = [step["peak_rss_gb"] for step in steps if step["peak_rss_gb"] is not None]
     write_json_atomic(config.run_dir / "run.json", {
         "command": command or f"reflectrl run (seed {config.seed})", "seed": config.seed, "cpu": cpu_model(),
