@@ -552,10 +552,11 @@ def run_pipeline(config: RunConfig, command: str | None = None) -> dict[str, dic
                                 "start": _utc(earlier["started"])}
             steps.append(step)
     peaks = [step["peak_rss_gb"] for step in steps if step["peak_rss_gb"] is not None]
+    ended = time.time()
     write_json_atomic(config.run_dir / "run.json", {
         "command": command or f"reflectrl run (seed {config.seed})", "seed": config.seed, "cpu": cpu_model(),
         "cores": os.cpu_count(), "threads": torch.get_num_threads(), "jobs": config.jobs,
-        "start": _utc(started), "end": _utc(time.time()), "wall_s": round(time.time() - started, 1),
+        "start": _utc(started), "end": _utc(ended), "wall_s": round(ended - started, 1),
         "peak_rss_gb": max(peaks, default=None), "steps": steps,
     })
     return arms
