@@ -93,6 +93,12 @@ def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "evaluated arms: " in missing.stderr
 
+    # each step once, though the second process finds data and base models done and the first its arms
+    steps = json.loads((run / "run.json").read_text())["steps"]
+    names = [step["name"] for step in steps]
+    assert len(names) == len(set(names)) and not any(step["reused"] for step in steps)
+    assert {"data", "sft reflector", "rl reflect_rl", "eval sft_rl"} <= set(names)
+
     made = {path: path.stat().st_mtime_ns for step in ("data", "base", "reflector", "policy", "rl", "eval")
             for path in (run / step).rglob("*") if path.is_file()}
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)

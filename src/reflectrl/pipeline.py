@@ -542,9 +542,11 @@ def run_pipeline(config: RunConfig, command: str | None = None) -> dict[str, dic
     log = read_jsonl_tolerant(config.run_dir / STEPS_LOG)
     # a reused step keeps what making it cost, so a resumed run still tells its whole price
     made = {row["name"]: row for row in log if not row["reused"] and row["started"] < started}
+    # with ``jobs: 2`` one process finds done what the other made in this same invocation: listed once
+    ran_now = {row["name"] for row in log if not row["reused"] and row["started"] >= started}
     steps = []
     for row in log:
-        if row["started"] >= started:
+        if row["started"] >= started and not (row["reused"] and row["name"] in ran_now):
             step = {key: row[key] for key in ("name", "wall_s", "peak_rss_gb", "reused")}
             if row["reused"] and row["name"] in made:
                 earlier = made[row["name"]]
