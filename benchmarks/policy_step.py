@@ -35,7 +35,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import random
 import statistics
 import time
@@ -51,6 +50,7 @@ from reflectrl.agent.models import ModelSpec, autocast, load_model
 from reflectrl.agent.policy import ActionPolicy, left_pad, positions_from_mask, unwrap_model
 from reflectrl.agent.prompts import ACTION_STOP, clean_reflection, policy_prompt, reflection_prompt
 from reflectrl.agent.reflector import Reflector
+from reflectrl.cpu import cpu_model
 from reflectrl.envs.action_parser import action_ids
 from reflectrl.memory import peak_rss_gb
 
@@ -189,15 +189,6 @@ class Original:
         return torch.log_softmax(torch.cat(scores).view(len(contexts), -1), -1)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
 
 def measure(dtype: str, policy_model: Any, reflector_model: Any, tokenizer: Any, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     states, actions, ids, prompts, contexts = (data[k] for k in ("states", "actions", "ids", "prompts", "contexts"))
@@ -335,7 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = unwrap_model(policy_model).config
     result: dict[str, Any] = {
         "machine": {
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "threads": threads,
             "torch": torch.__version__,
             "transformers": transformers.__version__,

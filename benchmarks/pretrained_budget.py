@@ -52,7 +52,6 @@ import transformers
 from accelerate import Accelerator
 
 import reflectrl
-from policy_step import _cpu_model
 from reflectrl.agent.models import load_model
 from reflectrl.agent.policy import ActionPolicy, unwrap_model
 from reflectrl.agent.prompts import policy_prompt
@@ -60,6 +59,7 @@ from reflectrl.agent.reflector import Reflector
 from reflectrl.agent.rollout import StepRecord
 from reflectrl.cli import _key_values
 from reflectrl.config import RunConfig, load_config
+from reflectrl.cpu import cpu_has_amx, cpu_model
 from reflectrl.data.sft_sets import build_sets
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.registry import make_env
@@ -218,8 +218,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     inner, recipe = unwrap_model(model), Path(args.recipe).resolve()
     result: dict[str, Any] = {
         "machine": {
-            "cpu_model": _cpu_model(),
-            "amx": "amx_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else None,
+            "cpu_model": cpu_model(),
+            "amx": cpu_has_amx(),
             "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),

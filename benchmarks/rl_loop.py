@@ -56,7 +56,7 @@ import transformers
 from accelerate import Accelerator
 from transformers import CompileConfig
 
-from policy_step import _cpu_model, best_of
+from policy_step import best_of
 from reflectrl.agent.attention import ATTENTION_ENV
 from reflectrl.agent.models import LoraSettings, ModelSpec, autocast, default_device, load_model
 from reflectrl.agent.policy import ActionPolicy, action_token_map, positions_from_mask, unwrap_model, usable_action_ids
@@ -64,6 +64,7 @@ from reflectrl.agent.prompts import ACTION_STOP, clean_reflection, policy_prompt
 from reflectrl.agent.reflector import Reflector
 from reflectrl.agent.rollout import Episode, StepRecord, rollout
 from reflectrl.config import RLConfig
+from reflectrl.cpu import cpu_model
 from reflectrl.envs.registry import make_env
 from reflectrl.memory import peak_device_gb, peak_rss_gb
 from reflectrl.train.rl import Batch, Learner, iteration_seed, reinforce_batch
@@ -566,7 +567,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lever_measurements": {key: value for key, value in levers.items() if key != "levers"},
         "machine": {
             "cpu_count": os.cpu_count(),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "platform": platform.platform(),
             "threads": args.threads,
             "device": args.device,

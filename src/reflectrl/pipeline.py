@@ -23,7 +23,6 @@ import json
 import logging
 import multiprocessing
 import os
-import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -43,6 +42,7 @@ from reflectrl.agent.models import (
 )
 from reflectrl.agent.policy import usable_action_ids
 from reflectrl.config import RunConfig, SFTConfig, redacted_dict, save_config
+from reflectrl.cpu import cpu_model
 from reflectrl.data.sft_sets import build_sets, check_sets, read_set, write_sets
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.action_parser import ACTION_IDS
@@ -54,7 +54,6 @@ from reflectrl.eval.episodes import EPISODES_FILE, SAMPLED_EPISODES_FILE, read_e
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
 from reflectrl.memory import peak_rss_gb, release_freed_memory, reset_peak_rss
-from reflectrl.errors import UserError
 from reflectrl.run_files import (
     append_jsonl,
     atomic_directory,
@@ -517,15 +516,6 @@ def check_action_ids(config: RunConfig) -> None:
     for level in [*_data_levels(config), *((lv, 1.0) for lv in config.curriculum.levels or [{}]),
                   *((lv, 1.0) for lv in config.eval.levels or [{}])]:
         check_action_limit(make_env(config.env.name, **{**config.env.kwargs, **level[0]}), limit, labeller)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (timings are comparable only on the same one)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def run_pipeline(config: RunConfig, command: str | None = None) -> dict[str, dict[str, Any]]:

@@ -20,9 +20,7 @@ choice either way (``sdpa``, ``reflectrl_cpu`` or any transformers name).
 
 from __future__ import annotations
 
-import functools
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +28,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from reflectrl.cpu import cpu_has_amx
 from reflectrl.errors import UserError
 
 CPU_ATTENTION = "reflectrl_cpu"
@@ -116,15 +115,6 @@ AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
 
 #: environment variable naming the attention ``load_model`` gives models instead (e.g. ``sdpa``)
 ATTENTION_ENV = "REFLECTRL_ATTENTION"
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX bf16 tiles, where torch's fused attention kernel beats the matmul form."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
 
 
 def use_cpu_attention(model: Any) -> None:

