@@ -551,6 +551,7 @@ def test_teacher_explains_where_and_why_with_varied_phrasing(toy_tasks: list[Tas
     good = obs.actions[env.oracle_action()]
     variants = {reflect(obs, [], good, False, random.Random(seed)) for seed in range(30)}
     assert len(variants) >= 3
+    assert all(env.reflection_action(text, obs.actions) == obs.actions.index(good) for text in variants)
     for text in variants:
         assert "toolkit/pkg/sub/deep" in text and "pkg" in text and "city" in text
         assert not re.search(r"\d", text) and len(text.split()) <= 60
@@ -563,6 +564,7 @@ def test_teacher_explains_where_and_why_with_varied_phrasing(toy_tasks: list[Tas
         text = teacher.reflect(obs, history, good, False)
         expected_words = ("up", "parent") if good == "cd .." else (good.split(" ", 1)[1],)
         assert any(word in text for word in expected_words), (good, text)
+        assert env.reflection_action(text, obs.actions) == obs.actions.index(good), text
         obs, _, terminated, truncated, _ = env.step(obs.actions.index(good))
         history.append(good)
         if terminated or truncated:
@@ -573,6 +575,8 @@ def test_teacher_explains_where_and_why_with_varied_phrasing(toy_tasks: list[Tas
     obs = play(env, history)[0][0]
     wrong = teacher.reflect(obs, history, "cd ..", True)
     assert "notes" in wrong and "toolkit/pkg/sub/deep" in wrong and ("up" in wrong or "parent" in wrong)
+    # the mistake it explains ("Entering notes was a detour") is not the move it names
+    assert env.reflection_action(wrong, obs.actions) == obs.actions.index("cd ..")
     history.append("cat long.txt")
     obs = play(env, ["cat long.txt"])[0][0]
     assert "long.txt" in teacher.reflect(obs, history, "cd ..", True)

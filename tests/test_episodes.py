@@ -10,7 +10,7 @@ import pytest
 from reflectrl.envs import make_env
 from reflectrl.envs.base import Observation, TextEnv
 from reflectrl.eval.baselines import play_episode
-from reflectrl.eval.episodes import agent_record, failure_breakdown, format_episode
+from reflectrl.eval.episodes import BLAME, agent_record, failure_breakdown, format_episode, player_breakdown
 
 
 class Scripted:
@@ -122,3 +122,45 @@ def test_a_record_round_trips_through_json_and_reads_as_text():
     text = format_episode(again)
     assert text.count("--- step") == again["steps"] and ">>> move" in text and "success" in text.splitlines()[0]
     assert failure_breakdown([again, {**again, "outcome": "horizon"}]) == {"test-level": {"success": 1, "horizon": 1}}
+
+
+def judged_record(steps: list[tuple[int | None, list[int], int]], success: bool = False) -> dict:
+    """A taxi record whose steps are (named, good, taken) action indices."""
+    env = make_env("taxi")
+    actions = env.reset(task=env.tasks("test")[0]).actions
+    return {"level": "stage=full", "success": success, "outcome": "success" if success else "wall crash",
+            "transcript": [{"observation": "map", "reflection": "So drive north now.", "actions": actions,
+                            "action": taken, "action_text": actions[taken], "probability": 0.9, "reward": -0.05,
+                            "good": good, "named": named} for named, good, taken in steps]}
+
+
+def test_the_first_wrong_step_is_blamed_on_the_player_who_made_it():
+    north, south, east = 1, 0, 2
+    records = [
+        judged_record([(north, [north], north), (east, [north], east)]),           # followed a bad reflection
+        judged_record([(north, [north], north), (north, [north, east], south)]),   # left a good one
+        judged_record([(south, [north], east)]),                                   # both wrong
+        judged_record([(None, [north], south)]),                                   # the reflection named nothing
+        judged_record([(north, [north], north)], success=True),
+    ]
+    counts = player_breakdown(records)["stage=full"]
+    assert counts["steps"] == 7 and counts["failed"] == 4
+    assert (counts["reflection_good"], counts["followed"], counts["action_good"]) == (4, 4, 3)
+    assert [counts[who] for who in BLAME] == [1, 1, 1, 1]
+    # steps evaluation did not judge (agents without reflections, older transcripts) count nothing
+    unjudged = judged_record([(north, [north], north)])
+    for step in unjudged["transcript"]:
+        del step["good"], step["named"]
+    assert player_breakdown([unjudged]) == {}
+    text = format_episode({**records[0], "level": "stage=full", "task": 0, "seed": 0, "return": -10.0, "steps": 2,
+                           "final": {"observation": "crash"}})
+    assert "names: move north (good)" in text and "names: move east (not good; good: move north)" in text
+
+
+def test_by_default_a_reflection_names_the_action_it_quotes_last():
+    env = make_env("autoexplore")
+    observation = env.reset(task=env.tasks("test")[0])
+    cat = next(a for a in observation.actions if a.startswith("cat "))
+    ident = "id " + cat[4:]
+    assert env.reflection_action(f"First `{cat}`, then `{ident}`.", observation.actions) == observation.actions.index(ident)
+    assert env.reflection_action("Nothing here names a command.", observation.actions) is None

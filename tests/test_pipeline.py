@@ -83,12 +83,18 @@ def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
             assert (record["outcome"] == "success") == record["success"]
     step = episodes_of(run / "eval" / "reflect_rl" / "episodes.jsonl")[0]["transcript"][0]
     assert step["reflection"] is not None and step["actions"][step["action"]] == step["action_text"]
+    # evaluation judged every step: the env's good actions, and the action the reflection names (if any)
+    assert step["good"] and all(0 <= i < len(step["actions"]) for i in step["good"]) and "named" in step
+    unreflected = episodes_of(run / "eval" / "sft" / "episodes.jsonl")[0]["transcript"][0]
+    assert unreflected["good"] and "named" not in unreflected
+    assert "## Reflector or policy" in report and "| policy takes the named action |" in report
     assert 0 < step["probability"] <= 1 and "Task" in step["observation"] or "map" in step["observation"].lower()
     assert "## How episodes end" in report
     shown = subprocess.run([sys.executable, "-m", "reflectrl.cli", "show", str(run), "--arm", "reflect_rl",
                             "--episode", "2"], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert "=== episode 2" in shown.stdout and "reflection:" in shown.stdout and ">>> " in shown.stdout
+    assert "names: " in shown.stdout
     missing = subprocess.run([sys.executable, "-m", "reflectrl.cli", "show", str(run), "--arm", "nosuch"],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "evaluated arms: " in missing.stderr

@@ -294,6 +294,7 @@ def test_teacher_names_the_oracle_action_last_and_never_uses_digits():
                 good = ACTIONS[env.oracle_action()]
                 text = reflect(env.observation, history, good, False, rng)
                 assert _PLAN_WORDS.findall(text)[-1] == _plan_word(good), text
+                assert env.reflection_action(text, env.observation.actions) == ACTIONS.index(good), text
                 assert not re.search(r"\d", text) and len(text.split()) <= 50
                 history.append(good)
                 _, _, terminated, truncated, _ = env.step(ACTIONS.index(good))
@@ -318,6 +319,7 @@ def test_teacher_explains_wrong_actions():
         first_sentence = text.split(". ")[0]
         assert re.search(explanation, first_sentence, re.I), text
         assert _PLAN_WORDS.findall(text)[-1] == _plan_word(good)
+        assert env.reflection_action(text, obs.actions) == ACTIONS.index(good), text
         assert not re.search(r"\d", text) and len(text.split()) <= 55
     with pytest.raises(ValueError, match="history"):
         reflect(obs, ["move north"], good, True, rng)
@@ -325,6 +327,26 @@ def test_teacher_explains_wrong_actions():
         reflect(obs, [], good, True, rng)
     with pytest.raises(ValueError, match="next_good_action"):
         reflect(obs, [], "fly", False, rng)
+
+
+def test_a_reflection_names_an_action_only_by_a_decision():
+    """Directions that describe the map, a past move or a wall name no action; a cut-off reflection names none."""
+    env = DangerousTaxi(stage="full")
+    actions = env.reset(task=encode(2, 2, Y, B)).actions
+    named = {
+        "The passenger at R is two rows north and one column west of the taxi.": None,
+        "Going west would hit a wall and end the trip.": None,
+        "The last move, east, hit a wall; that wastes the whole episode.": None,
+        "Trying to pick up here did nothing: the passenger is not here. So drive North now.": NORTH,
+        "Moving south took the taxi farther from the passenger. Next, head west.": WEST,
+        "Time to pick up the passenger.": PICKUP,
+        "Now drop off the passenger.": DROPOFF,
+        "So the taxi should move east next. The best move now is to go south.": SOUTH,
+        "The passenger at G is two columns east of the taxi. So the taxi should": None,
+        "": None,
+    }
+    for text, action in named.items():
+        assert env.reflection_action(text, actions) == action, text
 
 
 def test_teacher_phrasing_varies_with_rng_and_dispatches_by_env_name():

@@ -39,6 +39,10 @@ class StepRecord:
     #: the state the step was chosen in and its valid actions, as the env showed them (for transcripts)
     observation: str = ""
     actions: list[str] = field(default_factory=list)
+    #: with ``rollout(judge=True)``: the env's good actions in this state and the action the
+    #: reflection names (indices; None where the env cannot tell or the reflection names none)
+    good: list[int] | None = None
+    named: int | None = None
 
     @property
     def done(self) -> bool:
@@ -79,11 +83,14 @@ def rollout(
     rng: random.Random | None = None,
     generator: torch.Generator | None = None,
     final_prompts: bool = False,
+    judge: bool = False,
 ) -> list[Episode]:
     """Play one episode in each env (``envs[i]`` on ``tasks[i]`` with ``seeds[i]``), batched.
 
     ``final_prompts``: also write the policy prompt of the state each truncated episode
     was cut in (with its reflection), so a critic can bootstrap the return from there.
+    ``judge``: record at every step which actions the env counts as good and which one the
+    reflection names (evaluation's transcripts: was the reflection wrong, or not followed?).
     """
     if not len(envs) == len(tasks) == len(seeds):
         raise ValueError(f"rollout needs as many tasks and seeds as envs: {len(envs)}, {len(tasks)}, {len(seeds)}")
@@ -99,12 +106,13 @@ def rollout(
         still = []
         for i, prompt, ids, reflection, choice in zip(live, prompts, labels, reflections, choices):
             action_text = observations[i].actions[choice.index]
+            good, named = _judge(envs[i], reflection) if judge else (None, None)
             observation, reward, terminated, truncated, info = envs[i].step(choice.index)
             done = terminated or truncated
             episodes[i].steps.append(StepRecord(
                 prompt, ids, choice.index, choice.log_prob, choice.entropy, float(reward), bool(terminated),
                 bool(truncated and not terminated), reflection, action_text,
-                observations[i].text, list(observations[i].actions),
+                observations[i].text, list(observations[i].actions), good, named,
             ))
             observations[i] = observation
             if done:
@@ -121,6 +129,16 @@ def rollout(
         for i, prompt, ids in zip(cut, prompts, labels):
             episodes[i].final_prompt, episodes[i].final_ids = prompt, ids
     return episodes
+
+
+def _judge(env: TextEnv, reflection: str | None) -> tuple[list[int] | None, int | None]:
+    """The env's good actions in its current state (None where its oracle has none) and the one the reflection names."""
+    try:
+        good = sorted(env.good_actions())
+    except RuntimeError:
+        good = None
+    named = env.reflection_action(reflection, env.observation.actions) if reflection is not None else None
+    return good, named
 
 
 def _prompts(

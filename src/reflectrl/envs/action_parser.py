@@ -139,6 +139,12 @@ def _ids_named(text: str, index_of_id: dict[str, int]) -> list[int]:
     return sorted(named)
 
 
+def last_mentioned(text: str, actions: list[str]) -> int | None:
+    """The action whose text ``text`` quotes last (an analysis names its conclusion last), or None."""
+    mentions = _mentions(text, actions) if text else []
+    return max(mentions)[2] if mentions else None
+
+
 def parse_action(reply: str, actions: list[str], ids: list[str] | None = None) -> ParsedAction:
     """Map a free-text reply ("3", "3.", "Action 3", "cat setup.py") to an action index.
 

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from reflectrl.envs.action_parser import last_mentioned
 from reflectrl.errors import UserError
 
 
@@ -87,6 +88,16 @@ class TextEnv(ABC):
         Override where ties are common (Taxi's two shortest moves); the default is the oracle's action alone.
         """
         return [self.oracle_action()]
+
+    def reflection_action(self, reflection: str, actions: list[str]) -> int | None:
+        """The action a reflection tells the agent to take (index into ``actions``), or None if it names none.
+
+        Evaluation records it beside the good actions at every step, so a report can tell a
+        wrong reflection from a policy that did not follow a right one. The default takes the
+        listed action whose text the reflection quotes last; envs whose teacher words moves
+        differently (Taxi's "drive north now") override it.
+        """
+        return last_mentioned(reflection, actions)
 
     def failure_kind(self, episode: dict[str, Any]) -> str:
         """How a failed episode ended, in a few words a report counts: ``horizon``, ``invalid reply`` or ``ended``.

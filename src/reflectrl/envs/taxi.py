@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import operator
 import random
+import re
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -55,6 +56,11 @@ STAGES: tuple[str, ...] = ("pickup", "dropoff", "full")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 IN_TAXI = 4
 PICKUP, DROPOFF = 4, 5
+#: how a reflection names the next action, in the oracle teacher's words ("So drive north now.",
+#: "Next, head west.", "Now pick up the passenger."); a move's mere mention ("the passenger is two
+#: rows north", "Going west would hit a wall") names nothing
+_NAMED_ACTION = re.compile(r"\b(?:move|go|head|drive) (south|north|east|west)\b|\b(pick up|drop off) the passenger\b",
+                           re.IGNORECASE)
 DANGER_REWARD = -10.0
 PICKUP_BONUS = 20.0
 
@@ -435,6 +441,15 @@ class DangerousTaxi(TextEnv):
         if episode["end"] == "terminated" and episode["final"]["info"].get("result") in kinds:
             return kinds[episode["final"]["info"]["result"]]
         return super().failure_kind(episode)
+
+    def reflection_action(self, reflection: str, actions: list[str]) -> int | None:
+        """The action the reflection's last decision names ("So drive north now." names ``move north``)."""
+        decisions = _NAMED_ACTION.findall(reflection or "")
+        if not decisions:
+            return None
+        direction, stop = decisions[-1]
+        text = f"move {direction.lower()}" if direction else f"{stop.lower()} passenger"
+        return actions.index(text) if text in actions else None
 
     def oracle_action(self) -> int:
         """The first action of a shortest path to the goal; it never bumps a wall or wastes a pickup/drop-off."""

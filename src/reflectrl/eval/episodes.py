@@ -5,7 +5,10 @@ episode failed, named by the env's ``failure_kind``), the return and, per
 step, the observation, the reflection, the listed actions, the chosen action
 with its probability, and the reward; then what the env showed after the last
 step. ``format_episode`` renders one for a person (``reflectrl show``), and
-``failure_breakdown`` counts how failed episodes end, per level.
+``failure_breakdown`` counts how failed episodes end, per level; where the steps
+were judged (the good actions and the action each reflection names, recorded by
+evaluation), ``player_breakdown`` tells a wrong reflection from one the policy
+did not follow.
 """
 
 from __future__ import annotations
@@ -62,7 +65,9 @@ def _record(env: TextEnv, level: str, task: Any, seed: int | None, success: bool
 def rollout_record(env: TextEnv, level: str, episode: Episode) -> dict[str, Any]:
     """The record of a model's episode (``agent.rollout``): probabilities are those it was chosen with."""
     steps = [{"observation": s.observation, "reflection": s.reflection, "actions": s.actions, "action": s.action,
-              "action_text": s.action_text, "probability": round(math.exp(s.log_prob), 4), "reward": s.reward}
+              "action_text": s.action_text, "probability": round(math.exp(s.log_prob), 4), "reward": s.reward,
+              **({"good": s.good} if s.good is not None else {}),
+              **({"named": s.named} if s.reflection is not None else {})}
              for s in episode.steps]
     truncated = bool(episode.steps) and episode.steps[-1].truncated
     return _record(env, level, episode.task, episode.seed, episode.success, episode.episode_return, truncated,
@@ -101,6 +106,46 @@ def failure_breakdown(records: list[dict[str, Any]]) -> dict[str, dict[str, int]
     return {level: dict(counts.most_common()) for level, counts in levels.items()}
 
 
+#: whose step a failed episode first went wrong on (``player_breakdown``)
+BLAME = ("reflector", "policy", "both", "unnamed")
+
+
+def _blame(step: dict[str, Any]) -> str:
+    """Whose is a wrong step: the reflector's (it named a bad action, which the policy took), the
+    policy's (it left a good named action), both (a bad named action, left for another bad one), or
+    ``unnamed`` (the reflection named no action)."""
+    named, good = step["named"], step["good"]
+    if named is None:
+        return "unnamed"
+    if named in good:
+        return "policy"
+    return "reflector" if step["action"] == named else "both"
+
+
+def player_breakdown(records: list[dict[str, Any]]) -> dict[str, Counter]:
+    """Per level, of episodes played with reflections on judged steps (``rollout(judge=True)``):
+    steps, how many the reflection named a good action on (``reflection_good``), the policy took the
+    named action on (``followed``), the action taken was good on (``action_good``); failed episodes
+    (``failed``) and, for each, whose step it first went wrong on (``BLAME``)."""
+    levels: dict[str, Counter] = {}
+    for record in records:
+        judged = [step for step in record["transcript"] if "good" in step and "named" in step]
+        if not judged:
+            continue
+        counts = levels.setdefault(record["level"], Counter())
+        for step in judged:
+            counts["steps"] += 1
+            counts["reflection_good"] += step["named"] in step["good"]
+            counts["followed"] += step["named"] is not None and step["action"] == step["named"]
+            counts["action_good"] += step["action"] in step["good"]
+        if not record["success"]:
+            counts["failed"] += 1
+            wrong = next((step for step in judged if step["action"] not in step["good"]), None)
+            if wrong is not None:
+                counts[_blame(wrong)] += 1
+    return levels
+
+
 def _indent(text: str, prefix: str = "    ") -> str:
     return textwrap.indent(text.rstrip("\n"), prefix)
 
@@ -108,6 +153,16 @@ def _indent(text: str, prefix: str = "    ") -> str:
 def _short(text: str, lines: int) -> str:
     kept = text.rstrip("\n").split("\n")
     return "\n".join(kept[:lines] + ([f"[... {len(kept) - lines} more lines]"] if len(kept) > lines else []))
+
+
+def _judged(step: dict[str, Any]) -> str:
+    """``names: move north (good)``, or what it should have named."""
+    named = "no action" if step["named"] is None else step["actions"][step["named"]]
+    if "good" not in step:
+        return f"names: {named}"
+    verdict = "good" if step["named"] in step["good"] else \
+        "not good; good: " + ", ".join(step["actions"][i] for i in step["good"])
+    return f"names: {named} ({verdict})"
 
 
 def format_episode(record: dict[str, Any], max_lines: int | None = None) -> str:
@@ -124,6 +179,8 @@ def format_episode(record: dict[str, Any], max_lines: int | None = None) -> str:
         out.append(_indent(observation))
         if step.get("reflection") is not None:
             out.append("  reflection: " + " ".join(step["reflection"].split()))
+            if "named" in step:
+                out.append("  " + _judged(step))
         if max_lines is None:
             out.append("  actions: " + " | ".join(step["actions"]))
         chosen = step["action_text"] if step["action"] is not None else f"{step['action_text']!r} (named no action)"

@@ -213,7 +213,7 @@ def evaluate_model(
                 reflector.reseed(plan.seed + start)
             played = rollout(envs[:len(chunk)], [t for t, _ in chunk], [s for _, s in chunk], policy, reflector,
                                greedy=greedy, temperature=temperature, rng=random.Random(plan.seed + start),
-                               generator=generator)
+                               generator=generator, judge=episodes is not None)
             pairs += [(e.task, EpisodeResult(e.success, e.episode_return, len(e), 0, [s.action_text for s in e.steps]))
                       for e in played]
             if episodes is not None:

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from reflectrl.eval.episodes import SUCCESS, failure_breakdown, format_episode  # noqa: E402
+from reflectrl.eval.episodes import BLAME, SUCCESS, failure_breakdown, format_episode, player_breakdown  # noqa: E402
 from reflectrl.run_files import read_jsonl_tolerant, write_text_atomic  # noqa: E402
 
 ARM_TITLES = {
@@ -146,6 +146,24 @@ def failure_table(episodes: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def player_table(episodes: dict[str, list[dict[str, Any]]]) -> str | None:
+    """Markdown: per arm with reflections and level, how often the reflection named a good action, the
+    policy took the action named, and the action was good; and whose step each failed episode first
+    went wrong on. None when no arm's steps were judged."""
+    rows = []
+    for arm, records in episodes.items():
+        for level, counts in player_breakdown(records).items():
+            steps = counts["steps"]
+            rows.append(f"| {ARM_TITLES.get(arm, arm)} | {level} | {steps} | "
+                        + " | ".join(_pct(counts[key] / steps) for key in ("reflection_good", "followed", "action_good"))
+                        + f" | {counts['failed']} | " + " | ".join(str(counts[who]) for who in BLAME) + " |")
+    if not rows:
+        return None
+    head = ("| arm | level | steps | reflection names a good action | policy takes the named action | "
+            "action good | failed | first wrong step: reflector's | policy's | both | reflection named none |")
+    return "\n".join([head, "|" + "---|" * 11, *rows])
+
+
 def failure_examples(episodes: dict[str, list[dict[str, Any]]], prefer: str = "reflect_rl") -> list[str]:
     """One short transcript for every way an episode failed: the shortest of its kind, from ``prefer``'s
     episodes when that arm failed this way, else from the first arm that did."""
@@ -202,4 +220,11 @@ def write_report(
                  "Every episode's transcript is in `eval/<arm>/episodes.jsonl`; "
                  "`reflectrl show <run> --arm <arm> --failed` prints them.", "",
                  failure_table(episodes), "", *[f"{example}\n" for example in failure_examples(episodes)]]
+        players = player_table(episodes)
+        if players is not None:
+            body += ["## Reflector or policy (greedy)", "",
+                     "At every step evaluation records the actions the env counts as good (its oracle's, or "
+                     "any equally short move) and the action the reflection names. A failed episode's first "
+                     "step off the good actions is the reflector's when the policy took the bad action the "
+                     "reflection named, the policy's when it left a good named action.", "", players, ""]
     return write_text_atomic(run_dir / "report.md", "\n".join(body) + "\n")

@@ -32,6 +32,7 @@ import operator
 import os
 import posixpath
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
@@ -43,6 +44,18 @@ STEP_COST = 1.0
 ERROR_COST = 2.0
 WARNING_COST = 1.0
 TERMINAL_COST = 15.0
+#: how a reflection names the next command, in the oracle teacher's words ("Next, enter src.",
+#: "Open setup.py and check its contents.", "So identify thread.py as the answer."): verb, then the
+#: name up to the words that close the sentence
+_END = r"(?=(?: directory| now| to confirm| and check its contents| before answering| as the answer"\
+       r"| as the file that answers the question)?\.?(?:\s|$))"
+_NAMED_COMMANDS = (
+    (re.compile(r"\b(?:go up one directory|move up to the parent directory|climb back to the parent folder)()",
+                re.IGNORECASE), "cd .."),
+    (re.compile(r"\b(?:enter|change into the|go down into) (\S+?)" + _END, re.IGNORECASE), "cd {}"),
+    (re.compile(r"\b(?:read|open|look inside) (\S+?)" + _END, re.IGNORECASE), "cat {}"),
+    (re.compile(r"\b(?:identify|answer with|submit) (\S+?)" + _END, re.IGNORECASE), "id {}"),
+)
 
 
 class SnapshotView(Protocol):
@@ -260,6 +273,16 @@ class AutoExplore(TextEnv):
         message = f"Error: invalid command {first_line!r}; reply with one of the listed commands."
         episode.history.append(f"{first_line or '(empty reply)'} (invalid)")
         return self._finish([message], message, terminated=False, success=False, invalid=True)
+
+    def reflection_action(self, reflection: str, actions: list[str]) -> int | None:
+        """The command the reflection's last decision names ("So identify thread.py as the answer.": ``id thread.py``);
+        a quoted command (``cat thread.py``) counts too."""
+        decisions = [(match.start(), command.format(match.group(1)))
+                     for pattern, command in _NAMED_COMMANDS for match in pattern.finditer(reflection or "")]
+        if not decisions:
+            return super().reflection_action(reflection, actions)
+        command = max(decisions)[1]
+        return actions.index(command) if command in actions else None
 
     def failure_kind(self, episode: dict[str, Any]) -> str:
         """``wrong id`` (identified a file that does not answer) or ``horizon``."""
