@@ -39,8 +39,8 @@ class StepRecord:
     #: the state the step was chosen in and its valid actions, as the env showed them (for transcripts)
     observation: str = ""
     actions: list[str] = field(default_factory=list)
-    #: with ``rollout(judge=True)``: the env's good actions in this state and the action the
-    #: reflection names (indices; None where the env cannot tell or the reflection names none)
+    #: with ``rollout(judge=True)``: the env's good actions in this state (None where its oracle has
+    #: none: the step is not judged) and the action the reflection names (None: it names none)
     good: list[int] | None = None
     named: int | None = None
 

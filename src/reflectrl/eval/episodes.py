@@ -67,7 +67,7 @@ def rollout_record(env: TextEnv, level: str, episode: Episode) -> dict[str, Any]
     steps = [{"observation": s.observation, "reflection": s.reflection, "actions": s.actions, "action": s.action,
               "action_text": s.action_text, "probability": round(math.exp(s.log_prob), 4), "reward": s.reward,
               **({"good": s.good} if s.good is not None else {}),
-              **({"named": s.named} if s.reflection is not None else {})}
+              **({"named": s.named} if s.good is not None and s.reflection is not None else {})}
              for s in episode.steps]
     truncated = bool(episode.steps) and episode.steps[-1].truncated
     return _record(env, level, episode.task, episode.seed, episode.success, episode.episode_return, truncated,
@@ -158,8 +158,6 @@ def _short(text: str, lines: int) -> str:
 def _judged(step: dict[str, Any]) -> str:
     """``names: move north (good)``, or what it should have named."""
     named = "no action" if step["named"] is None else step["actions"][step["named"]]
-    if "good" not in step:
-        return f"names: {named}"
     verdict = "good" if step["named"] in step["good"] else \
         "not good; good: " + ", ".join(step["actions"][i] for i in step["good"])
     return f"names: {named} ({verdict})"
