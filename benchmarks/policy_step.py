@@ -189,7 +189,6 @@ class Original:
         return torch.log_softmax(torch.cat(scores).view(len(contexts), -1), -1)
 
 
-
 def measure(dtype: str, policy_model: Any, reflector_model: Any, tokenizer: Any, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     states, actions, ids, prompts, contexts = (data[k] for k in ("states", "actions", "ids", "prompts", "contexts"))
     policy = ActionPolicy(policy_model, tokenizer, max_length=1024, dtype=dtype)

@@ -276,7 +276,7 @@ class AutoExplore(TextEnv):
 
     def reflection_action(self, reflection: str, actions: list[str]) -> int | None:
         """The command the reflection's last decision names ("So identify thread.py as the answer.": ``id thread.py``);
-        a quoted command (``cat thread.py``) counts too."""
+        in a reflection without such a decision, the command it quotes last (``cat thread.py``)."""
         decisions = [(match.start(), command.format(match.group(1)))
                      for pattern, command in _NAMED_COMMANDS for match in pattern.finditer(reflection or "")]
         if not decisions:
