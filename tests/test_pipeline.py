@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import sys
 from multiprocessing.context import SpawnProcess
@@ -10,7 +11,7 @@ from multiprocessing.context import SpawnProcess
 import pytest
 
 from reflectrl.config import RunConfig, from_dict
-from reflectrl.pipeline import run_pipeline
+from reflectrl.pipeline import reflector_sft, run_pipeline, step_base, step_data
 
 from rl_fixtures import TINY, write_recipe
 
@@ -184,3 +185,19 @@ def test_two_jobs_make_what_both_processes_read_before_the_second_starts(tmp_pat
         run_pipeline(config)
     assert started.value.args[0] == ["base", "config.yaml", "data", "reflector", "steps.jsonl"]
     assert (run / "reflector" / "sft_metrics.json").exists()
+
+
+def test_two_processes_that_need_one_step_make_it_once(tmp_path, one_thread):
+    """``jobs: 2``'s second process makes the reflection policy while the first may reach it too: the
+    one that comes second waits for the maker's lock, then reuses its output."""
+    config = from_dict(RunConfig, tiny_recipe(tmp_path, threads=1))
+    step_base(config, step_data(config))
+    makers = [multiprocessing.get_context("spawn").Process(target=reflector_sft, args=(config,)) for _ in range(2)]
+    for maker in makers:
+        maker.start()
+    for maker in makers:
+        maker.join(timeout=300)
+    assert [maker.exitcode for maker in makers] == [0, 0]
+    rows = [row for row in episodes_of(config.run_dir / "steps.jsonl") if row["name"] == "sft reflector"]
+    assert sorted(row["reused"] for row in rows) == [False, True]
+    assert (config.run_dir / "reflector" / "sft_metrics.json").exists()

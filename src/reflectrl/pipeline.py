@@ -4,7 +4,9 @@ teacher data -> SFT of the policy without reflection, the reflector and the
 policy -> RL of the no-reflection baseline and of Reflect-RL at the same
 budget -> evaluation of every arm on held-out tasks -> report.md + curves +
 eval.json. With ``jobs: 2`` the no-reflection arms take that path in a
-second process beside the reflection arms.
+second process beside the reflection arms; that process first makes the
+reflection policy's SFT when it starts from the base model (it needs no
+reflector), and a lock on each step's output keeps one maker per step.
 
 Each step writes its output whole or not at all (a temporary sibling renamed
 into place), beside a fingerprint of the recipe parts it was made from. A
@@ -60,6 +62,7 @@ from reflectrl.run_files import (
     read_json,
     read_jsonl_tolerant,
     record_files,
+    step_lock,
     write_json_atomic,
     write_jsonl_atomic,
     write_text_atomic,
@@ -289,28 +292,29 @@ def sft_fingerprint(config: RunConfig, kind: str, start: Path) -> dict[str, Any]
 
 def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: Path, kind: str) -> Path:
     """SFT of one model on one set, starting from ``base``; the output appears only when it is complete."""
-    print_ = sft_fingerprint(config, kind, base)
-    if is_done(out, "sft_metrics.json", print_):
-        reused_step(config, f"sft {out.name}")
+    with step_lock(out):
+        print_ = sft_fingerprint(config, kind, base)
+        if is_done(out, "sft_metrics.json", print_):
+            reused_step(config, f"sft {out.name}")
+            return out
+        spec, sft_config = player_settings(config, kind)
+        train_rows = read_set(data_dir, "train", set_name)
+        with timed_step(config, f"sft {out.name}"), atomic_directory(out) as tmp:
+            model, tokenizer = load_model(ModelSpec(**{**spec.__dict__, "name": str(base)}))
+            if kind == "reflection":
+                warn_cut_reflections(tokenizer, train_rows, config.reflection_tokens)
+            model.to(default_device())
+            metrics = train_sft(
+                model, tokenizer, train_rows,
+                read_set(data_dir, "val", set_name),
+                sft_config, tmp, kind=kind, seed=config.seed, dtype=spec.dtype, scoring=config.action_scoring,
+                reflection_tokens=config.reflection_tokens,
+            )
+            del model  # before timed_step hands the freed memory back
+            write_json_atomic(tmp / FINGERPRINT_FILE, print_)
+            write_json_atomic(tmp / "sft_metrics.json", {**metrics, "init": str(base)})
+        log.info("sft %s: %s", set_name, metrics)
         return out
-    spec, sft_config = player_settings(config, kind)
-    train_rows = read_set(data_dir, "train", set_name)
-    with timed_step(config, f"sft {out.name}"), atomic_directory(out) as tmp:
-        model, tokenizer = load_model(ModelSpec(**{**spec.__dict__, "name": str(base)}))
-        if kind == "reflection":
-            warn_cut_reflections(tokenizer, train_rows, config.reflection_tokens)
-        model.to(default_device())
-        metrics = train_sft(
-            model, tokenizer, train_rows,
-            read_set(data_dir, "val", set_name),
-            sft_config, tmp, kind=kind, seed=config.seed, dtype=spec.dtype, scoring=config.action_scoring,
-            reflection_tokens=config.reflection_tokens,
-        )
-        del model  # before timed_step hands the freed memory back
-        write_json_atomic(tmp / FINGERPRINT_FILE, print_)
-        write_json_atomic(tmp / "sft_metrics.json", {**metrics, "init": str(base)})
-    log.info("sft %s: %s", set_name, metrics)
-    return out
 
 
 def warn_cut_reflections(tokenizer: Any, rows: list[dict[str, Any]], reflection_tokens: int) -> int:
@@ -363,17 +367,18 @@ def rl_fingerprint(config: RunConfig, policy: Path, reflector: Path | None) -> d
 def step_rl(config: RunConfig, arm: str, policy: Path, reflector: Path | None) -> Path:
     """RL of one arm, resumed from its last checkpoint when a previous attempt was killed."""
     out = config.run_dir / "rl" / arm
-    print_ = rl_fingerprint(config, policy, reflector)
-    if not is_done(out, FINGERPRINT_FILE, print_):
-        if out.exists() and any(out.iterdir()):
-            raise StaleOutputError(f"{out} holds RL output without a {FINGERPRINT_FILE}; delete it to redo the arm")
-        write_json_atomic(out / FINGERPRINT_FILE, print_)
-    if (out / "final").exists():
-        reused_step(config, f"rl {arm}")
+    with step_lock(out):
+        print_ = rl_fingerprint(config, policy, reflector)
+        if not is_done(out, FINGERPRINT_FILE, print_):
+            if out.exists() and any(out.iterdir()):
+                raise StaleOutputError(f"{out} holds RL output without a {FINGERPRINT_FILE}; delete it to redo the arm")
+            write_json_atomic(out / FINGERPRINT_FILE, print_)
+        if (out / "final").exists():
+            reused_step(config, f"rl {arm}")
+            return out
+        with timed_step(config, f"rl {arm}"):
+            train_rl(config, policy, out, reflector, resume=True)
         return out
-    with timed_step(config, f"rl {arm}"):
-        train_rl(config, policy, out, reflector, resume=True)
-    return out
 
 
 #: how an arm is played: (plan, greedy, a list receiving each episode's transcript record) -> metrics
@@ -384,29 +389,30 @@ def step_eval(config: RunConfig, arm: str, evaluate: Evaluate, inputs: list[Path
     """One arm on the held-out tasks: greedy, and sampled with repeats when the recipe asks for it;
     every episode's transcript is kept beside the metrics (``episodes.jsonl``)."""
     out = config.run_dir / "eval" / arm
-    upstream = [_hash_of(p) for p in inputs]
-    settings = model_eval_settings(config, config.eval.greedy)
-    print_ = fingerprint({**_parts(config, "seed", "env", "eval"), "settings": settings, "inputs": upstream})
-    if is_done(out, "result.json", print_):
-        reused_step(config, f"eval {arm}")
-        return read_json(out / "result.json")
-    started = time.time()
-    greedy_episodes: list[dict[str, Any]] = []
-    sampled_episodes: list[dict[str, Any]] = []
-    with timed_step(config, f"eval {arm}"):
-        result = evaluate(EvalPlan.from_config(config), config.eval.greedy, greedy_episodes)
-        if config.eval.sampled_repeats:
-            result["sampled"] = evaluate(EvalPlan.from_config(config, sampled=True), False, sampled_episodes)
-        peak = peak_rss_gb()
-    with atomic_directory(out) as tmp:
-        write_json_atomic(tmp / FINGERPRINT_FILE, print_)
-        write_jsonl_atomic(greedy_episodes, tmp / EPISODES_FILE)
-        if config.eval.sampled_repeats:
-            write_jsonl_atomic(sampled_episodes, tmp / SAMPLED_EPISODES_FILE)
-        write_json_atomic(tmp / "result.json", result)
-        # beside the result, not in it: eval.json must come out the same on a resumed run
-        write_json_atomic(tmp / "usage.json", {"seconds": round(time.time() - started, 1), "peak_rss_gb": peak})
-    return result
+    with step_lock(out):
+        upstream = [_hash_of(p) for p in inputs]
+        settings = model_eval_settings(config, config.eval.greedy)
+        print_ = fingerprint({**_parts(config, "seed", "env", "eval"), "settings": settings, "inputs": upstream})
+        if is_done(out, "result.json", print_):
+            reused_step(config, f"eval {arm}")
+            return read_json(out / "result.json")
+        started = time.time()
+        greedy_episodes: list[dict[str, Any]] = []
+        sampled_episodes: list[dict[str, Any]] = []
+        with timed_step(config, f"eval {arm}"):
+            result = evaluate(EvalPlan.from_config(config), config.eval.greedy, greedy_episodes)
+            if config.eval.sampled_repeats:
+                result["sampled"] = evaluate(EvalPlan.from_config(config, sampled=True), False, sampled_episodes)
+            peak = peak_rss_gb()
+        with atomic_directory(out) as tmp:
+            write_json_atomic(tmp / FINGERPRINT_FILE, print_)
+            write_jsonl_atomic(greedy_episodes, tmp / EPISODES_FILE)
+            if config.eval.sampled_repeats:
+                write_jsonl_atomic(sampled_episodes, tmp / SAMPLED_EPISODES_FILE)
+            write_json_atomic(tmp / "result.json", result)
+            # beside the result, not in it: eval.json must come out the same on a resumed run
+            write_json_atomic(tmp / "usage.json", {"seconds": round(time.time() - started, 1), "peak_rss_gb": peak})
+        return result
 
 
 def model_eval_settings(config: RunConfig, greedy: bool) -> dict[str, Any]:
@@ -502,6 +508,11 @@ def play_arms(config: RunConfig, names: list[str]) -> dict[str, dict[str, Any]]:
 
 def _second_process(config: RunConfig, arms: list[str]) -> None:
     quiet_transformers()  # as the CLI does in the first process
+    if config.policy_init == "base":
+        # the policy that reads reflections needs no reflector to learn from the teacher's: made here
+        # while the first process trains the reflector, it waits on no one (step_lock keeps one maker)
+        set_threads(config)
+        policy_sft(config, "policy")
     play_arms(config, arms)
 
 

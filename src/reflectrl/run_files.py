@@ -9,6 +9,7 @@ torn line to a kill; readers drop it instead of failing.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -126,6 +127,26 @@ def read_jsonl_tolerant(path: str | os.PathLike) -> list[dict[str, Any]]:
                 break
             raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from None
     return rows
+
+
+@contextlib.contextmanager
+def step_lock(out: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on one output for as long as it is checked and made.
+
+    Two processes of one run (``jobs: 2``, or a second ``reflectrl run`` on the
+    same directory) that need the same step: the second waits, then finds it
+    done, instead of making it again and removing the first one's temporary
+    directory under it. The lock is the kernel's (``flock``): a killed holder
+    releases it.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
