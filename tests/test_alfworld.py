@@ -340,3 +340,46 @@ def test_search_expert_acts_only_on_what_it_has_seen(cache):
     assert max(steps_taken) <= env.max_steps
     with pytest.raises(ValueError, match="expert must be one of planner, search"):
         ALFWorld(source="generated", cache_dir=cache, expert="psychic")
+
+
+@pytest.mark.parametrize("task_type,expert", [(t, "planner") for t in GENERATED_TASK_TYPES] +
+                         [("pick_and_place_simple", "search")])
+def test_teacher_reflections_name_the_experts_command(cache, task_type, expert):
+    """Evaluation reads which command a reflection decides on: every phrasing the teacher gives each of the
+    expert's commands names that command, and so does its reflection after a wrong move."""
+    env = ALFWorld(source="generated", cache_dir=cache, task_type=task_type, object_type=None,
+                   receptacle_type=None, expert=expert, generator_options=SMALL_ROOMS)
+    teacher = OracleTeacher("alfworld", seed=0)
+    for task in env.tasks("val")[:2]:
+        obs, history = env.reset(task), []
+        while True:
+            command = obs.actions[env.oracle_action()]
+            for seed in range(8):
+                text = reflect(obs, history, command, False, random.Random(seed))
+                assert env.reflection_action(text, obs.actions) == obs.actions.index(command), (command, text)
+            obs, _, terminated, truncated, _ = env.step(obs.actions.index(command))
+            history.append(command)
+            if terminated or truncated:
+                break
+
+    # a detour: the correction names the expert's new command, not the place the detour went to
+    obs = env.reset(env.tasks("val")[0])
+    wrong = next(a for a in obs.actions if a.startswith("go to ") and a != obs.actions[env.oracle_action()])
+    obs, *_ = env.step(obs.actions.index(wrong))
+    corrected = obs.actions[env.oracle_action()]
+    for _ in range(8):
+        text = teacher.reflect(obs, [wrong], corrected, True)
+        assert env.reflection_action(text, obs.actions) == obs.actions.index(corrected), text
+
+
+def test_a_reflection_without_a_decision_names_no_command(small_env):
+    obs = small_env.reset(small_env.tasks("train")[0])
+    command = obs.actions[small_env.oracle_action()]
+    text = reflect(obs, [], command, False, random.Random(0))
+    decision = text.rindex(". ") + 2
+    assert small_env.reflection_action(text[:decision], obs.actions) is None  # cut off before its decision
+    assert small_env.reflection_action("Now I will dance with the tomato 1.", obs.actions) is None
+    assert small_env.reflection_action("I should go to the moon now.", obs.actions) is None
+    place = command.removeprefix("go to ")
+    assert small_env.reflection_action(f"The {place} was checked. Now I will head to the {place}.",
+                                       obs.actions) == obs.actions.index(command)

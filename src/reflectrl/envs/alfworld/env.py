@@ -70,6 +70,23 @@ _TREATMENT_STATE = {"Heatable": ("hot", "ishot"), "Coolable": ("cool", "iscool")
 _TYPICAL_BY_NAME = {obj.lower(): {place.lower() for place in places} for obj, places in TYPICAL_PLACES.items()}
 
 Task = int | str
+#: a reflection's decision, in the oracle teacher's wording ("Now I will go and check the countertop 1.")
+_DECISION = re.compile(r"(?:So next I should|The next step is to|Now I will|I should) (.+?)(?: now)?\.(?=\s|$)")
+#: how a decision's words begin, for each command verb of the engine
+_DECISION_VERBS = (
+    (("head to the ", "walk over to the ", "go over to the ", "make my way to the ", "go and check the ",
+      "take a look at the ", "go to the "), "go"),
+    (("open the ", "pull the "), "open"),
+    (("close the ", "shut the "), "close"),
+    (("pick up the ", "grab the ", "take the "), "take"),
+    (("put the ", "place the ", "set the ", "get rid of the "), "move"),
+    (("heat the ", "warm the "), "heat"),
+    (("cool the ", "chill the "), "cool"),
+    (("clean the ", "rinse the "), "clean"),
+    (("turn on the ", "switch the "), "use"),
+)
+#: an object or receptacle as the engine names it (``tomato 1``, ``stoveburner 3``)
+_ENTITY = re.compile(r"\b[a-z]+ \d+\b")
 
 
 def _natural_key(name: str) -> tuple[str, int]:
@@ -287,6 +304,25 @@ class ALFWorld(TextEnv):
             if len(recent) == LOOP_WINDOW and len(set(recent)) <= LOOP_WINDOW // 2:
                 return "repeated loop"
         return super().failure_kind(episode)
+
+    def reflection_action(self, reflection: str, actions: list[str]) -> int | None:
+        """The command the reflection's last decision names ("Now I will take a look at the drawer 1." names
+        ``go to drawer 1``): the listed command of the decision's verb on the objects it names, in their
+        order; one that leaves a name out ("pick up the tomato 1") counts where a single command fits."""
+        decisions = _DECISION.findall(reflection or "")
+        if not decisions:
+            return None
+        words = decisions[-1]
+        verb = next((verb for starts, verb in _DECISION_VERBS if words.startswith(starts)), None)
+        named = _ENTITY.findall(words)
+        if verb is None or not named:
+            return None
+        fitting = [index for index, action in enumerate(actions) if action.split(" ", 1)[0] == verb and
+                   _ENTITY.findall(action)[:len(named)] == named]
+        exact = [index for index in fitting if len(_ENTITY.findall(actions[index])) == len(named)]
+        if len(exact) == 1:
+            return exact[0]
+        return fitting[0] if len(fitting) == 1 else None
 
     def oracle_action(self) -> int:
         """Index of the expert's next command in the current action list."""
