@@ -6,7 +6,8 @@ budget -> evaluation of every arm on held-out tasks -> report.md + curves +
 eval.json. With ``jobs: 2`` the no-reflection arms take that path in a
 second process beside the reflection arms; that process first makes the
 reflection policy's SFT when it starts from the base model (it needs no
-reflector), and a lock on each step's output keeps one maker per step.
+reflector), and the first, once its arms are done, takes the second's steps
+that have not started. A lock on each step's output keeps one maker per step.
 
 Each step writes its output whole or not at all (a temporary sibling renamed
 into place), beside a fingerprint of the recipe parts it was made from. A
@@ -589,6 +590,8 @@ def _run_arms(config: RunConfig) -> dict[str, dict[str, Any]]:
         second.start()
         try:
             play_arms(config, [name for name in names if name not in second_arms])
+            # then help the second process: a step it has not started is made here (it waits, then reuses it)
+            play_arms(config, second_arms)
         except BaseException:
             second.terminate()
             raise
