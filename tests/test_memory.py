@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import pytest
@@ -26,3 +28,14 @@ def test_the_peak_restarts_at_a_reset_and_release_returns_freed_memory():
     small = torch.ones(100 * 2**20 // 4)
     assert after + 0.09 <= peak_rss_gb() < with_block
     del small
+
+
+def test_importing_reflectrl_bounds_onednns_kernel_cache_unless_the_user_set_it():
+    """bf16 training on CPU held a oneDNN kernel per padded batch length met (1,024 by default)."""
+    read = "import reflectrl, os; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    env = {key: value for key, value in os.environ.items() if key != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    assert subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "64"
+    env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "512"
+    assert subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "512"
