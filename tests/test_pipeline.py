@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import subprocess
 import sys
+import threading
 from multiprocessing.context import SpawnProcess
 
 import pytest
 
 from reflectrl.config import RunConfig, from_dict
-from reflectrl.pipeline import reflector_sft, run_pipeline, step_base, step_data
+from reflectrl.pipeline import reflector_sft, run_pipeline, share_arms, step_base, step_data
 
 from rl_fixtures import TINY, write_recipe
 
@@ -201,3 +203,20 @@ def test_two_processes_that_need_one_step_make_it_once(tmp_path, one_thread):
     rows = [row for row in episodes_of(config.run_dir / "steps.jsonl") if row["name"] == "sft reflector"]
     assert sorted(row["reused"] for row in rows) == [False, True]
     assert (config.run_dir / "reflector" / "sft_metrics.json").exists()
+
+
+def test_an_arm_another_process_is_making_waits_while_another_can_go_on(tmp_path, one_thread):
+    """``jobs: 2``: while the other process holds an arm's step, this one plays the next arm, then waits."""
+    config = from_dict(RunConfig, tiny_recipe(tmp_path, threads=1))
+    step_base(config, step_data(config))
+    lock_file = config.run_dir / "eval" / ".random.lock"
+    lock_file.parent.mkdir(parents=True)
+    with open(lock_file, "a") as other_process:
+        fcntl.flock(other_process, fcntl.LOCK_EX)  # a second open file: flock refuses this process too
+        release = threading.Timer(3.0, fcntl.flock, (other_process, fcntl.LOCK_UN))
+        release.start()
+        share_arms(config, ["random", "oracle"])
+        release.join()
+    made = [row["name"] for row in episodes_of(config.run_dir / "steps.jsonl") if row["name"].startswith("eval")]
+    assert made == ["eval oracle", "eval random"]
+    assert all((config.run_dir / "eval" / arm / "result.json").exists() for arm in ("random", "oracle"))

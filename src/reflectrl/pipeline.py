@@ -6,8 +6,9 @@ budget -> evaluation of every arm on held-out tasks -> report.md + curves +
 eval.json. With ``jobs: 2`` the no-reflection arms take that path in a
 second process beside the reflection arms; that process first makes the
 reflection policy's SFT when it starts from the base model (it needs no
-reflector), and the first, once its arms are done, takes the second's steps
-that have not started. A lock on each step's output keeps one maker per step.
+reflector). Each process then goes through every arm, its own first, and
+leaves an arm whose next step the other is making for one it can go on with.
+A lock on each step's output keeps one maker per step.
 
 Each step writes its output whole or not at all (a temporary sibling renamed
 into place), beside a fingerprint of the recipe parts it was made from. A
@@ -58,8 +59,10 @@ from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
 from reflectrl.memory import peak_rss_gb, release_freed_memory, reset_peak_rss
 from reflectrl.run_files import (
+    StepBusy,
     append_jsonl,
     atomic_directory,
+    busy_steps_raise,
     read_json,
     read_jsonl_tolerant,
     record_files,
@@ -507,14 +510,34 @@ def play_arms(config: RunConfig, names: list[str]) -> dict[str, dict[str, Any]]:
     return {name: arms[name].play() for name in names}
 
 
+def share_arms(config: RunConfig, names: list[str]) -> None:
+    """Train and evaluate arms beside another process of the same run: an arm whose next step the other
+    is making waits while another arm can go on; when none can, the first of them waits for the other."""
+    set_threads(config)
+    arms = arms_of(config)
+    pending = list(names)
+    while pending:
+        done = []
+        for name in pending:
+            try:
+                with busy_steps_raise():
+                    arms[name].play()
+            except StepBusy:
+                continue
+            done.append(name)
+        pending = [name for name in pending if name not in done]
+        if pending and not done:
+            arms[pending.pop(0)].play()
+
+
 def _second_process(config: RunConfig, arms: list[str]) -> None:
     quiet_transformers()  # as the CLI does in the first process
     if config.policy_init == "base":
         # the policy that reads reflections needs no reflector to learn from the teacher's: made here
-        # while the first process trains the reflector, it waits on no one (step_lock keeps one maker)
+        # while the first process trains the reflector
         set_threads(config)
         policy_sft(config, "policy")
-    play_arms(config, arms)
+    share_arms(config, arms)
 
 
 def check_action_ids(config: RunConfig) -> None:
@@ -586,12 +609,13 @@ def _run_arms(config: RunConfig) -> dict[str, dict[str, Any]]:
         if config.policy_init == "reflector":
             reflector_sft(config)  # where the second process's policy SFT starts
         second_arms = [name for name in names if name in NO_REFLECTION_ARMS]
-        second = multiprocessing.get_context("spawn").Process(target=_second_process, args=(config, second_arms))
+        first_arms = [name for name in names if name not in second_arms]
+        # each process starts on its own arms and goes on to the other's that are not started
+        second = multiprocessing.get_context("spawn").Process(target=_second_process,
+                                                              args=(config, second_arms + first_arms))
         second.start()
         try:
-            play_arms(config, [name for name in names if name not in second_arms])
-            # then help the second process: a step it has not started is made here (it waits, then reuses it)
-            play_arms(config, second_arms)
+            share_arms(config, first_arms + second_arms)
         except BaseException:
             second.terminate()
             raise

@@ -9,6 +9,7 @@ torn line to a kill; readers drop it instead of failing.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import json
@@ -129,20 +130,40 @@ def read_jsonl_tolerant(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
+class StepBusy(Exception):
+    """Another process is making this step (raised instead of waiting, inside ``busy_steps_raise``)."""
+
+
+_WAIT_FOR_STEPS = contextvars.ContextVar("wait_for_steps", default=True)
+
+
+@contextlib.contextmanager
+def busy_steps_raise() -> Iterator[None]:
+    """Inside, a step another process holds raises ``StepBusy`` at once, so the caller can do other work."""
+    token = _WAIT_FOR_STEPS.set(False)
+    try:
+        yield
+    finally:
+        _WAIT_FOR_STEPS.reset(token)
+
+
 @contextlib.contextmanager
 def step_lock(out: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on one output for as long as it is checked and made.
 
     Two processes of one run (``jobs: 2``, or a second ``reflectrl run`` on the
-    same directory) that need the same step: the second waits, then finds it
-    done, instead of making it again and removing the first one's temporary
-    directory under it. The lock is the kernel's (``flock``): a killed holder
-    releases it.
+    same directory) that need the same step: the second waits (or, inside
+    ``busy_steps_raise``, raises ``StepBusy``), then finds it done, instead of
+    making it again and removing the first one's temporary directory under it.
+    The lock is the kernel's (``flock``): a killed holder releases it.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if _WAIT_FOR_STEPS.get() else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StepBusy(str(out)) from None
         try:
             yield
         finally:
