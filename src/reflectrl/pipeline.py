@@ -439,7 +439,7 @@ def _model_arm(config: RunConfig, arm: str, policy: Path, reflector: Path | None
     return evaluate
 
 
-#: the arms ``jobs: 2`` plays in the second process: none of them needs the reflector
+#: the arms ``jobs: 2``'s second process starts with: none of them needs the reflector
 NO_REFLECTION_ARMS = ("random", "oracle", "sft", "sft_rl", "rl_only")
 
 
@@ -501,7 +501,7 @@ def set_threads(config: RunConfig) -> None:
 
 def play_arms(config: RunConfig, names: list[str]) -> dict[str, dict[str, Any]]:
     """Train, then evaluate, some of the recipe's arms in this process: every SFT and RL step before
-    the first evaluation (the second process of ``jobs: 2`` starts here)."""
+    the first evaluation (``jobs: 2`` shares them instead: ``share_arms``)."""
     set_threads(config)
     arms = arms_of(config)
     for name in names:

@@ -317,9 +317,10 @@ class ALFWorld(TextEnv):
         named = _ENTITY.findall(words)
         if verb is None or not named:
             return None
-        fitting = [index for index, action in enumerate(actions) if action.split(" ", 1)[0] == verb and
-                   _ENTITY.findall(action)[:len(named)] == named]
-        exact = [index for index in fitting if len(_ENTITY.findall(actions[index])) == len(named)]
+        entities = [_ENTITY.findall(action) for action in actions]
+        fitting = [index for index, action in enumerate(actions)
+                   if action.split(" ", 1)[0] == verb and entities[index][:len(named)] == named]
+        exact = [index for index in fitting if len(entities[index]) == len(named)]
         if len(exact) == 1:
             return exact[0]
         return fitting[0] if len(fitting) == 1 else None
