@@ -304,6 +304,59 @@ def test_long_files_are_truncated_with_a_marker(toy_repo: Path):
     assert list(DirectoryTree(toy_repo, max_depth=0).dirs()) == [""]
 
 
+def outline_repo(tmp_path: Path) -> Path:
+    """Python files whose definitions sit below the first 30 lines, one too long to outline whole, one broken."""
+    root = tmp_path / "lib"
+    body = "".join(f"# filler line {i}\n" for i in range(40))
+    write(root / "engine.py", '"""Engine internals for the toy library."""\n' + body
+          + 'class _Hidden:\n    """A private helper that is never listed."""\n'
+          + 'def start(x):\n    """Start the engine and return its handle."""\n'
+          + 'class Piston:\n    """One piston of the engine, moving up and down."""\n'
+          + 'class Bare:\n    pass\n')
+    write(root / "many.py", "".join(f'def f{i}():\n    """Compute the value number {i} of the table."""\n'
+                                    for i in range(60)))
+    write(root / "broken.py", "def (:\n")
+    write(root / "notes.txt", "plain text\n")
+    return root
+
+
+def test_the_outline_view_shows_what_a_python_file_defines_within_the_preview_budget(tmp_path: Path):
+    tree = DirectoryTree(outline_repo(tmp_path))
+    assert "Start the engine" not in tree.preview("engine.py")
+    assert tree.preview("engine.py", "outline").splitlines()[1:] == [
+        "module: engine internals for the toy library",
+        "class Piston: one piston of the engine, moving up and down",
+        "class Bare",
+        "def start: start the engine and return its handle"]
+    many = tree.preview("many.py", "outline")
+    assert len(many) <= tree.preview_chars and many.splitlines()[1] == "def f0: compute the value number 0 of the table"
+    shown = len(many.splitlines()) - 2
+    assert many.splitlines()[-1] == f"... [{60 - shown} more definitions]"
+    for path in ("broken.py", "notes.txt"):
+        assert tree.preview(path, "outline") == tree.preview(path)
+    with pytest.raises(ValueError, match="unknown cat view 'tail'"):
+        tree.preview("engine.py", "tail")
+
+
+def test_with_the_outline_view_every_code_question_is_visible_after_reading_its_target(tmp_path: Path):
+    tasks = build_tasks([outline_repo(tmp_path)], max_tasks_per_repo=100, max_tasks_per_file=5)
+    for view, shows_all in (("head", False), ("outline", True)):
+        env = AutoExplore(tasks=tasks, cat_view=view)
+        env_tasks = [t for split in SPLITS for t in env.tasks(split) if t.kind == "code"]
+        assert env_tasks
+        visible = []
+        for task in env_tasks:
+            env.reset(task)
+            while not env.observation.actions[env.oracle_action()].startswith("cat "):
+                env.step(env.oracle_action())
+            env.step(env.oracle_action())
+            shown = env.observation.text.split("Execution result of the last command:")[1]
+            visible.append(task.topic.lower() in shown.lower())
+        assert all(visible) == shows_all, (view, visible)
+    with pytest.raises(ValueError, match="cat_view must be one of head, outline, got 'full'"):
+        AutoExplore(tasks=tasks, cat_view="full")
+
+
 def snapshot(root: Path) -> dict[str, tuple]:
     """Every entry under ``root``: mode, size, mtime and content hash."""
     state = {}

@@ -7,7 +7,8 @@ step offers (names as they are: the snapshot holds only names that fit on one
 line unambiguously, so the action list has exactly one line per action):
 
 * ``cd ..`` (not at the root), ``cd <dir>`` for each subdirectory,
-* ``cat <file>`` for each file not read yet (shows a truncated preview),
+* ``cat <file>`` for each file not read yet (shows a truncated preview, or a
+  Python file's outline with ``cat_view="outline"``),
 * ``id <file>`` for each file: the final answer.
 
 Costs follow the paper: every step costs ``1 + 2 * #"Error" + 1 * #"Warning"``
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
 from reflectrl.envs.autoexplore.tasks import SPLITS, Task, read_tasks, split_by_task
-from reflectrl.envs.autoexplore.tree import DirectoryTree, DirListing, display_name
+from reflectrl.envs.autoexplore.tree import CAT_VIEWS, DirectoryTree, DirListing, display_name
 from reflectrl.envs.base import ActionBound, Observation, StepResult, TextEnv
 
 STEP_COST = 1.0
@@ -65,7 +66,7 @@ class SnapshotView(Protocol):
 
     def list_dir(self, path: str) -> DirListing: ...
 
-    def preview(self, path: str) -> str: ...
+    def preview(self, path: str, view: str = "head") -> str: ...
 
     def is_file(self, path: str) -> bool: ...
 
@@ -126,6 +127,10 @@ class AutoExplore(TextEnv):
     ``reset(task=None)`` draws tasks from. ``split_by``: ``"repository"`` (the
     default, stricter: test questions are about repositories never seen in
     training) or ``"task"`` (the authors' 7:2:1 over tasks, repositories shared).
+    ``cat_view``: what ``cat`` shows of a file: ``"head"`` (its first lines) or
+    ``"outline"`` (a Python file's public definitions and their docstrings' first
+    sentences, where code questions find their evidence; other files show their
+    first lines).
     """
 
     name = "autoexplore"
@@ -139,6 +144,7 @@ class AutoExplore(TextEnv):
         split: str = "train",
         tasks: Sequence[Task] | None = None,
         split_by: str = "repository",
+        cat_view: str = "head",
     ) -> None:
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"autoexplore: max_steps must be a positive int, got {max_steps!r}")
@@ -150,6 +156,8 @@ class AutoExplore(TextEnv):
             raise ValueError(f"autoexplore: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         if split_by not in ("repository", "task"):
             raise ValueError(f"autoexplore: split_by must be 'repository' or 'task', got {split_by!r}")
+        if cat_view not in CAT_VIEWS:
+            raise ValueError(f"autoexplore: cat_view must be one of {', '.join(CAT_VIEWS)}, got {cat_view!r}")
         if tasks_path is not None and tasks is not None:
             raise ValueError("autoexplore: pass tasks_path or tasks, not both")
         if tasks is not None:
@@ -165,6 +173,7 @@ class AutoExplore(TextEnv):
         self.max_depth = max_depth
         self.split = split
         self.split_by = split_by
+        self.cat_view = cat_view
         self._all_tasks = all_tasks
         self._by_id = {task.task_id: task for task in all_tasks}
         if len(self._by_id) != len(all_tasks):
@@ -255,7 +264,7 @@ class AutoExplore(TextEnv):
         elif verb == "cat":
             episode.read.add(path)
             episode.last_read = path
-            result = episode.tree.preview(path)
+            result = episode.tree.preview(path, self.cat_view)
         else:
             ended = True
             success = path in episode.task.targets

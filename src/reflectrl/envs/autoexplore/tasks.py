@@ -35,7 +35,6 @@ tasks on, val and test get at least one each.
 
 from __future__ import annotations
 
-import ast
 import configparser
 import csv
 import dataclasses
@@ -51,6 +50,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from reflectrl.envs.autoexplore.outline import code_definitions, first_sentence
 from reflectrl.envs.autoexplore.tree import DirectoryTree, display_name, load_tree, normalize_relative
 
 TASK_KINDS: tuple[str, ...] = ("code", "data", "text", "name")
@@ -384,48 +384,13 @@ def _list_words(items: Sequence[str], shown: int = 5) -> str:
     return f"{', '.join(items[:shown])} and {len(items) - shown} more"
 
 
-_SENTENCE_END = re.compile(r"(?<=[a-z0-9)\]`'\"])[.!?](?=\s|$)")
-_ABBREVIATIONS = ("e.g", "i.e", "etc", "vs", "cf", "approx", "resp")
-_BAD_SENTENCE = re.compile(r">>>|::|\b(?:TODO|XXX|FIXME)\b|^[^A-Za-z]|https?://|[{}<>|]")
-
-
-def _first_sentence(doc: str) -> str | None:
-    """A docstring's first sentence, cleaned, or None when it is too short/long or not prose."""
-    paragraph = " ".join(doc.strip().split("\n\n", 1)[0].split()).replace("``", "`")
-    end = next((m.start() for m in _SENTENCE_END.finditer(paragraph)
-                if not paragraph[: m.start()].lower().endswith(_ABBREVIATIONS)), len(paragraph))
-    sentence = paragraph[:end].strip().rstrip(".:;,")
-    words = sentence.split()
-    if not 3 <= len(words) <= 25 or _BAD_SENTENCE.search(sentence) or sentence.count("`") % 2:
-        return None
-    if words[0] in ("A", "An") or words[0][1:].islower():
-        sentence = sentence[0].lower() + sentence[1:]
-    return sentence.replace('"', "'")
-
-
 def _code_questions(text: str) -> list[tuple[str, str]]:
-    try:
-        module = ast.parse(text)
-    except (SyntaxError, ValueError):
-        return []
-    found: list[tuple[str, str]] = []
-    nodes = [n for n in module.body if isinstance(n, ast.ClassDef)] + [
-        n for n in module.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    for node in nodes:
-        if node.name.startswith("_"):
-            continue
-        doc = ast.get_docstring(node)
-        sentence = _first_sentence(doc) if doc else None
-        if sentence:
-            what = "class" if isinstance(node, ast.ClassDef) else "function"
-            found.append((f'Which file implements the {what} described as "{sentence}"?', sentence))
-        if len(found) >= _MAX_CODE_CANDIDATES - 1:
-            break
-    doc = ast.get_docstring(module)
-    sentence = _first_sentence(doc) if doc else None
-    if sentence:
-        found.append((f'Which file implements the module described as "{sentence}"?', sentence))
-    return found
+    """The first few public classes and functions with a docstring sentence, then the module."""
+    definitions = code_definitions(text) or []
+    described = [d for d in definitions if d.sentence]
+    kept = [d for d in described if d.kind != "module"][: _MAX_CODE_CANDIDATES - 1]
+    kept += [d for d in described if d.kind == "module"]
+    return [(f'Which file implements the {d.kind} described as "{d.sentence}"?', d.sentence) for d in kept]
 
 
 def _is_column_name(cell: str) -> bool:
@@ -483,7 +448,7 @@ def _document_heading(text: str, suffix: str) -> str | None:
         paragraph = " ".join(text.strip().split("\n\n", 1)[0].split())
         if len(paragraph.split()) <= 10:
             return _clean_heading(paragraph)
-        sentence = _first_sentence(paragraph)
+        sentence = first_sentence(paragraph)
         return _clean_heading(sentence[0].upper() + sentence[1:]) if sentence else None
     return None
 

@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from reflectrl.envs.autoexplore.outline import code_outline
+
 CODE_SUFFIXES: tuple[str, ...] = (".py",)
 DATA_SUFFIXES: tuple[str, ...] = (".csv", ".tsv")
 TEXT_SUFFIXES: tuple[str, ...] = (".md", ".txt", ".rst", ".json", ".yaml", ".yml", ".toml", ".cfg", ".ini")
@@ -70,6 +72,10 @@ SKIPPED_DIR_NAMES: frozenset[str] = frozenset({"__pycache__"})
 DEFAULT_MAX_FILE_BYTES = 2_000_000
 DEFAULT_PREVIEW_LINES = 30
 DEFAULT_PREVIEW_CHARS = 1500
+#: Python files up to this size get an outline at snapshot time (larger ones show their first lines)
+MAX_OUTLINE_BYTES = 400_000
+#: what ``cat`` shows of a file: its first lines, or a Python file's outline of definitions
+CAT_VIEWS: tuple[str, ...] = ("head", "outline")
 #: directories deeper than this below the root are skipped: the walk holds one open descriptor per level
 MAX_WALK_DEPTH = 100
 
@@ -126,6 +132,8 @@ class FileEntry:
     device: int
     inode: int
     digest: bytes
+    #: a Python file's outline (``outline.code_outline``) within the preview's budget; None for other files
+    outline: str | None = None
 
 
 def preview_text(text: str, max_lines: int = DEFAULT_PREVIEW_LINES, max_chars: int = DEFAULT_PREVIEW_CHARS) -> str:
@@ -390,9 +398,10 @@ class DirectoryTree:
         text = self._decode(data) if len(data) <= self.max_file_bytes else None
         if text is None:
             return None
+        outline = code_outline(text, self.preview_chars) if kind == "code" and len(data) <= MAX_OUTLINE_BYTES else None
         return FileEntry(kind, len(data), len(text.splitlines()),
                          preview_text(text, self.preview_lines, self.preview_chars),
-                         opened.st_dev, opened.st_ino, _digest(data))
+                         opened.st_dev, opened.st_ino, _digest(data), outline)
 
     @staticmethod
     def _decode(data: bytes) -> str | None:
@@ -441,9 +450,15 @@ class DirectoryTree:
         except KeyError:
             raise FileNotFoundError(f"{path!r} is not a file of the tree of {self.root}") from None
 
-    def preview(self, path: str) -> str:
-        """What ``cat`` shows: the file's truncated display text."""
-        return self.file(path).preview
+    def preview(self, path: str, view: str = "head") -> str:
+        """What ``cat`` shows: the file's first lines, or with ``view="outline"`` a Python file's outline.
+
+        A file with no outline (not Python, not parseable, defining nothing) shows its first lines in either view.
+        """
+        if view not in CAT_VIEWS:
+            raise ValueError(f"unknown cat view {view!r}; choose one of {', '.join(CAT_VIEWS)}")
+        entry = self.file(path)
+        return entry.outline if view == "outline" and entry.outline is not None else entry.preview
 
     def read_text(self, path: str) -> str:
         """The file's full text as the snapshot read it (for the task generator, not per step).
