@@ -51,7 +51,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from reflectrl.envs.autoexplore.outline import code_definitions, first_sentence
-from reflectrl.envs.autoexplore.tree import DirectoryTree, display_name, load_tree, normalize_relative
+from reflectrl.envs.autoexplore.tree import MAX_PARSE_BYTES, DirectoryTree, display_name, load_tree, normalize_relative
 
 TASK_KINDS: tuple[str, ...] = ("code", "data", "text", "name")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -61,7 +61,6 @@ GENERATOR_VERSION = 4
 
 _DOC_SUFFIXES = (".md", ".rst", ".txt")
 _CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".toml", ".cfg", ".ini")
-_MAX_PARSE_BYTES = 400_000
 _MAX_CODE_CANDIDATES = 4
 #: file names too common to make a "Find the file named ..." question
 _UNINFORMATIVE_NAMES = frozenset({"__init__.py", "__main__.py"})
@@ -350,7 +349,7 @@ def _questions_for(tree: DirectoryTree, path: str) -> list[tuple[str, str, str]]
     questions = [] if name in _UNINFORMATIVE_NAMES else [("name", f"Find the file named {name}.",
                                                           f"the file named {name}")]
     entry = tree.file(path)
-    if entry.size > _MAX_PARSE_BYTES:
+    if entry.size > MAX_PARSE_BYTES:
         return questions
     suffix = os.path.splitext(name)[1].lower()
     try:

@@ -35,7 +35,8 @@ its parent's descriptor, never following a link (``O_NOFOLLOW``), checks that
 what it opened is the entry it listed (device and inode), and reads each file
 once, at most ``max_file_bytes + 1`` bytes. Each file keeps only its display
 preview (the first ``preview_lines`` lines / ``preview_chars`` characters,
-then ``... [truncated: N more lines]``) and a digest, so the snapshot stays
+then ``... [truncated: N more lines]``), a Python file also its outline
+(``outline.code_outline``), and a digest, so the snapshot stays
 small and episodes never touch the disk. ``read_text`` (the task generator's
 full text) re-opens the file the same way and returns it only if device,
 inode, size and digest are the snapshot's; a tree changed afterwards (a file
@@ -72,8 +73,8 @@ SKIPPED_DIR_NAMES: frozenset[str] = frozenset({"__pycache__"})
 DEFAULT_MAX_FILE_BYTES = 2_000_000
 DEFAULT_PREVIEW_LINES = 30
 DEFAULT_PREVIEW_CHARS = 1500
-#: Python files up to this size get an outline at snapshot time (larger ones show their first lines)
-MAX_OUTLINE_BYTES = 400_000
+#: files up to this size are parsed: a Python file's outline here, questions in ``tasks`` (larger ones show their first lines)
+MAX_PARSE_BYTES = 400_000
 #: what ``cat`` shows of a file: its first lines, or a Python file's outline of definitions
 CAT_VIEWS: tuple[str, ...] = ("head", "outline")
 #: directories deeper than this below the root are skipped: the walk holds one open descriptor per level
@@ -398,7 +399,7 @@ class DirectoryTree:
         text = self._decode(data) if len(data) <= self.max_file_bytes else None
         if text is None:
             return None
-        outline = code_outline(text, self.preview_chars) if kind == "code" and len(data) <= MAX_OUTLINE_BYTES else None
+        outline = code_outline(text, self.preview_chars) if kind == "code" and len(data) <= MAX_PARSE_BYTES else None
         return FileEntry(kind, len(data), len(text.splitlines()),
                          preview_text(text, self.preview_lines, self.preview_chars),
                          opened.st_dev, opened.st_ino, _digest(data), outline)
