@@ -316,6 +316,7 @@ def outline_repo(tmp_path: Path) -> Path:
     write(root / "many.py", "".join(f'def f{i}():\n    """Compute the value number {i} of the table."""\n'
                                     for i in range(60)))
     write(root / "broken.py", "def (:\n")
+    write(root / "chain.py", "x = " + "a." * 100_000 + "b\n")
     write(root / "notes.txt", "plain text\n")
     return root
 
@@ -332,7 +333,7 @@ def test_the_outline_view_shows_what_a_python_file_defines_within_the_preview_bu
     assert len(many) <= tree.preview_chars and many.splitlines()[1] == "def f0: compute the value number 0 of the table"
     shown = len(many.splitlines()) - 2
     assert many.splitlines()[-1] == f"... [{60 - shown} more definitions]"
-    for path in ("broken.py", "notes.txt"):
+    for path in ("broken.py", "chain.py", "notes.txt"):
         assert tree.preview(path, "outline") == tree.preview(path)
     with pytest.raises(ValueError, match="unknown cat view 'tail'"):
         tree.preview("engine.py", "tail")

@@ -47,11 +47,12 @@ class Definition:
 def code_definitions(text: str) -> list[Definition] | None:
     """Public classes, then public functions, in file order, then the module itself; None if ``text`` is not Python.
 
-    Parsed with ``ast``, never imported or run.
+    Parsed with ``ast``, never imported or run. Text the parser cannot hold (a chain of 100,000
+    ``a.`` or ``1+``, legal Python) overflows its stack: that file is not Python here either.
     """
     try:
         module = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     nodes = [n for n in module.body if isinstance(n, ast.ClassDef)] + [
         n for n in module.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
