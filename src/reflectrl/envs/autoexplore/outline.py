@@ -3,11 +3,11 @@
 Code questions ask for "the class described as <first sentence>", and the
 sentence usually sits far below a file's first lines: a ``cat`` that shows only
 the head gives the agent no evidence for or against the file it read
-(``benchmarks/autoexplore_evidence.py`` counts how often). The outline is the file as a reader skims it,
-definition by definition, so reading the right file confirms it and reading a
-wrong one rules it out. The task generator derives its code questions from the
-same definitions, so every question's sentence is in its target's outline
-unless the outline is cut at the preview budget.
+(``benchmarks/autoexplore_evidence.py`` counts how often). The outline is the
+file as a reader skims it, definition by definition, so reading the right file
+confirms it and reading a wrong one rules it out. The task generator derives
+its code questions from the same definitions, so every question's sentence is
+in its target's outline unless the outline is cut at the preview budget.
 """
 
 from __future__ import annotations
