@@ -47,7 +47,11 @@ def test_cli_eval_endpoint_agent_plays_and_reports(tmp_path):
     assert list(metrics["levels"]) == ["stage=pickup"]
     assert server.request_count >= 3
     assert server.paths[0].endswith("?api_key=key-s3cret"), "credentials in the URL still reach the server"
-    written = [done.stdout, done.stderr] + [p.name + p.read_text() for p in cache.iterdir()]
+    transcripts = tmp_path / "eval.episodes.jsonl"
+    records = [json.loads(line) for line in transcripts.read_text().splitlines()]
+    assert len(records) == 3 and all(r["transcript"] and r["level"] == "stage=pickup" for r in records)
+    assert sum(r["success"] for r in records) / 3 == metrics["success"]
+    written = [done.stdout, done.stderr, transcripts.read_text()] + [p.name + p.read_text() for p in cache.iterdir()]
     assert len(written) > 2, "replies are cached"
     assert not any(secret in text for text in written for secret in SECRETS)
 

@@ -7,6 +7,7 @@ import json
 import os
 import statistics
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -174,19 +175,26 @@ def _cmd_rl(args: argparse.Namespace) -> int:
     return 0
 
 
+def episodes_beside(out: str | os.PathLike) -> Path:
+    """Where ``reflectrl eval --out metrics.json`` keeps the transcripts: ``metrics.episodes.jsonl``."""
+    path = Path(out)
+    return path.with_name(f"{path.stem if path.suffix == '.json' else path.name}.episodes.jsonl")
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from reflectrl.eval.baselines import OracleAgent, RandomAgent
     from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
-    from reflectrl.run_files import write_json_atomic
+    from reflectrl.run_files import write_json_atomic, write_jsonl_atomic
 
     if args.out and os.path.isdir(args.out):
         raise UsageError(f"--out {args.out} is a directory; name the JSON file to write")
     config = _load(args)
     plan = EvalPlan.from_config(config)
+    episodes: list[dict[str, Any]] = []
     if args.agent == "random":
-        result = evaluate_agent(plan, lambda: RandomAgent(config.seed), desc="random")
+        result = evaluate_agent(plan, lambda: RandomAgent(config.seed), desc="random", episodes=episodes)
     elif args.agent == "oracle":
-        result = evaluate_agent(plan, OracleAgent, desc="oracle")
+        result = evaluate_agent(plan, OracleAgent, desc="oracle", episodes=episodes)
     elif args.agent == "endpoint":
         from reflectrl.config import TeacherConfig
         from reflectrl.eval.endpoint_agent import EndpointAgent
@@ -197,14 +205,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                 args.api_key_env or recipe.api_key_env, cache_dir=args.cache_dir or recipe.cache_dir,
                                 timeout=args.timeout or recipe.timeout,
                                 max_retries=(args.attempts or recipe.attempts) - 1)
-        result = evaluate_agent(plan, lambda: EndpointAgent(endpoint), desc="endpoint")
+        result = evaluate_agent(plan, lambda: EndpointAgent(endpoint), desc="endpoint", episodes=episodes)
     else:
         if not args.policy:
             raise UsageError("--agent model needs --policy PATH")
         from reflectrl.pipeline import model_eval_settings
 
-        result = evaluate_model(plan, args.policy, args.reflector, **model_eval_settings(config, config.eval.greedy))
+        result = evaluate_model(plan, args.policy, args.reflector, episodes=episodes,
+                                **model_eval_settings(config, config.eval.greedy))
     if args.out:
+        write_jsonl_atomic(episodes, episodes_beside(args.out))
         write_json_atomic(args.out, result)
     print(json.dumps(result, indent=2))
     return 0
@@ -239,8 +249,6 @@ def _seed_list(text: str) -> list[int]:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from reflectrl.errors import UserError
     from reflectrl.eval.episodes import EPISODES_FILE, episodes_file, failure_breakdown, format_episode, read_episodes
 
@@ -346,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--api-key-env", help="variable holding the API key (default: OPENAI_API_KEY)")
     ev.add_argument("--cache-dir", help="on-disk cache of endpoint replies")
     _server_args(ev, "eval.endpoint")
-    ev.add_argument("--out", help="write the metrics JSON here")
+    ev.add_argument("--out", help="write the metrics JSON here, and every episode's transcript beside it "
+                    "(metrics.json -> metrics.episodes.jsonl)")
     ev.set_defaults(func=_cmd_eval)
 
     show = sub.add_parser("show", parents=[common], help="print an evaluated arm's episodes for a person to read")
