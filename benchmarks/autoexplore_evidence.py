@@ -38,7 +38,7 @@ def _normalized(text: str) -> str:
 
 def visible(task: Task, view: str) -> bool:
     """Whether ``cat`` in ``view`` shows the question's sentence for at least one of its targets."""
-    tree = task.tree()
+    tree = task.tree(outlines=True)
     passage = _normalized(task.topic)
     return any(passage in _normalized(tree.preview(target, view)) for target in task.targets)
 

@@ -322,7 +322,10 @@ def outline_repo(tmp_path: Path) -> Path:
 
 
 def test_the_outline_view_shows_what_a_python_file_defines_within_the_preview_budget(tmp_path: Path):
-    tree = DirectoryTree(outline_repo(tmp_path))
+    root = outline_repo(tmp_path)
+    with pytest.raises(ValueError, match="keeps no outlines"):
+        DirectoryTree(root).preview("engine.py", "outline")
+    tree = DirectoryTree(root, outlines=True)
     assert "Start the engine" not in tree.preview("engine.py")
     assert tree.preview("engine.py", "outline").splitlines()[1:] == [
         "module: engine internals for the toy library",

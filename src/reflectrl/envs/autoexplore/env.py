@@ -307,7 +307,7 @@ class AutoExplore(TextEnv):
 
     def _tree_for(self, task: Task) -> SnapshotView:
         """The snapshot an episode of ``task`` explores (the shared in-memory tree)."""
-        return task.tree()
+        return task.tree(outlines=self.cat_view == "outline")
 
     def _current(self) -> _Episode:
         if self._episode is None:

@@ -140,11 +140,11 @@ class Task:
         object.__setattr__(self, "include", tuple(self.include))
         object.__setattr__(self, "exclude", tuple(self.exclude))
 
-    def tree(self) -> DirectoryTree:
-        """The shared snapshot this task is asked about."""
+    def tree(self, outlines: bool = False) -> DirectoryTree:
+        """The shared snapshot this task is asked about (``outlines``: one that keeps Python files' outlines)."""
         if not Path(self.root).is_dir():
             raise FileNotFoundError(f"task {self.task_id!r}: repository root {self.root!r} does not exist here")
-        return load_tree(self.root, self.include, self.exclude, self.tree_max_depth)
+        return load_tree(self.root, self.include, self.exclude, self.tree_max_depth, outlines)
 
     def to_json(self) -> dict[str, Any]:
         """The task as a JSON-ready dict (tuples as lists)."""

@@ -36,7 +36,8 @@ what it opened is the entry it listed (device and inode), and reads each file
 once, at most ``max_file_bytes + 1`` bytes. Each file keeps only its display
 preview (the first ``preview_lines`` lines / ``preview_chars`` characters,
 then ``... [truncated: N more lines]``), a Python file also its outline
-(``outline.code_outline``), and a digest, so the snapshot stays
+when the snapshot is taken with ``outlines=True`` (``outline.code_outline``),
+and a digest, so the snapshot stays
 small and episodes never touch the disk. ``read_text`` (the task generator's
 full text) re-opens the file the same way and returns it only if device,
 inode, size and digest are the snapshot's; a tree changed afterwards (a file
@@ -235,6 +236,8 @@ class DirectoryTree:
     how a huge package is restricted to a few subtrees. ``exclude``: relative
     paths left out with everything under them. ``max_depth``: files deeper than
     this many directories below the root are left out (``None``: no limit).
+    ``outlines``: also keep each Python file's outline (``preview(path, "outline")``);
+    parsing every file costs seconds on a large corpus, so only snapshots for that view do.
     ``skipped``: entries left out for a reason worth knowing (shown path -> reason).
     """
 
@@ -247,6 +250,7 @@ class DirectoryTree:
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         preview_lines: int = DEFAULT_PREVIEW_LINES,
         preview_chars: int = DEFAULT_PREVIEW_CHARS,
+        outlines: bool = False,
     ) -> None:
         resolved = Path(root).expanduser().resolve()
         if not resolved.is_dir():
@@ -269,6 +273,7 @@ class DirectoryTree:
         self.max_file_bytes = max_file_bytes
         self.preview_lines = preview_lines
         self.preview_chars = preview_chars
+        self.outlines = outlines
         self.skipped: dict[str, str] = {}
         self._dirs: dict[str, DirListing] = {}
         self._files: dict[str, FileEntry] = {}
@@ -399,7 +404,8 @@ class DirectoryTree:
         text = self._decode(data) if len(data) <= self.max_file_bytes else None
         if text is None:
             return None
-        outline = code_outline(text, self.preview_chars) if kind == "code" and len(data) <= MAX_PARSE_BYTES else None
+        wants_outline = self.outlines and kind == "code" and len(data) <= MAX_PARSE_BYTES
+        outline = code_outline(text, self.preview_chars) if wants_outline else None
         return FileEntry(kind, len(data), len(text.splitlines()),
                          preview_text(text, self.preview_lines, self.preview_chars),
                          opened.st_dev, opened.st_ino, _digest(data), outline)
@@ -458,6 +464,8 @@ class DirectoryTree:
         """
         if view not in CAT_VIEWS:
             raise ValueError(f"unknown cat view {view!r}; choose one of {', '.join(CAT_VIEWS)}")
+        if view == "outline" and not self.outlines:
+            raise ValueError(f"the snapshot of {self.root} keeps no outlines; take it with outlines=True")
         entry = self.file(path)
         return entry.outline if view == "outline" and entry.outline is not None else entry.preview
 
@@ -529,8 +537,9 @@ class DirectoryTree:
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_tree(root: str, include: tuple[str, ...], exclude: tuple[str, ...], max_depth: int | None) -> DirectoryTree:
-    return DirectoryTree(root, include=include, exclude=exclude, max_depth=max_depth)
+def _cached_tree(root: str, include: tuple[str, ...], exclude: tuple[str, ...], max_depth: int | None,
+                 outlines: bool) -> DirectoryTree:
+    return DirectoryTree(root, include=include, exclude=exclude, max_depth=max_depth, outlines=outlines)
 
 
 def load_tree(
@@ -538,7 +547,8 @@ def load_tree(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     max_depth: int | None = None,
+    outlines: bool = False,
 ) -> DirectoryTree:
     """The process-wide shared snapshot of ``root`` with these options (built on first use)."""
     resolved = str(Path(root).expanduser().resolve())
-    return _cached_tree(resolved, tuple(sorted(include)), tuple(sorted(exclude)), max_depth)
+    return _cached_tree(resolved, tuple(sorted(include)), tuple(sorted(exclude)), max_depth, outlines)
