@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from reflectrl.envs.autoexplore.corpus import default_tasks
+from reflectrl.envs.autoexplore.search import shows_topic
 from reflectrl.envs.autoexplore.tasks import Task
 from reflectrl.envs.autoexplore.tree import CAT_VIEWS
 from reflectrl.memory import peak_rss_gb
@@ -32,15 +33,10 @@ from reflectrl.memory import peak_rss_gb
 RESULTS = Path(__file__).parent / "results" / "autoexplore_evidence.json"
 
 
-def _normalized(text: str) -> str:
-    return " ".join(text.replace("``", "`").replace('"', "'").split()).lower()
-
-
 def visible(task: Task, view: str) -> bool:
     """Whether ``cat`` in ``view`` shows the question's sentence for at least one of its targets."""
     tree = task.tree(outlines=True)
-    passage = _normalized(task.topic)
-    return any(passage in _normalized(tree.preview(target, view)) for target in task.targets)
+    return any(shows_topic(tree.preview(target, view), task.topic) for target in task.targets)
 
 
 def count(tasks: list[Task]) -> dict[str, dict[str, Any]]:

@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
+from reflectrl.envs.autoexplore.search import relevance, shared_words, shows_topic
 from reflectrl.envs.autoexplore.tasks import SPLITS, Task, read_tasks, split_by_task
 from reflectrl.envs.autoexplore.tree import CAT_VIEWS, DirectoryTree, DirListing, display_name
 from reflectrl.envs.base import ActionBound, Observation, StepResult, TextEnv
@@ -45,6 +46,9 @@ STEP_COST = 1.0
 ERROR_COST = 2.0
 WARNING_COST = 1.0
 TERMINAL_COST = 15.0
+#: who ``oracle_action`` follows: the shortest path to a target (privileged), or a search that uses only
+#: what the agent sees (``search.py``)
+EXPERTS: tuple[str, ...] = ("shortest", "search")
 #: how a reflection names the next command, in the oracle teacher's words ("Next, enter src.",
 #: "Open setup.py and check its contents.", "So identify thread.py as the answer."): verb, then the
 #: name up to the words that close the sentence
@@ -113,6 +117,7 @@ class _Episode:
     last_read: str | None = None
     listings: dict[str, DirListing] = field(default_factory=dict)
     moves: list[tuple[str, str]] = field(default_factory=list)
+    showed: set[str] = field(default_factory=set)
 
 
 class AutoExplore(TextEnv):
@@ -130,7 +135,14 @@ class AutoExplore(TextEnv):
     ``cat_view``: what ``cat`` shows of a file: ``"head"`` (its first lines) or
     ``"outline"`` (a Python file's public definitions and their docstrings' first
     sentences, where code questions find their evidence; other files show their
-    first lines).
+    first lines). ``expert``: whose move ``oracle_action`` returns (the teacher's
+    and the oracle baseline's): ``"shortest"`` walks straight to the target,
+    which nothing on screen justifies; ``"search"`` reads the unread entries whose
+    names share the most words with the question and identifies a file once
+    reading it showed the question's passage (a code docstring's sentence, a
+    document's heading; a table's columns and a configuration's keys are judged
+    by the env), so every move follows from what has been seen. It can run out
+    of steps; the shortest path never does.
     """
 
     name = "autoexplore"
@@ -145,6 +157,7 @@ class AutoExplore(TextEnv):
         tasks: Sequence[Task] | None = None,
         split_by: str = "repository",
         cat_view: str = "head",
+        expert: str = "shortest",
     ) -> None:
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"autoexplore: max_steps must be a positive int, got {max_steps!r}")
@@ -158,6 +171,8 @@ class AutoExplore(TextEnv):
             raise ValueError(f"autoexplore: split_by must be 'repository' or 'task', got {split_by!r}")
         if cat_view not in CAT_VIEWS:
             raise ValueError(f"autoexplore: cat_view must be one of {', '.join(CAT_VIEWS)}, got {cat_view!r}")
+        if expert not in EXPERTS:
+            raise ValueError(f"autoexplore: expert must be one of {', '.join(EXPERTS)}, got {expert!r}")
         if tasks_path is not None and tasks is not None:
             raise ValueError("autoexplore: pass tasks_path or tasks, not both")
         if tasks is not None:
@@ -174,6 +189,7 @@ class AutoExplore(TextEnv):
         self.split = split
         self.split_by = split_by
         self.cat_view = cat_view
+        self.expert = expert
         self._all_tasks = all_tasks
         self._by_id = {task.task_id: task for task in all_tasks}
         if len(self._by_id) != len(all_tasks):
@@ -265,6 +281,8 @@ class AutoExplore(TextEnv):
             episode.read.add(path)
             episode.last_read = path
             result = episode.tree.preview(path, self.cat_view)
+            if self._shows_answer(episode, path, result):
+                episode.showed.add(path)
         else:
             ended = True
             success = path in episode.task.targets
@@ -301,9 +319,18 @@ class AutoExplore(TextEnv):
         return super().failure_kind(episode)
 
     def oracle_action(self) -> int:
-        """The next move of the shortest path: up out of a wrong branch, down to the target's directory, cat, id."""
+        """The expert's next move: with ``"shortest"``, up out of a wrong branch, down to the target's
+        directory, cat, id; with ``"search"``, see the class docstring."""
         episode = self._running()
-        return self.observation.actions.index(self._oracle_plan(episode)[1])
+        return self.observation.actions.index(self._expert_move(episode)["command"])
+
+    def good_actions(self) -> list[int]:
+        """The expert's move and, for the search expert, every candidate it ranks level with it
+        (two unread files sharing no word with the question are equally worth reading)."""
+        episode = self._running()
+        move = self._expert_move(episode)
+        actions = self.observation.actions
+        return sorted({actions.index(move["command"])} | {actions.index(c) for c in move.get("tied", ())})
 
     def _tree_for(self, task: Task) -> SnapshotView:
         """The snapshot an episode of ``task`` explores (the shared in-memory tree)."""
@@ -418,12 +445,79 @@ class AutoExplore(TextEnv):
             "task_id": episode.task.task_id, "depth": episode.task.depth, "oracle": self._oracle_facts(episode),
         })
 
+    def _shows_answer(self, episode: _Episode, path: str, shown: str) -> bool:
+        """Whether reading ``path`` showed that it answers: the question's passage on screen (code,
+        documents); for tables and configurations, whether it is a target."""
+        task = episode.task
+        if task.kind == "code" or task.kind == "text" and not task.topic.startswith("a configuration"):
+            return shows_topic(shown, task.topic)
+        return task.kind != "name" and path in task.targets
+
+    def _expert_move(self, episode: _Episode) -> dict[str, Any]:
+        """The expert's next command and why: ``{"command", "reason", ...}`` (see ``_search_move``)."""
+        if self.expert == "search":
+            move = self._search_move(episode)
+            if move is not None:
+                return move
+        _, command, reason = self._oracle_plan(episode)
+        return {"command": command, "reason": "shortest", "why": reason}
+
+    def _search_move(self, episode: _Episode) -> dict[str, Any] | None:
+        """The search expert's move, or None when nothing is left to search (the shortest path takes over).
+
+        ``reason``: ``found`` (a file read showed the answer: go to it and identify it), ``named``
+        (the file the question names is listed here), ``read`` / ``enter`` (the best unread file or
+        unvisited directory here; ``shared``: the words its name shares with the question, ``tied``:
+        the commands ranked level with it), ``back`` (nothing here is left: go up).
+        """
+        task = episode.task
+        here = self._listing(episode, episode.cwd)
+        if episode.showed:
+            found = min(episode.showed, key=lambda p: (not _is_within(posixpath.dirname(p), episode.cwd), p))
+            return {"command": self._walk_to(episode, found), "reason": "found", "file": found,
+                    "where": self._display(posixpath.dirname(found))}
+        subdirs = [f"cd {d}" for d in here.dirs if _join(episode.cwd, d) not in episode.visited]
+        if task.kind == "name":
+            named = posixpath.basename(task.targets[0])
+            if named in here.files:
+                return {"command": f"id {named}", "reason": "named", "file": named}
+            if subdirs:
+                return {"command": subdirs[0], "reason": "enter", "shared": [], "tied": subdirs[1:]}
+        else:
+            reads = [f"cat {f}" for f in here.files if _join(episode.cwd, f) not in episode.read]
+            candidates = reads + subdirs
+            if candidates:
+                def rank(command: str) -> tuple[float, bool]:
+                    return relevance(command.split(" ", 1)[1], task.topic), command.startswith("cat ")
+
+                best = max(candidates, key=lambda c: (rank(c), -candidates.index(c)))
+                whole, partial = shared_words(best.split(" ", 1)[1], task.topic)
+                return {"command": best, "reason": "read" if best.startswith("cat ") else "enter",
+                        "shared": whole + partial, "tied": [c for c in candidates if c != best and rank(c) == rank(best)]}
+        if episode.cwd:
+            return {"command": "cd ..", "reason": "back"}
+        return None
+
+    def _walk_to(self, episode: _Episode, path: str) -> str:
+        """The next command of the shortest walk to identifying ``path``, a file already read."""
+        directory = posixpath.dirname(path)
+        if not _is_within(directory, episode.cwd):
+            return "cd .."
+        if directory != episode.cwd:
+            child = directory[len(episode.cwd) + 1:] if episode.cwd else directory
+            return f"cd {child.split('/')[0]}"
+        return f"id {posixpath.basename(path)}"
+
     def _oracle_facts(self, episode: _Episode) -> dict[str, Any]:
         """Privileged facts for the oracle teacher (never shown to the policy)."""
         target, next_action, reason = self._oracle_plan(episode)
         answer_dir = posixpath.dirname(target)
         last = episode.history[-1] if episode.history else None
+        move = None if episode.done else self._expert_move(episode)
         return {
+            "expert": self.expert,
+            "move": move,
+            "last_read_shows": None if episode.last_read is None else episode.last_read in episode.showed,
             "question": episode.task.question,
             "topic": episode.task.topic,
             "kind": episode.task.kind,
@@ -436,7 +530,7 @@ class AutoExplore(TextEnv):
             "cwd": episode.cwd,
             "cwd_display": self._display(episode.cwd),
             "on_path": _is_within(answer_dir, episode.cwd),
-            "next_action": None if episode.done else next_action,
+            "next_action": None if move is None else move["command"],
             "reason": reason,
             "last_action": last,
             "last_read": episode.last_read,

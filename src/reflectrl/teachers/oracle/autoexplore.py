@@ -5,6 +5,10 @@ relative to the current directory and which way leads there, whether the file
 just read answers the question, and, for negative examples, why the last
 command was a mistake. It ends with the next step in words ("go up one
 directory", "read thread.py"); it never names an action id.
+
+With the env's search expert (``expert="search"``) a reflection says only what
+the screen supports: whether the file just read shows the question's passage,
+which unread name shares words with the question, what is left to explore.
 """
 
 from __future__ import annotations
@@ -92,6 +96,73 @@ _WRONG = {
 }
 
 
+_SHOWS = (
+    "Reading {read} turned up {subject}.",
+    "What {read} shows includes {subject}.",
+    "The file {read} shows {subject}.",
+)
+_SHOWS_NOT = (
+    "The file {read} shows nothing like {subject}.",
+    "No {subject_plain} in what {read} shows.",
+    "What {read} shows has no {subject_plain}.",
+)
+_FOUND_HERE = (
+    "So {file} is the file that answers the question.",
+    "That settles it: {file} is the answer.",
+)
+_FOUND_ELSEWHERE = (
+    "The answer was already seen in {file}, back in {where}.",
+    "Reading {file} in {where} showed it earlier.",
+)
+_READ_SHARED = (
+    "The unread file {name} shares {shared} with the question.",
+    "Of the unread names here, {name} matches the question best ({shared}).",
+)
+_READ_PLAIN = (
+    "No unread name here shares a word with the question, so {name} is as good a guess as any.",
+    "Nothing here is named after the question; {name} is next among the unread files.",
+)
+_ENTER_SHARED = (
+    "The directory {name} shares {shared} with the question.",
+    "The name of {name} matches the question ({shared}), so it is the place to look.",
+)
+_ENTER_PLAIN = (
+    "Every file in {cwd} has been read; {name} is still unexplored.",
+    "Nothing is left to read in {cwd}, but {name} has not been explored.",
+)
+_ENTER_NAMED = (
+    "There is no {file} in {cwd}; {name} is still unexplored.",
+    "No {file} in {cwd}, so look in {name}, not yet visited.",
+)
+_BACK = (
+    "Nothing is left to check in {cwd}: every file has been read and every directory visited.",
+    "All of {cwd} has been searched, so the answer must be elsewhere.",
+)
+_BACK_NAMED = (
+    "There is no {file} anywhere under {cwd}.",
+    "Neither {cwd} nor its directories hold {file}.",
+)
+_SEARCH_NEXT_CAT = (
+    "Next, read {arg}.",
+    "Open {arg} and check its contents.",
+    "So look inside {arg}.",
+)
+_SEARCH_WRONG = {
+    "up": (
+        "Going up to {cwd} left more promising entries behind.",
+        "Climbing to {cwd} abandoned entries still worth checking.",
+    ),
+    "down": (
+        "Entering {arg} passed over a more promising entry.",
+        "The directory {arg} was not the best place to look next.",
+    ),
+    "cat": (
+        "Reading {arg} was not the best bet.",
+        "Opening {arg} passed over a more promising file.",
+    ),
+}
+
+
 def _short(text: str) -> str:
     words = text.split()
     return " ".join(words[:_MAX_TOPIC_WORDS]) + ("..." if len(words) > _MAX_TOPIC_WORDS else "")
@@ -135,6 +206,8 @@ def reflect(
     if was_last_action_wrong and not history:
         raise ValueError("autoexplore teacher: was_last_action_wrong=True needs a non-empty history")
     facts = state.info["oracle"]
+    if facts.get("expert") == "search" and facts["move"]["reason"] != "shortest":
+        return _reflect_search(facts, history, next_good_action, was_last_action_wrong, rng)
     subject = _subject(facts)
     fields = {
         "subject": subject, "Subject": _capitalize(subject), "cwd": facts["cwd_display"],
@@ -171,3 +244,57 @@ def _explain_mistake(facts: dict[str, Any], last: str, fields: dict[str, str], r
         if kind == "down" and facts["on_path"] or kind == "cat" and facts["last_read_is_target"] or kind == "id":
             kind = "other"
     return rng.choice(_WRONG[kind]).format(arg=arg, **fields)
+
+
+def _quoted(words: list[str]) -> str:
+    return " and ".join(f"'{word}'" for word in words[:2])
+
+
+def _reflect_search(
+    facts: dict[str, Any], history: list[str], next_good_action: str, was_last_action_wrong: bool,
+    rng: random.Random,
+) -> str:
+    """A search expert's reflection: judge what was read, say why the next entry is the most promising."""
+    move = facts["move"]
+    subject = _subject(facts)
+    fields = {"subject": subject, "subject_plain": subject.removeprefix("the "), "cwd": facts["cwd_display"]}
+    sentences = []
+    last = history[-1] if history else None
+    read_last = last is not None and last.startswith("cat ") and facts["last_read"] is not None
+    if was_last_action_wrong and not (read_last and facts["last_read_shows"]):
+        if last != facts["last_action"]:
+            raise ValueError(f"autoexplore teacher: history[-1] is {last!r} but the state came from "
+                             f"{facts['last_action']!r}")
+        kind, arg = ("invalid", "") if last.endswith("(invalid)") else _split_command(last)
+        templates = _WRONG["invalid"] if kind == "invalid" else _SEARCH_WRONG.get(kind, _WRONG["other"])
+        sentences.append(rng.choice(templates).format(arg=arg, **fields))
+    if read_last and facts["kind"] != "name":
+        read = facts["last_read"].rsplit("/", 1)[-1]
+        sentences.append(rng.choice(_SHOWS if facts["last_read_shows"] else _SHOWS_NOT).format(read=read, **fields))
+    verb, arg = _split_command(next_good_action)
+    reason = move["reason"]
+    named = facts["target_name"]
+    if reason == "found":
+        file = move["file"].rsplit("/", 1)[-1]
+        if verb == "id":
+            templates, extra = _FOUND_HERE, {}
+        else:
+            templates = _FOUND_ELSEWHERE
+            extra = {"where": move["where"]}
+        sentences.append(rng.choice(templates).format(file=file, **extra, **fields))
+    elif reason == "named":
+        sentences.append(rng.choice(_HERE_NAMED).format(name=named, **fields))
+    elif reason in ("read", "enter"):
+        shared = move["shared"]
+        if shared:
+            templates = _READ_SHARED if reason == "read" else _ENTER_SHARED
+        elif reason == "read":
+            templates = _READ_PLAIN
+        else:
+            templates = _ENTER_NAMED if facts["kind"] == "name" else _ENTER_PLAIN
+        sentences.append(rng.choice(templates).format(name=arg, shared=_quoted(shared), file=named, **fields))
+    else:
+        templates = _BACK_NAMED if facts["kind"] == "name" else _BACK
+        sentences.append(rng.choice(templates).format(file=named, **fields))
+    sentences.append(rng.choice(_SEARCH_NEXT_CAT if verb == "cat" else _NEXT[verb]).format(arg=arg))
+    return " ".join(sentences)
