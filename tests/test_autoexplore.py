@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -805,3 +806,90 @@ def test_a_run_answering_with_ids_is_refused_before_any_work_when_a_step_lists_t
     refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "lists 261 actions in one step" in refused.stderr
     assert not (tmp_path / "runs" / "wide" / "data").exists()
+
+
+# ---------------------------------------------------------------- search expert
+
+
+def search_repo(tmp_path: Path) -> Path:
+    """Two files whose names share a word with the question (one answers), an unrelated one, a directory."""
+    root = tmp_path / "shop"
+    write(root / "basket.py", 'class Basket:\n    """Hold the items a customer has picked."""\n')
+    write(root / "totals.py", 'def total(items):\n    """Compute the total price of a basket of items."""\n')
+    write(root / "zoo.py", 'def feed():\n    """Feed every animal of the zoo at noon."""\n')
+    write(root / "shipping" / "rates.py", 'def rate(weight):\n    """Look up the postage for a parcel weight."""\n')
+    return root
+
+
+def test_the_search_expert_reads_by_name_and_answers_only_on_evidence(tmp_path: Path):
+    tasks = build_tasks([search_repo(tmp_path)], max_tasks_per_repo=100, max_tasks_per_file=5)
+    task = task_where(tasks, "total price")
+    env = AutoExplore(tasks=tasks, cat_view="outline", expert="search")
+    obs = env.reset(task)
+    # basket.py and totals.py each share one word with the question: equally good first reads
+    assert sorted(obs.actions[i] for i in env.good_actions()) == ["cat basket.py", "cat totals.py"]
+    moves = []
+    while not env.observation.actions == []:
+        moves.append(env.observation.actions[env.oracle_action()])
+        *_, info = env.step(env.oracle_action())
+    assert moves == ["cat basket.py", "cat totals.py", "id totals.py"] and info["success"]
+    # the shortest-path expert knows where the answer is without reading anything else
+    shortest = AutoExplore(tasks=tasks, cat_view="outline")
+    shortest.reset(task)
+    assert shortest.observation.actions[shortest.oracle_action()] == "cat totals.py"
+    # the search never consults the targets: told the answer is zoo.py, it still trusts what it read
+    misled = dataclasses.replace(task, targets=("zoo.py",))
+    env.reset(misled)
+    for expected in ("cat basket.py", "cat totals.py", "id totals.py"):
+        assert env.observation.actions[env.oracle_action()] == expected
+        *_, info = env.step(env.oracle_action())
+    assert not info["success"]
+    # a file named in the question: it looks into each unexplored directory until the name is listed
+    named = task_where(tasks, "named rates.py")
+    env.reset(named)
+    assert [env.observation.actions[i] for i in env.good_actions()] == ["cd shipping"]
+    assert play(env, ["cd shipping"]) and env.observation.actions[env.oracle_action()] == "id rates.py"
+    with pytest.raises(ValueError, match="expert must be one of shortest, search, got 'planner'"):
+        AutoExplore(tasks=tasks, expert="planner")
+
+
+def test_search_reflections_judge_what_was_read_and_name_the_expert_move(tmp_path: Path):
+    tasks = build_tasks([search_repo(tmp_path)], max_tasks_per_repo=100, max_tasks_per_file=5)
+    env = AutoExplore(tasks=tasks, cat_view="outline", expert="search")
+    teacher = OracleTeacher("autoexplore", seed=0)
+    obs = env.reset(task_where(tasks, "total price"))
+    history: list[str] = []
+    texts = []
+    while obs.actions:
+        good = obs.actions[env.oracle_action()]
+        texts.append(teacher.reflect(obs, history, good, False))
+        assert env.reflection_action(texts[-1], obs.actions) == obs.actions.index(good), texts[-1]
+        history.append(good)
+        obs = env.step(obs.actions.index(good))[0]
+    assert "basket.py" in texts[0] and "'basket'" in texts[0]
+    assert "basket.py" in texts[1] and re.search(r"nothing like|has no|No code", texts[1]) and "'total'" in texts[1]
+    assert "totals.py" in texts[2] and not re.search(r"nothing like|has no|No code", texts[2])
+    # a wrong read is called a mistake, judged by what it showed, and the next promising file is named
+    obs = env.reset(task_where(tasks, "total price"))
+    obs = play(env, ["cat zoo.py"])[0][0]
+    wrong = teacher.reflect(obs, ["cat zoo.py"], obs.actions[env.oracle_action()], True)
+    assert "zoo.py" in wrong and env.reflection_action(wrong, obs.actions) == env.oracle_action()
+
+
+def test_the_search_expert_solves_most_of_the_default_corpus_within_the_recipe_horizon(corpus_tasks: list[Task]):
+    env = AutoExplore(tasks=corpus_tasks, cat_view="outline", expert="search", max_steps=10, max_depth=1)
+    teacher = OracleTeacher("autoexplore", seed=0)
+    test_tasks = env.tasks("test")
+    solved = 0
+    for task in test_tasks:
+        obs, history = env.reset(task, seed=0), []
+        while obs.actions:
+            good = obs.actions[env.oracle_action()]
+            text = teacher.reflect(obs, history, good, False)
+            assert env.reflection_action(text, obs.actions) == obs.actions.index(good), text
+            history.append(good)
+            obs, _, terminated, truncated, info = env.step(obs.actions.index(good))
+            if terminated or truncated:
+                break
+        solved += info["success"]
+    assert len(test_tasks) >= 100 and solved >= 0.7 * len(test_tasks), (solved, len(test_tasks))

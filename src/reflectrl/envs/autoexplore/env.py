@@ -89,6 +89,16 @@ def _is_within(path: str, directory: str) -> bool:
     return not directory or path == directory or path.startswith(directory + "/")
 
 
+def _toward(cwd: str, directory: str) -> str | None:
+    """The next ``cd`` of the shortest walk from ``cwd`` to ``directory``; None when already there."""
+    if not _is_within(directory, cwd):
+        return "cd .."
+    if directory == cwd:
+        return None
+    child = directory[len(cwd) + 1:] if cwd else directory
+    return f"cd {child.split('/')[0]}"
+
+
 @functools.lru_cache(maxsize=None)
 def _widest_directory(tree: DirectoryTree) -> tuple[int, str]:
     """(the most commands a directory of ``tree`` lists, that directory): ``cd ..`` below the root, a ``cd``
@@ -409,12 +419,11 @@ class AutoExplore(TextEnv):
         answer_dir = posixpath.dirname(target)
         name = posixpath.basename(target)
         where = self._display(answer_dir)
-        if not _is_within(answer_dir, episode.cwd):
-            return target, "cd ..", f"the answer is in {where}, which is not below {self._display(episode.cwd)}"
-        if answer_dir != episode.cwd:
-            child = answer_dir[len(episode.cwd) + 1:] if episode.cwd else answer_dir
-            step = child.split("/")[0]
-            return target, f"cd {step}", f"the answer is in {where}, reached through {step}"
+        move = _toward(episode.cwd, answer_dir)
+        if move == "cd ..":
+            return target, move, f"the answer is in {where}, which is not below {self._display(episode.cwd)}"
+        if move is not None:
+            return target, move, f"the answer is in {where}, reached through {move[3:]}"
         if target not in episode.read:
             return target, f"cat {name}", f"{name} in this directory answers the question; reading it confirms that"
         return target, f"id {name}", f"{name} has been read and answers the question"
@@ -474,7 +483,8 @@ class AutoExplore(TextEnv):
         here = self._listing(episode, episode.cwd)
         if episode.showed:
             found = min(episode.showed, key=lambda p: (not _is_within(posixpath.dirname(p), episode.cwd), p))
-            return {"command": self._walk_to(episode, found), "reason": "found", "file": found,
+            command = _toward(episode.cwd, posixpath.dirname(found)) or f"id {posixpath.basename(found)}"
+            return {"command": command, "reason": "found", "file": found,
                     "where": self._display(posixpath.dirname(found))}
         subdirs = [f"cd {d}" for d in here.dirs if _join(episode.cwd, d) not in episode.visited]
         if task.kind == "name":
@@ -497,16 +507,6 @@ class AutoExplore(TextEnv):
         if episode.cwd:
             return {"command": "cd ..", "reason": "back"}
         return None
-
-    def _walk_to(self, episode: _Episode, path: str) -> str:
-        """The next command of the shortest walk to identifying ``path``, a file already read."""
-        directory = posixpath.dirname(path)
-        if not _is_within(directory, episode.cwd):
-            return "cd .."
-        if directory != episode.cwd:
-            child = directory[len(episode.cwd) + 1:] if episode.cwd else directory
-            return f"cd {child.split('/')[0]}"
-        return f"id {posixpath.basename(path)}"
 
     def _oracle_facts(self, episode: _Episode) -> dict[str, Any]:
         """Privileged facts for the oracle teacher (never shown to the policy)."""

@@ -44,13 +44,17 @@ def words(text: str) -> dict[str, str]:
 
 
 def shared_words(name: str, topic: str) -> tuple[list[str], list[str]]:
-    """The words of the entry ``name`` (extension dropped) that the question's ``topic`` shares: (whole, by prefix)."""
+    """The question's words that the entry ``name`` (extension dropped) shares, as the question writes them:
+    (whole words, words sharing a prefix), one per word of the name."""
     mine = words(posixpath.splitext(name)[0])
     theirs = words(topic)
-    whole = [word for stem, word in mine.items() if stem in theirs]
-    partial = [word for stem, word in mine.items() if stem not in theirs and len(stem) >= _MIN_PREFIX
-               and any(len(other) >= _MIN_PREFIX and (other.startswith(stem) or stem.startswith(other))
-                       for other in theirs)]
+    whole = [theirs[stem] for stem in mine if stem in theirs]
+    partial = []
+    for stem in mine:
+        if stem not in theirs and len(stem) >= _MIN_PREFIX:
+            other = next((o for o in theirs if len(o) >= _MIN_PREFIX and (o.startswith(stem) or stem.startswith(o))), None)
+            if other is not None:
+                partial.append(theirs[other])
     return whole, partial
 
 
