@@ -331,14 +331,14 @@ class AutoExplore(TextEnv):
     def oracle_action(self) -> int:
         """The expert's next move: with ``"shortest"``, up out of a wrong branch, down to the target's
         directory, cat, id; with ``"search"``, see the class docstring."""
-        episode = self._running()
-        return self.observation.actions.index(self._expert_move(episode)["command"])
+        self._running()
+        return self.observation.actions.index(self._expert_move()["command"])
 
     def good_actions(self) -> list[int]:
         """The expert's move and, for the search expert, every candidate it ranks level with it
         (two unread files sharing no word with the question are equally worth reading)."""
-        episode = self._running()
-        move = self._expert_move(episode)
+        self._running()
+        move = self._expert_move()
         actions = self.observation.actions
         return sorted({actions.index(move["command"])} | {actions.index(c) for c in move.get("tied", ())})
 
@@ -462,14 +462,10 @@ class AutoExplore(TextEnv):
             return shows_topic(shown, task.topic)
         return task.kind != "name" and path in task.targets
 
-    def _expert_move(self, episode: _Episode) -> dict[str, Any]:
-        """The expert's next command and why: ``{"command", "reason", ...}`` (see ``_search_move``)."""
-        if self.expert == "search":
-            move = self._search_move(episode)
-            if move is not None:
-                return move
-        _, command, reason = self._oracle_plan(episode)
-        return {"command": command, "reason": "shortest", "why": reason}
+    def _expert_move(self) -> dict[str, Any]:
+        """The expert's next command and why, as the current observation's facts hold it
+        (``{"command", "reason", ...}``, see ``_search_move``): worked out once per step."""
+        return self.observation.info["oracle"]["move"]
 
     def _search_move(self, episode: _Episode) -> dict[str, Any] | None:
         """The search expert's move, or None when nothing is left to search (the shortest path takes over).
@@ -497,13 +493,11 @@ class AutoExplore(TextEnv):
             reads = [f"cat {f}" for f in here.files if _join(episode.cwd, f) not in episode.read]
             candidates = reads + subdirs
             if candidates:
-                def rank(command: str) -> tuple[float, bool]:
-                    return relevance(command.split(" ", 1)[1], task.topic), command.startswith("cat ")
-
-                best = max(candidates, key=lambda c: (rank(c), -candidates.index(c)))
+                rank = {c: (relevance(c.split(" ", 1)[1], task.topic), c.startswith("cat ")) for c in candidates}
+                best = max(candidates, key=lambda c: (rank[c], -candidates.index(c)))
                 whole, partial = shared_words(best.split(" ", 1)[1], task.topic)
                 return {"command": best, "reason": "read" if best.startswith("cat ") else "enter",
-                        "shared": whole + partial, "tied": [c for c in candidates if c != best and rank(c) == rank(best)]}
+                        "shared": whole + partial, "tied": [c for c in candidates if c != best and rank[c] == rank[best]]}
         if episode.cwd:
             return {"command": "cd ..", "reason": "back"}
         return None
@@ -513,7 +507,10 @@ class AutoExplore(TextEnv):
         target, next_action, reason = self._oracle_plan(episode)
         answer_dir = posixpath.dirname(target)
         last = episode.history[-1] if episode.history else None
-        move = None if episode.done else self._expert_move(episode)
+        move = None
+        if not episode.done:
+            move = self._search_move(episode) if self.expert == "search" else None
+            move = move or {"command": next_action, "reason": "shortest", "why": reason}
         return {
             "expert": self.expert,
             "move": move,

@@ -233,16 +233,20 @@ def reflect(
     return " ".join(sentences)
 
 
-def _explain_mistake(facts: dict[str, Any], last: str, fields: dict[str, str], rng: random.Random) -> str:
-    """Why the command ``last`` (the one that led to this state) was wrong, judged from where it led."""
+def _last_command(facts: dict[str, Any], last: str) -> tuple[str, str]:
+    """``(kind, argument)`` of ``last``, the command that led to this state (``("invalid", "")`` for a reply
+    that named none); a history that does not end with the env's last command is refused."""
     if last != facts["last_action"]:
         raise ValueError(f"autoexplore teacher: history[-1] is {last!r} but the state came from "
                          f"{facts['last_action']!r}")
-    kind, arg = "invalid", ""
-    if not last.endswith("(invalid)"):
-        kind, arg = _split_command(last)
-        if kind == "down" and facts["on_path"] or kind == "cat" and facts["last_read_is_target"] or kind == "id":
-            kind = "other"
+    return ("invalid", "") if last.endswith("(invalid)") else _split_command(last)
+
+
+def _explain_mistake(facts: dict[str, Any], last: str, fields: dict[str, str], rng: random.Random) -> str:
+    """Why the command ``last`` (the one that led to this state) was wrong, judged from where it led."""
+    kind, arg = _last_command(facts, last)
+    if kind == "down" and facts["on_path"] or kind == "cat" and facts["last_read_is_target"] or kind == "id":
+        kind = "other"
     return rng.choice(_WRONG[kind]).format(arg=arg, **fields)
 
 
@@ -262,10 +266,7 @@ def _reflect_search(
     last = history[-1] if history else None
     read_last = last is not None and last.startswith("cat ") and facts["last_read"] is not None
     if was_last_action_wrong and not (read_last and facts["last_read_shows"]):
-        if last != facts["last_action"]:
-            raise ValueError(f"autoexplore teacher: history[-1] is {last!r} but the state came from "
-                             f"{facts['last_action']!r}")
-        kind, arg = ("invalid", "") if last.endswith("(invalid)") else _split_command(last)
+        kind, arg = _last_command(facts, last)
         templates = _WRONG["invalid"] if kind == "invalid" else _SEARCH_WRONG.get(kind, _WRONG["other"])
         sentences.append(rng.choice(templates).format(arg=arg, **fields))
     if read_last and facts["kind"] != "name":
