@@ -12,8 +12,11 @@ from multiprocessing.context import SpawnProcess
 
 import pytest
 
+from reflectrl.agent.reflector import Reflector
 from reflectrl.config import RunConfig, from_dict
-from reflectrl.pipeline import reflector_sft, run_pipeline, share_arms, step_base, step_data
+from reflectrl.data.sft_sets import read_set, task_fold
+from reflectrl.errors import UserError
+from reflectrl.pipeline import REFLECTION_BATCH, reflector_sft, run_pipeline, share_arms, step_base, step_data
 
 from rl_fixtures import TINY, write_recipe
 
@@ -141,6 +144,43 @@ def test_step_by_step_sft_starts_where_run_does_and_a_changed_recipe_is_not_reus
     changed = subprocess.run(command + ["--set", "sft.lr=0.01"], capture_output=True, text=True, timeout=600)
     assert changed.returncode == 2
     assert "changed: sft.lr" in changed.stderr and str(run / "policy") in changed.stderr
+
+
+def test_the_policy_can_learn_from_reflections_of_a_reflector_that_never_trained_on_the_task(tmp_path):
+    """``sft.reflections: reflector``: each training state's reflection is what the reflector trained
+    without that state's fold of tasks writes, greedy, as RL and evaluation read; the teacher's stays beside."""
+    values = tiny_recipe(tmp_path, jobs=2, threads=1, sft={"max_steps": 3, "batch_size": 16, "max_length": 512,
+                                                           "reflections": "reflector"})
+    recipe = write_recipe(tmp_path / "recipe.yaml", values)
+    cli = [sys.executable, "-m", "reflectrl.cli"]
+    done = subprocess.run(cli + ["run", "--config", str(recipe)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "tiny-run"
+    assert json.loads((run / "eval.json").read_text())["reflect_rl"]["episodes"] == 8
+    teacher_rows = read_set(run / "data", "train", "policy")
+    rows = read_set(run / "reflections", "train", "policy")
+    assert [row["state"] for row in rows] == [row["state"] for row in teacher_rows]
+    assert [row["teacher_reflection"] for row in rows] == [row["reflection"] for row in teacher_rows]
+    assert all(row["prompt"].count(row["reflection"]) == 1 for row in rows if row["reflection"])
+    assert len(read_set(run / "reflections", "val", "policy")) == len(read_set(run / "data", "val", "policy"))
+    for fold in (0, 1):
+        in_fold = [row for row in rows if task_fold(row) == fold]
+        assert in_fold and len(in_fold) < len(rows)
+        trained_on = json.loads((run / f"reflector_fold{fold}" / "sft_metrics.json").read_text())["rows"]
+        assert trained_on == sum(task_fold(row) != fold for row in read_set(run / "data", "train", "reflection"))
+        writer = Reflector.from_pretrained(run / f"reflector_fold{fold}", max_new_tokens=8, max_length=512)
+        batch = in_fold[:REFLECTION_BATCH]
+        assert [text or "" for text in writer.reflect([row["state"] for row in batch])] == \
+            [row["reflection"] for row in batch]
+    fingerprint = json.loads((run / "policy" / "fingerprint.json").read_text())
+    assert fingerprint["parts"]["data"] == json.loads((run / "reflections" / "fingerprint.json").read_text())["hash"]
+
+    # the teacher's reflections are another policy: the folder made from the reflector's is not reused
+    teacher = subprocess.run(cli + ["sft", "--config", str(recipe), "--set-name", "policy", "--set",
+                                    "sft.reflections=teacher"], capture_output=True, text=True, timeout=600)
+    assert teacher.returncode == 2 and "changed: data" in teacher.stderr
+    with pytest.raises(UserError, match="basic arms only"):
+        from_dict(RunConfig, {**values, "ablations": "full"})
 
 
 def test_a_run_that_scores_actions_by_text_and_a_switch_of_scoring_is_not_reused(tmp_path):

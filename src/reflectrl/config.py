@@ -145,6 +145,11 @@ class SFTConfig(ReflectorSFTConfig):
 
     #: shuffle which id names which action in policy examples
     shuffle_ids: StrictBool = True
+    #: the reflections the policy that reads them learns from: "teacher" (the teacher's, always right:
+    #: the policy learns to do what they say) or "reflector" (what the SFT'd reflector writes for each
+    #: state, greedy, by a reflector that never trained on that task: the policy meets the mistakes of
+    #: the reflector it will read, and learns when to follow it)
+    reflections: Literal["teacher", "reflector"] = "teacher"
 
 
 @dataclass
@@ -282,6 +287,11 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     #: "basic": the paper's main arms; "full": also without negatives and RL without SFT
     ablations: Literal["basic", "full"] = "basic"
+
+    def __post_init__(self) -> None:
+        if self.sft.reflections == "reflector" and self.ablations == "full":
+            raise ValueError("sft.reflections: reflector is for the basic arms only: the ablation without "
+                             "negative examples would need reflectors trained without them on each fold")
 
     @property
     def run_dir(self) -> Path:

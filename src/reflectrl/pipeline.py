@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from reflectrl.agent.models import (
     ModelSpec,
@@ -47,7 +48,16 @@ from reflectrl.agent.models import (
 from reflectrl.agent.policy import usable_action_ids
 from reflectrl.config import RunConfig, SFTConfig, redacted_dict, save_config
 from reflectrl.cpu import cpu_model
-from reflectrl.data.sft_sets import build_sets, check_sets, read_set, write_sets
+from reflectrl.agent.reflector import Reflector
+from reflectrl.data.sft_sets import (
+    REFLECTION_FOLDS,
+    build_sets,
+    check_sets,
+    read_set,
+    task_fold,
+    with_reflections,
+    write_sets,
+)
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.action_parser import ACTION_IDS
 from reflectrl.envs.base import check_action_limit
@@ -87,6 +97,8 @@ POLICY_SETS = {
     "policy_noreflect": ("reflector", "policy_noreflect"),
     "policy_pos": ("reflector_noneg", "policy_noneg"),
 }
+#: states a reflector reads at once when it writes the policy's reflections (``step_reflections``)
+REFLECTION_BATCH = 8
 
 
 class StaleOutputError(UserError):
@@ -283,26 +295,39 @@ def player_settings(config: RunConfig, kind: str) -> tuple[ModelSpec, SFTConfig]
     return config.model, config.sft
 
 
-def sft_fingerprint(config: RunConfig, kind: str, start: Path) -> dict[str, Any]:
+def sft_fingerprint(config: RunConfig, kind: str, start: Path, data_dir: Path,
+                    leave_out: int | None = None) -> dict[str, Any]:
     spec, sft = player_settings(config, kind)
-    parts = {"seed": config.seed, "model": asdict(spec), "sft": asdict(sft), "start": _hash_of(start),
-             "data": data_fingerprint(config)["hash"]}
+    settings = asdict(sft)
+    settings.pop("reflections", None)  # which reflections the policy reads is in the hash of the data it reads
+    parts = {"seed": config.seed, "model": asdict(spec), "sft": settings, "start": _hash_of(start),
+             "data": _hash_of(data_dir)}
     if kind == "policy":
         parts["action_scoring"] = config.action_scoring
     else:
         parts["reflection_tokens"] = config.reflection_tokens
+    if leave_out is not None:
+        parts["leave_out_fold"] = leave_out
     return fingerprint(parts)
 
 
-def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: Path, kind: str) -> Path:
-    """SFT of one model on one set, starting from ``base``; the output appears only when it is complete."""
+def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: Path, kind: str,
+             leave_out: int | None = None) -> Path:
+    """SFT of one model on one set, starting from ``base`` (on the training tasks outside fold ``leave_out``
+    when given); the output appears only when it is complete."""
     with step_lock(out):
-        print_ = sft_fingerprint(config, kind, base)
+        print_ = sft_fingerprint(config, kind, base, data_dir, leave_out)
         if is_done(out, "sft_metrics.json", print_):
             reused_step(config, f"sft {out.name}")
             return out
         spec, sft_config = player_settings(config, kind)
         train_rows = read_set(data_dir, "train", set_name)
+        if leave_out is not None:
+            train_rows = [row for row in train_rows if task_fold(row) != leave_out]
+            if not train_rows:
+                raise UserError(f"every training row of {data_dir} falls in fold {leave_out} (its rows name "
+                                f"too few tasks), so no reflector can learn without them; make more teacher "
+                                f"episodes (data.episodes) or use sft.reflections: teacher")
         with timed_step(config, f"sft {out.name}"), atomic_directory(out) as tmp:
             model, tokenizer = load_model(ModelSpec(**{**spec.__dict__, "name": str(base)}))
             if kind == "reflection":
@@ -316,7 +341,7 @@ def step_sft(config: RunConfig, base: Path, data_dir: Path, set_name: str, out: 
             )
             del model  # before timed_step hands the freed memory back
             write_json_atomic(tmp / FINGERPRINT_FILE, print_)
-            write_json_atomic(tmp / "sft_metrics.json", {**metrics, "init": str(base)})
+            write_json_atomic(tmp / "sft_metrics.json", {**metrics, "init": str(base), "rows": len(train_rows)})
         log.info("sft %s: %s", set_name, metrics)
         return out
 
@@ -348,6 +373,8 @@ def policy_sft(config: RunConfig, set_name: str) -> Path:
         start = step_sft(config, reflector_base, data, reflection_set, config.run_dir / reflector_dir, "reflection")
     else:
         start = policy_base
+    if set_name == "policy" and config.sft.reflections == "reflector":
+        data = step_reflections(config, data)
     return step_sft(config, start, data, set_name, config.run_dir / out, "policy")
 
 
@@ -357,6 +384,62 @@ def reflector_sft(config: RunConfig, negatives: bool = True) -> Path:
     if negatives:
         return step_sft(config, reflector_base, data, "reflection", config.run_dir / "reflector", "reflection")
     return step_sft(config, reflector_base, data, "reflection_pos", config.run_dir / "reflector_noneg", "reflection")
+
+
+def fold_reflector(config: RunConfig, fold: int) -> Path:
+    """The reflector trained on every training task but those of ``fold`` (``sft.reflections: reflector``)."""
+    data = step_data(config)
+    _, reflector_base = step_base(config, data)
+    return step_sft(config, reflector_base, data, "reflection", config.run_dir / f"reflector_fold{fold}",
+                    "reflection", leave_out=fold)
+
+
+def step_reflections(config: RunConfig, data_dir: Path) -> Path:
+    """The ``policy`` set with the reflector's own reflections: on a training state, the greedy reflection
+    of the reflector trained without that task's fold; on a validation state, the recipe's reflector's.
+
+    Taught by the teacher's reflections, which are always right, the policy learns to do what a reflection
+    says, and at test time follows the reflector into every mistake it makes (AutoExplore's SmolLM2 runs);
+    a reflector writing about a task it was trained on would be nearly as right as the teacher.
+    """
+    writers = [fold_reflector(config, fold) for fold in range(REFLECTION_FOLDS)] + [reflector_sft(config)]
+    out = config.run_dir / "reflections"
+    with step_lock(out):
+        print_ = fingerprint({"data": _hash_of(data_dir), "writers": [_hash_of(path) for path in writers],
+                              "dtype": config.reflector_spec.dtype, "reflection_tokens": config.reflection_tokens,
+                              "max_length": config.reflector_training.max_length})
+        if is_done(out, "done.json", print_):
+            check_sets(out)
+            reused_step(config, "reflections")
+            return out
+        train = read_set(data_dir, "train", "policy")
+        val = read_set(data_dir, "val", "policy")
+        with timed_step(config, "reflections"), atomic_directory(out) as tmp:
+            train_texts = [""] * len(train)
+            for fold in range(REFLECTION_FOLDS):
+                indices = [i for i, row in enumerate(train) if task_fold(row) == fold]
+                texts = _write_reflections(config, writers[fold], [train[i]["state"] for i in indices])
+                for index, text in zip(indices, texts):
+                    train_texts[index] = text
+            written = {"train": (train, train_texts),
+                       "val": (val, _write_reflections(config, writers[-1], [row["state"] for row in val]))}
+            for split, (rows, texts) in written.items():
+                write_sets({"policy": with_reflections(rows, texts)}, tmp / split)
+            write_json_atomic(tmp / FINGERPRINT_FILE, print_)
+            record_files(tmp)
+            write_json_atomic(tmp / "done.json", {"train": {"policy": len(train)}, "val": {"policy": len(val)}})
+        return out
+
+
+def _write_reflections(config: RunConfig, writer: Path, states: list[str]) -> list[str]:
+    """The greedy reflections of the reflector in ``writer`` on ``states``, read as RL and evaluation read."""
+    reflector = Reflector.from_pretrained(writer, dtype=config.reflector_spec.dtype, device=default_device(),
+                                          max_new_tokens=config.reflection_tokens,
+                                          max_length=config.reflector_training.max_length)
+    texts: list[str] = []
+    for start in tqdm(range(0, len(states), REFLECTION_BATCH), desc=f"reflections by {writer.name}", leave=False):
+        texts += [text or "" for text in reflector.reflect(states[start:start + REFLECTION_BATCH])]
+    return texts
 
 
 def rl_fingerprint(config: RunConfig, policy: Path, reflector: Path | None) -> dict[str, Any]:
@@ -533,10 +616,13 @@ def share_arms(config: RunConfig, names: list[str]) -> None:
 def _second_process(config: RunConfig, arms: list[str]) -> None:
     quiet_transformers()  # as the CLI does in the first process
     if config.policy_init == "base":
-        # the policy that reads reflections needs no reflector to learn from the teacher's: made here
-        # while the first process trains the reflector
+        # made here while the first process trains the reflector: the policy that reads reflections when
+        # it learns from the teacher's, else one of the reflectors that write its own
         set_threads(config)
-        policy_sft(config, "policy")
+        if config.sft.reflections == "teacher":
+            policy_sft(config, "policy")
+        else:
+            fold_reflector(config, REFLECTION_FOLDS - 1)
     share_arms(config, arms)
 
 

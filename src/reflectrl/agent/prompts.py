@@ -71,7 +71,7 @@ _TASK_LINE = re.compile(r"^\s*(task:|your task is)", re.IGNORECASE)
 _CUT_MARKER = re.compile(r"^\[\.\.\. (\d+) more lines cut to fit\]$")
 
 
-def _split_head(state_text: str) -> tuple[str, list[str]]:
+def split_head(state_text: str) -> tuple[str, list[str]]:
     """(the protected head, the other lines): the head ends with the line stating the task."""
     lines = state_text.split("\n")
     end = next((i for i, line in enumerate(lines) if _TASK_LINE.match(line)), 0)
@@ -99,7 +99,7 @@ def fit_state(state_text: str, fits: Callable[[str], bool]) -> str:
     """The state, shortened in the documented order until ``fits(state)``; the head always stays (it may not fit)."""
     if fits(state_text):
         return state_text
-    head, lines = _split_head(state_text)
+    head, lines = split_head(state_text)
 
     def joined(body: list[str]) -> str:
         return "\n".join([head, *body])

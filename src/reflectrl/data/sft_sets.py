@@ -9,26 +9,33 @@ Five sets come from one list of teacher examples:
   (the "without negative examples" ablation)
 
 Policy rows keep ``state``, ``actions``, ``reflection`` and ``action`` so SFT can
-re-render them with shuffled ids.
+re-render them with shuffled ids. ``with_reflections`` gives the ``policy`` set
+other reflections (``sft.reflections: reflector``: the reflector's own, each
+written by one trained on the other fold of tasks, ``task_fold``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from reflectrl.agent.prompts import policy_prompt, reflection_prompt
+from reflectrl.agent.prompts import policy_prompt, reflection_prompt, split_head
 from reflectrl.data.trajectories import Example
 from reflectrl.envs.action_parser import action_ids
 from reflectrl.errors import UserError
 from reflectrl.run_files import check_files, read_json, write_jsonl_atomic
 
 SET_NAMES = ("reflection", "policy", "policy_noreflect", "reflection_pos", "policy_pos")
+#: the training tasks are split in this many folds; a state's reflection for the policy is written by a
+#: reflector trained on the other folds
+REFLECTION_FOLDS = 2
 
 
 def reflection_row(example: Example) -> dict[str, Any]:
-    return {"prompt": reflection_prompt(example.state), "completion": example.reflection, "negative": example.negative}
+    return {"prompt": reflection_prompt(example.state), "completion": example.reflection, "negative": example.negative,
+            "task": example.task}
 
 
 def policy_row(example: Example, with_reflection: bool) -> dict[str, Any]:
@@ -41,7 +48,23 @@ def policy_row(example: Example, with_reflection: bool) -> dict[str, Any]:
         "reflection": reflection,
         "action": example.action,
         "negative": example.negative,
+        "task": example.task,
     }
+
+
+def task_fold(row: dict[str, Any], folds: int = REFLECTION_FOLDS) -> int:
+    """The fold of the task a row is about (``sft.reflections: reflector``): a hash of its ``task``; in a
+    set written without one, of its state's head (the lines up to the one stating the task)."""
+    key = row.get("task") or split_head(row.get("state") or row["prompt"])[0]
+    return int(hashlib.sha256(str(key).encode()).hexdigest(), 16) % folds
+
+
+def with_reflections(rows: list[dict[str, Any]], reflections: list[str]) -> list[dict[str, Any]]:
+    """Policy rows reading other reflections; the teacher's stays beside each (``teacher_reflection``)."""
+    if len(rows) != len(reflections):
+        raise ValueError(f"{len(reflections)} reflections for {len(rows)} rows")
+    return [{**row, "prompt": policy_prompt(row["state"], row["actions"], text), "reflection": text,
+             "teacher_reflection": row["reflection"]} for row, text in zip(rows, reflections)]
 
 
 def build_sets(examples: Iterable[Example]) -> dict[str, list[dict[str, Any]]]:
