@@ -46,9 +46,9 @@ from reflectrl.agent.models import (
     save_model,
 )
 from reflectrl.agent.policy import usable_action_ids
+from reflectrl.agent.reflector import Reflector
 from reflectrl.config import RunConfig, SFTConfig, redacted_dict, save_config
 from reflectrl.cpu import cpu_model
-from reflectrl.agent.reflector import Reflector
 from reflectrl.data.sft_sets import (
     REFLECTION_FOLDS,
     build_sets,
