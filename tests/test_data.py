@@ -5,7 +5,7 @@ import random
 import pytest
 
 from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER
-from reflectrl.data.sft_sets import SET_NAMES, build_sets, read_jsonl, write_sets
+from reflectrl.data.sft_sets import SET_NAMES, build_sets, read_jsonl, task_fold, write_sets
 from reflectrl.data.trajectories import generate_examples, negative_example, teacher_episode
 from reflectrl.envs.registry import make_env
 from reflectrl.teachers.oracle import OracleTeacher
@@ -93,6 +93,22 @@ def test_sft_sets(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "a", "completion": "b"}\n{oops\n')
     with pytest.raises(ValueError, match="bad.jsonl:2"):
         read_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_every_row_of_a_task_falls_in_one_fold():
+    """Rows name their task; rows of sets written without one are folded by the lines up to the task line."""
+    env = make_env("taxi", stage="dropoff")
+    sets = build_sets(generate_examples(env, OracleTeacher("taxi", 0), env.tasks("train"), 12, 0.3, 1, seed=0))
+    by_task: dict[str, set[int]] = {}
+    for name in ("reflection", "policy"):
+        for row in sets[name]:
+            by_task.setdefault(row["task"], set()).add(task_fold(row))
+    assert len(by_task) == 12 and all(len(folds) == 1 for folds in by_task.values())
+    assert {fold for folds in by_task.values() for fold in folds} == {0, 1}
+    question = "Task: Find the file named cyaml.py.\nCurrent working directory: {}\nFiles under it:\n{}"
+    states = [question.format(cwd, files) for cwd, files in (("yaml", "a.py"), (".", "yaml"), ("yaml", "b.py"))]
+    assert len({task_fold({"state": state}) for state in states}) == 1
+    assert task_fold({"prompt": states[0] + "\n # Analyze:\n"}) == task_fold({"state": states[1]})
 
 
 def _steps_to_goal(env, task, prefix: list[int]) -> int:
