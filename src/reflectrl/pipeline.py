@@ -46,7 +46,6 @@ from reflectrl.agent.models import (
     save_model,
 )
 from reflectrl.agent.policy import usable_action_ids
-from reflectrl.agent.reflector import Reflector
 from reflectrl.config import RunConfig, SFTConfig, redacted_dict, save_config
 from reflectrl.cpu import cpu_model
 from reflectrl.data.sft_sets import (
@@ -82,7 +81,7 @@ from reflectrl.run_files import (
     write_text_atomic,
 )
 from reflectrl.teachers.base import Teacher
-from reflectrl.train.rl import train_rl
+from reflectrl.train.rl import recipe_reflector, train_rl
 from reflectrl.train.sft import train_sft
 
 log = logging.getLogger("reflectrl")
@@ -225,7 +224,7 @@ def _make_data(config: RunConfig, data_dir: Path, print_: dict[str, Any]) -> Pat
     teacher = make_teacher(config)
     levels = _data_levels(config)
     total_weight = sum(weight for _, weight in levels)
-    counts = {}
+    splits = {}
     with atomic_directory(data_dir) as tmp:
         for split, episodes in (("train", config.data.episodes),
                                 ("val", max(1, int(config.data.episodes * config.data.val_fraction)))):
@@ -238,13 +237,20 @@ def _make_data(config: RunConfig, data_dir: Path, print_: dict[str, Any]) -> Pat
                     config.data.negatives_per_episode,
                     seed=config.seed * 7919 + index + (0 if split == "train" else 10_000),
                 ))
-            sets = build_sets(examples)
-            write_sets(sets, tmp / split)
-            counts[split] = {name: len(rows) for name, rows in sets.items()}
-        write_json_atomic(tmp / FINGERPRINT_FILE, print_)
-        record_files(tmp)
-        write_json_atomic(tmp / "done.json", counts)
+            splits[split] = build_sets(examples)
+        write_set_folder(tmp, splits, print_)
     return data_dir
+
+
+def write_set_folder(tmp: Path, splits: dict[str, dict[str, list[dict[str, Any]]]], print_: dict[str, Any]) -> None:
+    """SFT sets per split as a folder ``read_set`` takes: the sets, the fingerprint, every file's size and
+    hash, and last the row counts (``done.json``, the marker that the folder is whole)."""
+    for split, sets in splits.items():
+        write_sets(sets, tmp / split)
+    write_json_atomic(tmp / FINGERPRINT_FILE, print_)
+    record_files(tmp)
+    write_json_atomic(tmp / "done.json", {split: {name: len(rows) for name, rows in sets.items()}
+                                          for split, sets in splits.items()})
 
 
 def player_seed(run_seed: int, player: str) -> int:
@@ -421,21 +427,15 @@ def step_reflections(config: RunConfig, data_dir: Path) -> Path:
                 texts = _write_reflections(config, writers[fold], [train[i]["state"] for i in indices])
                 for index, text in zip(indices, texts):
                     train_texts[index] = text
-            written = {"train": (train, train_texts),
-                       "val": (val, _write_reflections(config, writers[-1], [row["state"] for row in val]))}
-            for split, (rows, texts) in written.items():
-                write_sets({"policy": with_reflections(rows, texts)}, tmp / split)
-            write_json_atomic(tmp / FINGERPRINT_FILE, print_)
-            record_files(tmp)
-            write_json_atomic(tmp / "done.json", {"train": {"policy": len(train)}, "val": {"policy": len(val)}})
+            val_texts = _write_reflections(config, writers[-1], [row["state"] for row in val])
+            write_set_folder(tmp, {"train": {"policy": with_reflections(train, train_texts)},
+                                   "val": {"policy": with_reflections(val, val_texts)}}, print_)
         return out
 
 
 def _write_reflections(config: RunConfig, writer: Path, states: list[str]) -> list[str]:
     """The greedy reflections of the reflector in ``writer`` on ``states``, read as RL and evaluation read."""
-    reflector = Reflector.from_pretrained(writer, dtype=config.reflector_spec.dtype, device=default_device(),
-                                          max_new_tokens=config.reflection_tokens,
-                                          max_length=config.reflector_training.max_length)
+    reflector = recipe_reflector(config, writer, default_device())
     texts: list[str] = []
     for start in tqdm(range(0, len(states), REFLECTION_BATCH), desc=f"reflections by {writer.name}", leave=False):
         texts += [text or "" for text in reflector.reflect(states[start:start + REFLECTION_BATCH])]

@@ -409,12 +409,9 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
                           scoring=config.action_scoring)
     reflector = None
     if reflector_path is not None:
-        reflector = Reflector.from_pretrained(reflector_path, dtype=config.reflector_spec.dtype,
-                                              max_new_tokens=config.reflection_tokens,
-                                              max_length=config.reflector_training.max_length,
-                                              probability=config.reflection_probability,
-                                              temperature=config.reflection_temperature, seed=config.seed,
-                                              device=accelerator.device)
+        reflector = recipe_reflector(config, reflector_path, accelerator.device,
+                                     probability=config.reflection_probability,
+                                     temperature=config.reflection_temperature, seed=config.seed)
     reference = None
     if rl.kl_coef and isinstance(model, PeftModel):
         reference = AdapterReference(policy, policy_path)
@@ -600,6 +597,15 @@ def load_checkpoint(run: RLRun, path: Path) -> None:
 # ----------------------------------------------------------------------------- the loop
 def iteration_seed(seed: int, iteration: int, rank: int) -> int:
     return (seed * 1_000_003 + iteration) * 101 + rank
+
+
+def recipe_reflector(config: RunConfig, path: str | Path, device: torch.device | str, **kwargs: Any) -> Reflector:
+    """The reflector in ``path`` with the recipe's dtype, reflection length and prompt budget, so that every
+    step that reads it (RL, the policy's reflections) reads what its SFT trained on; ``kwargs`` as for
+    ``Reflector`` (sampling)."""
+    return Reflector.from_pretrained(path, dtype=config.reflector_spec.dtype, device=device,
+                                     max_new_tokens=config.reflection_tokens,
+                                     max_length=config.reflector_training.max_length, **kwargs)
 
 
 def train_rl(
