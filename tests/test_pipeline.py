@@ -16,6 +16,7 @@ from reflectrl.agent.reflector import Reflector
 from reflectrl.config import RunConfig, from_dict
 from reflectrl.data.sft_sets import read_set, task_fold
 from reflectrl.errors import UserError
+from reflectrl.eval.report import ARM_TITLES
 from reflectrl.pipeline import REFLECTION_BATCH, reflector_sft, run_pipeline, share_arms, step_base, step_data
 
 from rl_fixtures import TINY, write_recipe
@@ -104,6 +105,23 @@ def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "reflectrl.cli", "show", str(run), "--arm", "nosuch"],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "evaluated arms: " in missing.stderr
+    # Reflect-RL against each arm task by task, in the report and from the CLI, counted from the episodes
+    assert "## Reflect-RL against each arm, task by task" in report
+    compared = subprocess.run([sys.executable, "-m", "reflectrl.cli", "compare", str(run)],
+                              capture_output=True, text=True)
+    assert compared.returncode == 0, compared.stderr
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in compared.stdout.splitlines()
+            if line.startswith("| ") and "tasks" not in line}
+    wins = {arm: {json.dumps([r["level"], r["task"]]) for r in episodes_of(run / "eval" / arm / "episodes.jsonl")
+                  if r["success"]} for arm in results}
+    assert set(rows) == {ARM_TITLES[arm] for arm in results if arm != "reflect_rl"}
+    for arm in results:
+        if arm != "reflect_rl":
+            _, tasks, both, only_a, only_b, neither, *_ = rows[ARM_TITLES[arm]]
+            assert int(tasks) == int(both) + int(only_a) + int(only_b) + int(neither) == 8
+            assert (int(both), int(only_a), int(only_b)) == (len(wins["reflect_rl"] & wins[arm]),
+                                                           len(wins["reflect_rl"] - wins[arm]),
+                                                           len(wins[arm] - wins["reflect_rl"]))
 
     # each step once, though the second process finds data and base models done and the first its arms
     steps = json.loads((run / "run.json").read_text())["steps"]

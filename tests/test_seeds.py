@@ -90,6 +90,18 @@ def test_run_with_seeds_runs_each_seed_apart_and_writes_the_summary(tmp_path):
     assert set(summary["arms"]) == {"random", "oracle", "sft", "sft_reflect", "sft_rl", "reflect_rl"}
     assert summary["arms"]["oracle"]["success"] == {"mean": 1.0, "std": 0.0, "per_seed": [1.0, 1.0]}
     assert "± " in (seeds / "summary.md").read_text() and "60%" not in done.stderr
+    # Reflect-RL against each arm task by task in each seed, counted from that seed's transcripts
+    paired = summary["paired_with_reflect_rl"]
+    assert set(paired) == {"random", "oracle", "sft", "sft_reflect", "sft_rl"}
+    for per_seed in paired.values():
+        for seed, mine in zip(("4", "5"), summary["arms"]["reflect_rl"]["success"]["per_seed"]):
+            counts = per_seed[seed]
+            assert counts["tasks"] == counts["both"] + counts["only_a"] + counts["only_b"] + counts["neither"] == 3
+            assert counts["both"] + counts["only_a"] == round(3 * mine)
+            low, high = counts["difference_ci"]
+            assert -1 <= low <= counts["difference"] <= high <= 1 and 0 < counts["p"] <= 1
+    assert paired["oracle"]["4"]["only_a"] == 0
+    assert "| Reflect-RL minus | seed 4 | seed 5 |" in (seeds / "summary.md").read_text()
     for seed in (4, 5):
         run = json.loads((seeds / f"seed-{seed}" / "run.json").read_text())
         assert run["seed"] == seed and run["wall_s"] > 0 and run["cpu"] and run["threads"] == 1

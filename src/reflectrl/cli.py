@@ -248,19 +248,29 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
-def _cmd_show(args: argparse.Namespace) -> int:
+def _evaluated_arms(name: str, arm: str) -> tuple[Path, list[str]]:
+    """The run directory ``name`` names (a path, or a name under runs/) and its evaluated arms, ``arm``
+    among them."""
     from reflectrl.errors import UserError
-    from reflectrl.eval.episodes import EPISODES_FILE, episodes_file, failure_breakdown, format_episode, read_episodes
+    from reflectrl.eval.episodes import EPISODES_FILE, episodes_file
 
-    run = Path(args.run)
-    if not run.is_dir() and (Path("runs") / args.run).is_dir():
-        run = Path("runs") / args.run
+    run = Path(name)
+    if not run.is_dir() and (Path("runs") / name).is_dir():
+        run = Path("runs") / name
     evaluated = sorted(p.name for p in (run / "eval").glob("*") if episodes_file(p) is not None)
     if not evaluated:
         raise UserError(f"{run} holds no evaluated arm (no eval/<arm>/{EPISODES_FILE}); name a run directory "
                         f"that `reflectrl run` has evaluated")
-    if args.arm not in evaluated:
-        raise UserError(f"--arm {args.arm}: {run} has no episodes of it; evaluated arms: {', '.join(evaluated)}")
+    if arm not in evaluated:
+        raise UserError(f"--arm {arm}: {run} has no episodes of it; evaluated arms: {', '.join(evaluated)}")
+    return run, evaluated
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from reflectrl.errors import UserError
+    from reflectrl.eval.episodes import episodes_file, failure_breakdown, format_episode, read_episodes
+
+    run, _ = _evaluated_arms(args.run, args.arm)
     path = episodes_file(run / "eval" / args.arm, sampled=args.sampled)
     if path is None:
         raise UserError(f"{run / 'eval' / args.arm} holds no sampled episodes: the recipe played no sampled "
@@ -279,6 +289,36 @@ def _cmd_show(args: argparse.Namespace) -> int:
     for number, record in numbered:
         print(f"\n=== episode {number} of {len(chosen)} ===")
         print(format_episode(record))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from reflectrl.eval.episodes import episodes_file, read_episodes
+    from reflectrl.eval.report import paired_table
+
+    if (args.run is None) == (not args.episodes):
+        raise UsageError("name a run directory, or the episodes to compare with --episodes ARM=FILE (not both)")
+    if args.run is not None:
+        run, evaluated = _evaluated_arms(args.run, args.arm)
+        paths = {arm: episodes_file(run / "eval" / arm, sampled=args.sampled) for arm in evaluated}
+        source = f"{run} ({'sampled' if args.sampled else 'greedy'} evaluation)"
+    else:
+        paths = {}
+        for pair in args.episodes:
+            arm, sep, path = pair.partition("=")
+            if not sep or not arm or not Path(path).is_file():
+                raise UsageError(f"--episodes expects ARM=FILE naming an episodes file (.jsonl or .jsonl.gz), "
+                                 f"got {pair!r}")
+            paths[arm] = Path(path)
+        if args.arm not in paths:
+            raise UsageError(f"--arm {args.arm}: not among the --episodes given ({', '.join(paths)})")
+        source = ", ".join(str(path) for path in paths.values())
+    episodes = {arm: read_episodes(path) for arm, path in paths.items() if path is not None}
+    table = paired_table(episodes, args.arm)
+    if table is None:
+        raise UsageError(f"no arm beside {args.arm} has episodes to pair with it in {source}")
+    print(f"{args.arm} against each arm on the same tasks: {source}\n")
+    print(table)
     return 0
 
 
@@ -367,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--episode", type=_positive_int, help="only the N-th of the episodes selected")
     show.add_argument("--sampled", action="store_true", help="the sampled evaluation's episodes, not the greedy one's")
     show.set_defaults(func=_cmd_show)
+
+    compare = sub.add_parser("compare", parents=[common],
+                             help="one evaluated arm against each other, task by task (paired interval and test)")
+    compare.add_argument("run", nargs="?", help="a run directory (runs/<name>), or its name under runs/")
+    compare.add_argument("--episodes", action="append", default=[], metavar="ARM=FILE",
+                         help="instead of a run: an arm's episodes file (as `reflectrl eval --out` writes them)")
+    compare.add_argument("--arm", default="reflect_rl", help="the arm the others are compared with (default: reflect_rl)")
+    compare.add_argument("--sampled", action="store_true", help="the sampled evaluation's episodes, not the greedy one's")
+    compare.set_defaults(func=_cmd_compare)
 
     run = sub.add_parser("run", parents=[common], help="the whole pipeline of a recipe: data, SFT, RL, eval, report")
     _config_args(run)

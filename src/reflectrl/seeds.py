@@ -5,7 +5,9 @@ sampling and evaluation all drawn from it) in ``runs/<name>/seeds/seed-<s>/``,
 resumable like any run. ``summary.json`` then gives, for every arm and level,
 the mean, the standard deviation over seeds and the per-seed values, and
 ``summary.md`` the same as a table: one seed's interval says nothing about how
-far another seed lands.
+far another seed lands. Beside it, Reflect-RL against every other arm task by
+task in each seed (``eval.paired``), since every arm of a seed plays the same
+tasks.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from reflectrl.config import RunConfig
+from reflectrl.errors import UserError
+from reflectrl.eval.episodes import episodes_file, read_episodes
+from reflectrl.eval.paired import compare, format_difference
 from reflectrl.eval.report import ARM_TITLES
 from reflectrl.run_files import write_json_atomic, write_text_atomic
 
@@ -63,17 +68,53 @@ def summary_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def paired_by_seed(run_dirs: dict[int, Path], arm: str = "reflect_rl") -> dict[str, dict[str, Any]]:
+    """Per other arm, per seed: ``arm`` against it task by task (``eval.paired.compare``), from each seed's
+    greedy transcripts; an arm some seed did not evaluate, or whose tasks differ from ``arm``'s, is left out."""
+    episodes = {}
+    for seed, run_dir in run_dirs.items():
+        found = {path.name: episodes_file(path) for path in sorted((run_dir / "eval").glob("*"))}
+        episodes[seed] = {name: read_episodes(path) for name, path in found.items() if path is not None}
+    paired: dict[str, dict[str, Any]] = {}
+    seeds = sorted(run_dirs)
+    others = [name for name in episodes[seeds[0]] if name != arm]
+    for other in others:
+        try:
+            paired[other] = {str(seed): compare(episodes[seed][arm], episodes[seed][other]) for seed in seeds}
+        except (KeyError, UserError):
+            continue
+    return paired
+
+
+def paired_table(paired: dict[str, dict[str, Any]], arm: str = "reflect_rl") -> str:
+    """Markdown: per other arm, ``arm`` minus it in each seed, with the paired interval and McNemar p."""
+    seeds = list(next(iter(paired.values())))
+    lines = [f"| {ARM_TITLES.get(arm, arm)} minus | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
+             "|" + "---|" * (1 + len(seeds))]
+    for other, per_seed in paired.items():
+        lines.append(f"| {ARM_TITLES.get(other, other)} | "
+                     + " | ".join(f"{format_difference(c)}, p {c['p']:.2g}" for c in per_seed.values()) + " |")
+    return "\n".join(lines)
+
+
 def write_summary(config: RunConfig, results: dict[int, dict[str, dict[str, Any]]], command: str) -> Path:
     """``summary.json`` and ``summary.md`` in ``runs/<name>/seeds/``."""
     out = config.run_dir / SEEDS_DIR
     summary = summarize_seeds(results)
-    write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "summary.md", "\n".join([
+    paired = paired_by_seed({seed: seed_config(config, seed).run_dir for seed in results})
+    summary["paired_with_reflect_rl"] = paired
+    body = [
         f"# {config.name}: {len(results)} seeds", "",
         f"`{command}`. Greedy success on held-out tasks; std is the sample standard deviation over seeds, "
         "in percentage points. Each seed's run (report, transcripts) is in `seed-<s>/`.", "",
         summary_table(summary), "",
-    ]))
+    ]
+    if paired:
+        body += ["Reflect-RL against each arm task by task, in each seed (every arm of a seed plays the same "
+                 "tasks): the difference in points with Newcombe's paired 95% interval, and the exact McNemar "
+                 "p-value.", "", paired_table(paired), ""]
+    write_json_atomic(out / "summary.json", summary)
+    write_text_atomic(out / "summary.md", "\n".join(body))
     return out / "summary.json"
 
 

@@ -10,7 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from reflectrl.errors import UserError  # noqa: E402
 from reflectrl.eval.episodes import BLAME, SUCCESS, failure_breakdown, format_episode, player_breakdown  # noqa: E402
+from reflectrl.eval.paired import compare, format_difference  # noqa: E402
 from reflectrl.run_files import read_jsonl_tolerant, write_text_atomic  # noqa: E402
 
 ARM_TITLES = {
@@ -164,6 +166,30 @@ def player_table(episodes: dict[str, list[dict[str, Any]]]) -> str | None:
     return "\n".join([head, "|" + "---|" * 11, *rows])
 
 
+def paired_table(episodes: dict[str, list[dict[str, Any]]], arm: str = "reflect_rl") -> str | None:
+    """Markdown: ``arm`` against every other arm on the tasks both played (see ``eval.paired``). None when
+    ``arm`` has no episodes or no other arm does."""
+    if not episodes.get(arm):
+        return None
+    title = ARM_TITLES.get(arm, arm)
+    rows = []
+    for other, records in episodes.items():
+        if other == arm or not records:
+            continue
+        try:
+            result = compare(episodes[arm], records)
+        except UserError as error:
+            rows.append(f"| {ARM_TITLES.get(other, other)} | not paired: {error} |" + " |" * 6)
+            continue
+        rows.append(f"| {ARM_TITLES.get(other, other)} | {result['tasks']} | {result['both']} | {result['only_a']} | "
+                    f"{result['only_b']} | {result['neither']} | {format_difference(result)} | {result['p']:.3g} |")
+    if not rows:
+        return None
+    head = (f"| against | tasks | both solved | only {title} | only the other | neither | "
+            f"{title} minus the other, points [95% CI] | exact McNemar p |")
+    return "\n".join([head, "|" + "---|" * 8, *rows])
+
+
 def failure_examples(episodes: dict[str, list[dict[str, Any]]], prefer: str = "reflect_rl") -> list[str]:
     """One short transcript for every way an episode failed: the shortest of its kind, from ``prefer``'s
     episodes when that arm failed this way, else from the first arm that did."""
@@ -227,4 +253,11 @@ def write_report(
                      "any equally short move) and the action the reflection names. A failed episode's first "
                      "step off the good actions is the reflector's when the policy took the bad action the "
                      "reflection named, the policy's when it left a good named action.", "", players, ""]
+        paired = paired_table(episodes)
+        if paired is not None:
+            body += ["## Reflect-RL against each arm, task by task (greedy)", "",
+                     "Every arm plays the same tasks, so two arms' results are pairs: the difference gets "
+                     "Newcombe's interval for paired proportions and the exact McNemar test, which can "
+                     "separate two arms whose own intervals overlap (`reflectrl compare <run>`).", "",
+                     paired, ""]
     return write_text_atomic(run_dir / "report.md", "\n".join(body) + "\n")
