@@ -86,7 +86,7 @@ def paired_by_seed(run_dirs: dict[int, Path], arm: str = "reflect_rl") -> dict[s
     return paired
 
 
-def paired_table(paired: dict[str, dict[str, Any]], arm: str = "reflect_rl") -> str:
+def paired_seeds_table(paired: dict[str, dict[str, Any]], arm: str = "reflect_rl") -> str:
     """Markdown: per other arm, ``arm`` minus it in each seed, with the paired interval and McNemar p."""
     seeds = list(next(iter(paired.values())))
     lines = [f"| {ARM_TITLES.get(arm, arm)} minus | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
@@ -112,7 +112,7 @@ def write_summary(config: RunConfig, results: dict[int, dict[str, dict[str, Any]
     if paired:
         body += ["Reflect-RL against each arm task by task, in each seed (every arm of a seed plays the same "
                  "tasks): the difference in points with Newcombe's paired 95% interval, and the exact McNemar "
-                 "p-value.", "", paired_table(paired), ""]
+                 "p-value.", "", paired_seeds_table(paired), ""]
     write_json_atomic(out / "summary.json", summary)
     write_text_atomic(out / "summary.md", "\n".join(body))
     return out / "summary.json"
