@@ -252,12 +252,12 @@ def _evaluated_arms(name: str, arm: str) -> tuple[Path, list[str]]:
     """The run directory ``name`` names (a path, or a name under runs/) and its evaluated arms, ``arm``
     among them."""
     from reflectrl.errors import UserError
-    from reflectrl.eval.episodes import EPISODES_FILE, episodes_file
+    from reflectrl.eval.episodes import EPISODES_FILE, evaluated_arms
 
     run = Path(name)
     if not run.is_dir() and (Path("runs") / name).is_dir():
         run = Path("runs") / name
-    evaluated = sorted(p.name for p in (run / "eval").glob("*") if episodes_file(p) is not None)
+    evaluated = list(evaluated_arms(run))
     if not evaluated:
         raise UserError(f"{run} holds no evaluated arm (no eval/<arm>/{EPISODES_FILE}); name a run directory "
                         f"that `reflectrl run` has evaluated")
@@ -293,14 +293,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from reflectrl.eval.episodes import episodes_file, read_episodes
+    from reflectrl.eval.episodes import evaluated_arms, read_episodes
     from reflectrl.eval.report import paired_table
 
     if (args.run is None) == (not args.episodes):
         raise UsageError("name a run directory, or the episodes to compare with --episodes ARM=FILE (not both)")
     if args.run is not None:
-        run, evaluated = _evaluated_arms(args.run, args.arm)
-        paths = {arm: episodes_file(run / "eval" / arm, sampled=args.sampled) for arm in evaluated}
+        run, _ = _evaluated_arms(args.run, args.arm)
+        paths = evaluated_arms(run, sampled=args.sampled)
         source = f"{run} ({'sampled' if args.sampled else 'greedy'} evaluation)"
     else:
         paths = {}
@@ -313,7 +313,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         if args.arm not in paths:
             raise UsageError(f"--arm {args.arm}: not among the --episodes given ({', '.join(paths)})")
         source = ", ".join(str(path) for path in paths.values())
-    episodes = {arm: read_episodes(path) for arm, path in paths.items() if path is not None}
+    episodes = {arm: read_episodes(path) for arm, path in paths.items()}
     table = paired_table(episodes, args.arm)
     if table is None:
         raise UsageError(f"no arm beside {args.arm} has episodes to pair with it in {source}")

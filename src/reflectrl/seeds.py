@@ -19,7 +19,7 @@ from typing import Any
 
 from reflectrl.config import RunConfig
 from reflectrl.errors import UserError
-from reflectrl.eval.episodes import episodes_file, read_episodes
+from reflectrl.eval.episodes import evaluated_arms, read_episodes
 from reflectrl.eval.paired import compare, format_difference
 from reflectrl.eval.report import ARM_TITLES
 from reflectrl.run_files import write_json_atomic, write_text_atomic
@@ -71,10 +71,8 @@ def summary_table(summary: dict[str, Any]) -> str:
 def paired_by_seed(run_dirs: dict[int, Path], arm: str = "reflect_rl") -> dict[str, dict[str, Any]]:
     """Per other arm, per seed: ``arm`` against it task by task (``eval.paired.compare``), from each seed's
     greedy transcripts; an arm some seed did not evaluate, or whose tasks differ from ``arm``'s, is left out."""
-    episodes = {}
-    for seed, run_dir in run_dirs.items():
-        found = {path.name: episodes_file(path) for path in sorted((run_dir / "eval").glob("*"))}
-        episodes[seed] = {name: read_episodes(path) for name, path in found.items() if path is not None}
+    episodes = {seed: {name: read_episodes(path) for name, path in evaluated_arms(run_dir).items()}
+                for seed, run_dir in run_dirs.items()}
     paired: dict[str, dict[str, Any]] = {}
     seeds = sorted(run_dirs)
     others = [name for name in episodes[seeds[0]] if name != arm]

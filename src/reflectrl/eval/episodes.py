@@ -89,6 +89,12 @@ def episodes_file(arm_dir: str | Path, sampled: bool = False) -> Path | None:
     return None
 
 
+def evaluated_arms(run_dir: str | Path, sampled: bool = False) -> dict[str, Path]:
+    """A run directory's evaluated arms, by name, each with its transcripts (``eval/<arm>/``)."""
+    found = {arm_dir.name: episodes_file(arm_dir, sampled) for arm_dir in sorted(Path(run_dir, "eval").glob("*"))}
+    return {arm: path for arm, path in found.items() if path is not None}
+
+
 def read_episodes(path: str | Path) -> list[dict[str, Any]]:
     """The records of an ``episodes.jsonl`` (or ``.jsonl.gz``); none when it does not exist."""
     path = Path(path)
