@@ -8,9 +8,11 @@ import sys
 
 import pytest
 import torch
+import yaml
 from rl_fixtures import TINY, write_recipe
 
 from reflectrl.agent.models import ModelSpec, load_model
+from reflectrl.cli import main
 from reflectrl.config import RunConfig, from_dict
 from reflectrl.pipeline import initial_spec, step_base, step_data
 from reflectrl.seeds import summarize_seeds, summary_table
@@ -60,15 +62,59 @@ def test_a_model_seed_in_the_recipe_is_used_as_given_whatever_the_run_seed(tmp_p
 
 def test_summary_has_mean_std_and_per_seed_values_of_every_arm_and_level():
     def result(success: float, pickup: float) -> dict:
-        return {"success": success, "levels": {"stage=pickup": {"success": pickup}}}
+        return {"success": success, "episodes": 10, "levels": {"stage=pickup": {"success": pickup}}}
     summary = summarize_seeds({2: {"reflect_rl": result(0.5, 0.2)}, 0: {"reflect_rl": result(0.7, 0.4)},
                                1: {"reflect_rl": result(0.6, 0.3)}})
     assert summary["seeds"] == [0, 1, 2]
     arm = summary["arms"]["reflect_rl"]
     assert arm["success"] == {"mean": 0.6, "std": 0.1, "per_seed": [0.7, 0.6, 0.5]}
     assert arm["levels"]["stage=pickup"]["per_seed"] == [0.4, 0.3, 0.2]
+    assert arm["pooled"]["successes"] == 18 and arm["pooled"]["episodes"] == 30
+    low, high = arm["pooled"]["success_ci"]
+    assert low < 0.6 < high and high - low < 0.4  # 30 episodes: narrower than any one seed's 10
     table = summary_table(summary)
-    assert "| Reflect-RL | 60% ± 10 | 70%, 60%, 50% | 30% ± 10 |" in table
+    assert f"| Reflect-RL | 60% ± 10 | 70%, 60%, 50% | 18/30 [{100 * low:.0f}%, {100 * high:.0f}%] | 30% ± 10 |" in table
+
+
+def _evaluated_run(path, recipe: dict, arms: dict[str, list[bool]]) -> None:
+    """A run directory as `reflectrl run` leaves it: its recipe, eval.json and each arm's transcripts."""
+    (path / "eval").mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(recipe))
+    (path / "eval.json").write_text(json.dumps({arm: {"success": sum(wins) / len(wins), "episodes": len(wins),
+                                                      "levels": {}} for arm, wins in arms.items()}))
+    for arm, wins in arms.items():
+        (path / "eval" / arm).mkdir()
+        (path / "eval" / arm / "episodes.jsonl").write_text("".join(
+            json.dumps({"level": "all", "task": task, "success": won}) + "\n" for task, won in enumerate(wins)))
+
+
+def test_summarize_runs_made_apart_pools_each_seeds_pairs_and_refuses_runs_of_other_recipes(tmp_path, capsys):
+    recipe = {"name": "sweep", "env": {"name": "taxi", "kwargs": {"max_steps": 10}}}
+    wins = {0: {"reflect_rl": [True, True, True, False], "sft": [True, False, False, False]},
+            1: {"reflect_rl": [True, True, False, False], "sft": [False, True, False, True]}}
+    for seed, arms in wins.items():
+        _evaluated_run(tmp_path / f"machine-{seed}", {**recipe, "seed": seed, "out_dir": f"elsewhere-{seed}"}, arms)
+    runs = [str(tmp_path / f"machine-{seed}") for seed in wins]
+    assert main(["summarize", *runs, "--out", str(tmp_path / "summary")]) == 0
+    summary = json.loads((tmp_path / "summary" / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["arms"]["reflect_rl"]["success"]["per_seed"] == [0.75, 0.5]
+    assert summary["arms"]["sft"]["pooled"]["successes"] == 3
+    paired = summary["paired_with_reflect_rl"]["sft"]
+    assert (paired["0"]["only_a"], paired["1"]["only_a"], paired["1"]["only_b"]) == (2, 1, 1)
+    assert {key: paired["all"][key] for key in ("tasks", "both", "only_a", "only_b", "neither")} == \
+        {"tasks": 8, "both": 2, "only_a": 3, "only_b": 1, "neither": 2}
+    assert "| SFT only (no reflection) | +50 [-1.9, +73.6], p 0.5 | +0 [-49.5, +49.5], p 1 | +25 [" in \
+        (tmp_path / "summary" / "summary.md").read_text()
+
+    _evaluated_run(tmp_path / "other", {**recipe, "seed": 2, "env": {"name": "taxi", "kwargs": {"max_steps": 20}}},
+                   wins[0])
+    _evaluated_run(tmp_path / "again", {**recipe, "seed": 1}, wins[1])
+    for extra, reason in ((str(tmp_path / "other"), "env.kwargs.max_steps differs"),
+                          (str(tmp_path / "again"), "both seed 1"), (runs[0], "named twice"),
+                          (str(tmp_path), "has no config.yaml")):
+        assert main(["summarize", *runs, extra, "--out", str(tmp_path / "refused")]) == 2
+        assert reason in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
 
 
 def test_run_with_seeds_runs_each_seed_apart_and_writes_the_summary(tmp_path):

@@ -322,6 +322,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_summarize(args: argparse.Namespace) -> int:
+    from reflectrl.seeds import summarize_runs, summary_table
+
+    summary = summarize_runs([Path(run) for run in args.runs], Path(args.out),
+                             " ".join(["reflectrl", *sys.argv[1:]]))
+    print(summary_table(summary))
+    print(f"\nsummary: {Path(args.out) / 'summary.md'}")
+    return 0
+
+
 def _config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--config", required=required, help="recipe YAML (configs/*.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -416,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--arm", default="reflect_rl", help="the arm the others are compared with (default: reflect_rl)")
     compare.add_argument("--sampled", action="store_true", help="the sampled evaluation's episodes, not the greedy one's")
     compare.set_defaults(func=_cmd_compare)
+
+    summarize = sub.add_parser("summarize", parents=[common],
+                               help="the seed summary of runs of one recipe made apart (one run directory a seed)")
+    summarize.add_argument("runs", nargs="+", help="run directories (each with config.yaml, eval.json, eval/<arm>/)")
+    summarize.add_argument("--out", required=True, help="folder for summary.json and summary.md")
+    summarize.set_defaults(func=_cmd_summarize)
 
     run = sub.add_parser("run", parents=[common], help="the whole pipeline of a recipe: data, SFT, RL, eval, report")
     _config_args(run)

@@ -92,7 +92,11 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
 
 def compare(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
     """A against B as JSON: the counts, A's success minus B's with its 95% interval, and the McNemar p."""
-    counts = paired_counts(a, b)
+    return compare_counts(paired_counts(a, b))
+
+
+def compare_counts(counts: PairedCounts) -> dict[str, Any]:
+    """``compare``'s JSON from counts already matched (e.g. summed over seeds, each seed's tasks paired)."""
     low, high = paired_difference_interval(counts)
     return {"tasks": counts.n, "both": counts.both, "only_a": counts.only_a, "only_b": counts.only_b,
             "neither": counts.neither, "difference": round(counts.difference, 4),
