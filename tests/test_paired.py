@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+
 import pytest
 
+from reflectrl.cli import main
 from reflectrl.errors import UserError
 from reflectrl.eval.paired import PairedCounts, mcnemar_exact_p, paired_counts, paired_difference_interval
 from reflectrl.eval.report import paired_table
@@ -62,3 +66,21 @@ def test_paired_test_separates_what_separate_intervals_cannot():
     counts = PairedCounts(both=50, only_a=7, only_b=0, neither=3)
     low, _ = paired_difference_interval(counts)
     assert low > 0 and mcnemar_exact_p(7, 0) < 0.05
+
+
+def test_compare_refuses_files_that_are_not_transcripts_naming_the_file(tmp_path, capsys):
+    good = tmp_path / "sft.jsonl"
+    good.write_text(json.dumps({**record(1, True), "seed": 0, "return": 1.0, "steps": 1, "outcome": "success",
+                                "transcript": [], "final": {}}) + "\n")
+    (tmp_path / "fake.jsonl.gz").write_bytes(b"not gzip")
+    with gzip.open(tmp_path / "other.jsonl.gz", "wt") as handle:
+        handle.write('{"loss": 0.5}\n')
+    (tmp_path / "list.jsonl").write_text("[1, 2]\n")
+    for name, reason in (("fake.jsonl.gz", "not a readable gzipped episodes file"),
+                         ("other.jsonl.gz", "record 1 is not an episode transcript (it lacks level"),
+                         ("list.jsonl", "record 1 is not an episode transcript")):
+        path = tmp_path / name
+        assert main(["compare", "--episodes", f"reflect_rl={path}", "--episodes", f"sft={good}"]) == 2
+        err = capsys.readouterr().err
+        assert reason in err and str(path) in err
+    assert main(["compare", "--episodes", f"reflect_rl={good}", "--episodes", f"sft={good}"]) == 0

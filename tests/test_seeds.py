@@ -85,7 +85,9 @@ def _evaluated_run(path, recipe: dict, arms: dict[str, list[bool]]) -> None:
     for arm, wins in arms.items():
         (path / "eval" / arm).mkdir()
         (path / "eval" / arm / "episodes.jsonl").write_text("".join(
-            json.dumps({"level": "all", "task": task, "success": won}) + "\n" for task, won in enumerate(wins)))
+            json.dumps({"level": "all", "task": task, "seed": task, "success": won, "return": float(won), "steps": 1,
+                        "outcome": "success" if won else "horizon", "transcript": [], "final": {}}) + "\n"
+            for task, won in enumerate(wins)))
 
 
 def test_summarize_runs_made_apart_pools_each_seeds_pairs_and_refuses_runs_of_other_recipes(tmp_path, capsys):

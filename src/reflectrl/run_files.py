@@ -116,7 +116,12 @@ def read_jsonl_tolerant(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(errors="replace").split("\n")
+    return parse_jsonl_tolerant(path.read_text(errors="replace"), path)
+
+
+def parse_jsonl_tolerant(text: str, path: str | os.PathLike) -> list[dict[str, Any]]:
+    """``read_jsonl_tolerant`` of text already read (``path`` names it in errors)."""
+    lines = text.split("\n")
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

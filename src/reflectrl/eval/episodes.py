@@ -25,7 +25,8 @@ from typing import Any
 from reflectrl.agent.rollout import Episode
 from reflectrl.envs.base import TextEnv
 from reflectrl.eval.baselines import EpisodeResult
-from reflectrl.run_files import read_jsonl_tolerant
+from reflectrl.errors import UserError
+from reflectrl.run_files import parse_jsonl_tolerant, read_jsonl_tolerant
 
 EPISODES_FILE = "episodes.jsonl"
 SAMPLED_EPISODES_FILE = "episodes_sampled.jsonl"
@@ -95,13 +96,30 @@ def evaluated_arms(run_dir: str | Path, sampled: bool = False) -> dict[str, Path
     return {arm: path for arm, path in found.items() if path is not None}
 
 
+#: what every record holds (``_record``): pairing, counting and ``format_episode`` read these
+RECORD_KEYS = ("level", "task", "seed", "success", "return", "steps", "outcome", "transcript", "final")
+
+
 def read_episodes(path: str | Path) -> list[dict[str, Any]]:
-    """The records of an ``episodes.jsonl`` (or ``.jsonl.gz``); none when it does not exist."""
+    """The records of an ``episodes.jsonl`` (or ``.jsonl.gz``); none when it does not exist. A file that is
+    not transcripts (bad gzip, a line that is not a record) is refused, naming the file and line."""
     path = Path(path)
     if path.suffix != ".gz":
-        return read_jsonl_tolerant(path)
-    with gzip.open(path, "rt") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        records = read_jsonl_tolerant(path)
+    elif not path.exists():
+        return []
+    else:
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                records = parse_jsonl_tolerant(handle.read(), path)
+        except (OSError, EOFError, UnicodeDecodeError) as error:
+            raise UserError(f"{path} is not a readable gzipped episodes file: {error}") from None
+    for number, record in enumerate(records, 1):
+        missing = [key for key in RECORD_KEYS if key not in record] if isinstance(record, dict) else RECORD_KEYS
+        if missing:
+            raise UserError(f"{path}: record {number} is not an episode transcript (it lacks "
+                            f"{', '.join(missing)}); name an episodes file that an evaluation wrote")
+    return records
 
 
 def failure_breakdown(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
