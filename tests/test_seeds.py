@@ -111,7 +111,10 @@ def test_summarize_runs_made_apart_pools_each_seeds_pairs_and_refuses_runs_of_ot
     _evaluated_run(tmp_path / "other", {**recipe, "seed": 2, "env": {"name": "taxi", "kwargs": {"max_steps": 20}}},
                    wins[0])
     _evaluated_run(tmp_path / "again", {**recipe, "seed": 1}, wins[1])
+    _evaluated_run(tmp_path / "torn", {**recipe, "seed": 3}, wins[1])
+    (tmp_path / "torn" / "eval.json").write_text('{"sft": {"success": 0.5}}')
     for extra, reason in ((str(tmp_path / "other"), "env.kwargs.max_steps differs"),
+                          (str(tmp_path / "torn"), "sft is not an arm's result"),
                           (str(tmp_path / "again"), "both seed 1"), (runs[0], "named twice"),
                           (str(tmp_path), "has no config.yaml")):
         assert main(["summarize", *runs, extra, "--out", str(tmp_path / "refused")]) == 2

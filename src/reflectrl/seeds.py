@@ -155,12 +155,19 @@ def write_summary(out: Path, run_dirs: dict[int, Path], command: str) -> dict[st
 def _eval_results(run_dir: Path) -> dict[str, dict[str, Any]]:
     path = run_dir / "eval.json"
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{run_dir} has no eval.json: name run directories that `reflectrl run` has "
                         f"evaluated") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"{path} cannot be read as JSON: {error}") from None
+    arms = results.items() if isinstance(results, dict) and results else [("(the file)", results)]
+    for arm, result in arms:
+        if not (isinstance(result, dict) and isinstance(result.get("success"), (int, float))
+                and isinstance(result.get("episodes"), int) and isinstance(result.get("levels", {}), dict)):
+            raise UserError(f"{path}: {arm} is not an arm's result (success, episodes, levels) as "
+                            f"`reflectrl run` writes it")
+    return results
 
 
 #: recipe keys that may differ between the seeds of one sweep
