@@ -46,10 +46,10 @@ def _spread(values: list[float]) -> dict[str, Any]:
 
 def summarize_seeds(results: dict[int, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """Per arm, overall and per level: mean, sample standard deviation and per-seed success (eval.json's);
-    and every seed's episodes pooled, with their Wilson interval."""
+    and every seed's episodes pooled, with their Wilson interval. Only arms every seed evaluated."""
     seeds = sorted(results)
     arms: dict[str, Any] = {}
-    for arm in results[seeds[0]]:
+    for arm in (arm for arm in results[seeds[0]] if all(arm in results[seed] for seed in seeds)):
         per_seed = [results[seed][arm] for seed in seeds]
         levels = [level for level in per_seed[0].get("levels", {}) if all(level in r["levels"] for r in per_seed)]
         successes = sum(round(r["success"] * r["episodes"]) for r in per_seed)
