@@ -597,6 +597,15 @@ def test_task_files_round_trip_and_bad_lines_are_named(tmp_path: Path, toy_tasks
         bad.write_text("\n".join(lines) + "\n")
         with pytest.raises(ValueError, match=pattern):
             read_tasks(bad)
+    bad.write_bytes(b"\x8f\xff" + good.encode())
+    with pytest.raises(ValueError, match="bad.jsonl: not a UTF-8 text file of tasks"):
+        read_tasks(bad)
+    # a task that reads well but does not fit this machine: refused as the user's, naming the task, when played
+    for fields, pattern in (({"root": str(tmp_path / "gone")}, "repository root .*gone.* does not exist here"),
+                            ({"targets": ["not_there.py"]}, r"target\(s\) \['not_there.py'\] are not files")):
+        task = Task.from_json({**toy_tasks[0].to_json(), **fields})
+        with pytest.raises(UserError, match=f"task {re.escape(repr(task.task_id))}: .*{pattern}"):
+            AutoExplore(tasks=[task], split=task.split).reset(task)
 
 
 # ---------------------------------------------------------------- teacher

@@ -41,6 +41,7 @@ from reflectrl.envs.autoexplore.search import relevance, shared_words, shows_top
 from reflectrl.envs.autoexplore.tasks import SPLITS, Task, read_tasks, split_by_task
 from reflectrl.envs.autoexplore.tree import CAT_VIEWS, DirectoryTree, DirListing, display_name
 from reflectrl.envs.base import ActionBound, Observation, StepResult, TextEnv
+from reflectrl.errors import UserError
 
 STEP_COST = 1.0
 ERROR_COST = 2.0
@@ -260,7 +261,7 @@ class AutoExplore(TextEnv):
         tree = self._tree_for(task)
         missing = [target for target in task.targets if not tree.is_file(target)]
         if missing:
-            raise ValueError(f"autoexplore: task {task.task_id!r}: target(s) {missing} are not files of the "
+            raise UserError(f"autoexplore: task {task.task_id!r}: target(s) {missing} are not files of the "
                              f"snapshot of {task.root}")
         keep = set(task.targets)
         for target in task.targets:

@@ -52,6 +52,7 @@ import yaml
 
 from reflectrl.envs.autoexplore.outline import code_definitions, first_sentence
 from reflectrl.envs.autoexplore.tree import MAX_PARSE_BYTES, DirectoryTree, display_name, load_tree, normalize_relative
+from reflectrl.errors import UserError
 
 TASK_KINDS: tuple[str, ...] = ("code", "data", "text", "name")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -143,7 +144,7 @@ class Task:
     def tree(self, outlines: bool = False) -> DirectoryTree:
         """The shared snapshot this task is asked about (``outlines``: one that keeps Python files' outlines)."""
         if not Path(self.root).is_dir():
-            raise FileNotFoundError(f"task {self.task_id!r}: repository root {self.root!r} does not exist here")
+            raise UserError(f"task {self.task_id!r}: repository root {self.root!r} does not exist here")
         return load_tree(self.root, self.include, self.exclude, self.tree_max_depth, outlines)
 
     def to_json(self) -> dict[str, Any]:
@@ -187,19 +188,22 @@ def read_tasks(path: str | os.PathLike[str]) -> list[Task]:
     """Read a JSONL task file; a bad line raises ``ValueError`` naming the file and line number."""
     tasks = []
     seen: dict[str, int] = {}
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                task = Task.from_json(json.loads(line))
-            except (ValueError, TypeError) as error:
-                raise ValueError(f"{path}: line {number}: not a valid AutoExplore task: {error}") from None
-            if task.task_id in seen:
-                raise ValueError(f"{path}: line {number}: task id {task.task_id!r} already used on line "
-                                 f"{seen[task.task_id]}")
-            seen[task.task_id] = number
-            tasks.append(task)
+    try:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file of tasks (one JSON object a line): {error}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            task = Task.from_json(json.loads(line))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{path}: line {number}: not a valid AutoExplore task: {error}") from None
+        if task.task_id in seen:
+            raise ValueError(f"{path}: line {number}: task id {task.task_id!r} already used on line "
+                             f"{seen[task.task_id]}")
+        seen[task.task_id] = number
+        tasks.append(task)
     return tasks
 
 
