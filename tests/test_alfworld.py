@@ -19,6 +19,7 @@ from reflectrl.envs.alfworld import ALFWorld, GeneratorSettings, generate_proble
 from reflectrl.envs.alfworld.data import collect_problem_dirs  # noqa: E402
 from reflectrl.envs.alfworld.engine import GAME_FILE, NOTHING_HAPPENS  # noqa: E402
 from reflectrl.envs.alfworld.problems import GENERATED_TASK_TYPES, split_of_seed  # noqa: E402
+from reflectrl.errors import UserError  # noqa: E402
 from reflectrl.teachers.oracle import OracleTeacher  # noqa: E402
 from reflectrl.teachers.oracle.alfworld import reflect  # noqa: E402
 
@@ -269,6 +270,15 @@ def test_generated_problems_load_through_the_official_loader(cache, small_env, t
     assert play_oracle(from_bare, str(bare))[0]
     assert not (bare / GAME_FILE).exists()
     assert list((tmp_path / "cache2").rglob(GAME_FILE))
+
+    # a user's trial that cannot be played is refused naming it: broken PDDL, a traj_data.json that is not JSON
+    (bare / "initial_state.pddl").write_text("(define (problem broken)")
+    broken = ALFWorld(source="official", data_dir=bare_root.parent, cache_dir=tmp_path / "cache3")
+    with pytest.raises(UserError, match=f"ALFWorld task {re.escape(repr(str(bare)))} cannot be played: ParseError"):
+        broken.reset(str(bare))
+    (bare / "traj_data.json").write_text("{not json")
+    with pytest.raises(UserError, match="traj_data.json cannot be read as JSON"):
+        ALFWorld(source="official", data_dir=bare_root.parent, cache_dir=tmp_path / "cache4").tasks("val")
 
 
 def test_make_env_builds_alfworld(cache):

@@ -30,6 +30,7 @@ from reflectrl.envs.alfworld.engine import (
     write_json_atomic,
 )
 from reflectrl.envs.alfworld.problems import SPLIT_DIRS
+from reflectrl.errors import UserError
 
 OFFICIAL_DATA_HINT = (
     "To use the official ALFWorld games: pip install alfworld, run alfworld-download, and set "
@@ -57,6 +58,17 @@ def official_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path |
         if any((candidate / split_dir).is_dir() for split_dir in SPLIT_DIRS.values()):
             return candidate
     return None
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file of a user's ALFWorld data; anything else is refused naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} cannot be read as JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _matches(traj_data: dict[str, Any], task_type: str | None, object_type: str | None, receptacle_type: str | None) -> bool:
@@ -87,12 +99,12 @@ def collect_problem_dirs(
         relative = str(directory.relative_to(split_root))
         if "movable" in relative or "Sliced" in relative:
             continue
-        traj_data = json.loads(traj_path.read_text())
+        traj_data = _read_json_object(traj_path)
         if not _matches(traj_data, task_type, object_type, receptacle_type):
             continue
         game_path = directory / GAME_FILE
         if game_path.is_file():
-            if json.loads(game_path.read_text()).get("solvable") is False:
+            if _read_json_object(game_path).get("solvable") is False:
                 continue
         elif not (directory / PROBLEM_FILE).is_file():
             continue

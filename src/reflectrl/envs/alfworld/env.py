@@ -58,6 +58,7 @@ from reflectrl.envs.alfworld.problems import (
     write_problem,
 )
 from reflectrl.envs.base import Observation, StepResult, TextEnv
+from reflectrl.errors import UserError
 
 BANNER = "-= Welcome to TextWorld, ALFRED! =-"
 SOURCES = ("auto", "official", "generated")
@@ -235,6 +236,21 @@ class ALFWorld(TextEnv):
             return game_file_for(path, self.cache_dir)
         raise FileNotFoundError(f"ALFWorld task {task!r} is neither a trial folder nor a {GAME_FILE} file")
 
+    def _load_game(self, task: Task) -> Path:
+        """Load ``task``'s game into the engine and start it; returns the game file. A user's trial folder or
+        game file that cannot be played is refused as the user's error, naming it."""
+        try:
+            game_file = self._game_file(task)
+            self._engine.load(game_file)
+            self._state = self._engine.reset()
+        except UserError:
+            raise
+        except Exception as error:  # the user's JSON or PDDL: fast-downward's parse errors share no base class
+            if not isinstance(task, (str, os.PathLike)):
+                raise  # a generated game that fails is reflectrl's bug: its traceback stays
+            raise UserError(f"ALFWorld task {str(task)!r} cannot be played: {type(error).__name__}: {error}") from error
+        return game_file
+
     # --------------------------------------------------------------- episode
 
     def reset(self, task: Task | None = None, seed: int | None = None) -> Observation:
@@ -245,9 +261,7 @@ class ALFWorld(TextEnv):
             if not train:
                 raise ValueError(f"no ALFWorld train tasks match {self.task_type} {self.object_type} -> {self.receptacle_type}")
             task = rng.choice(train)
-        game_file = self._game_file(task)
-        self._engine.load(game_file)
-        self._state = self._engine.reset()
+        game_file = self._load_game(task)
         plan = list(self._state["extra.expert_plan"])
         if game_file.is_relative_to(self.cache_dir) and game_file not in self._checked:
             if json.loads(game_file.read_text()).get("solvable") is None:
