@@ -13,7 +13,6 @@ made apart (another machine, another day).
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from reflectrl.eval.evaluate import wilson_interval
 from reflectrl.eval.paired import PairedCounts, compare, compare_counts, format_difference
 from reflectrl.eval.report import ARM_TITLES
 from reflectrl.recipe_yaml import parse_yaml
-from reflectrl.run_files import write_json_atomic, write_text_atomic
+from reflectrl.run_files import read_json, write_json_atomic, write_text_atomic
 
 SEEDS_DIR = "seeds"
 
@@ -154,13 +153,9 @@ def write_summary(out: Path, run_dirs: dict[int, Path], command: str) -> dict[st
 
 def _eval_results(run_dir: Path) -> dict[str, dict[str, Any]]:
     path = run_dir / "eval.json"
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{run_dir} has no eval.json: name run directories that `reflectrl run` has "
-                        f"evaluated") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} cannot be read as JSON: {error}") from None
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no eval.json: name run directories that `reflectrl run` has evaluated")
+    results = read_json(path)
     arms = results.items() if isinstance(results, dict) and results else [("(the file)", results)]
     for arm, result in arms:
         if not (isinstance(result, dict) and isinstance(result.get("success"), (int, float))
