@@ -46,6 +46,17 @@ def test_a_bad_recipe_value_is_named(capsys, recipe, values, named):
     assert named in _error(capsys, ["eval", "--config", recipe(**values), "--agent", "random"])
 
 
+def test_a_run_directory_under_a_file_and_a_model_folder_without_tokenizer_are_named(capsys, recipe, tmp_path):
+    (tmp_path / "notes.txt").write_text("a user's file")
+    assert "notes.txt is a file" in _error(capsys, ["run", "--config", recipe(), "--set", f"out_dir={tmp_path}/notes.txt"])
+    assert (tmp_path / "notes.txt").read_text() == "a user's file"
+    model = save_tiny(tmp_path / "model")
+    for path in model.glob("tokenizer*"):
+        path.unlink()
+    line = _error(capsys, ["run", "--config", recipe(), "--set", f"model.name={model}"])
+    assert f"saved in {model}" in line and "turns text into no tokens" in line
+
+
 def test_yaml_exponent_without_a_dot_is_a_number(recipe):
     assert load_config(recipe(rl={"lr": "1e-3"})).rl.lr == 0.001
 

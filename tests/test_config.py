@@ -128,9 +128,23 @@ def test_unknown_env_and_model_names_are_named(tmp_path):
         load_config(write(tmp_path, "model:\n  name: no-such-model\n"))
     with pytest.raises(ConfigError, match=r"^reflector_model: name '/nowhere/at/all'"):
         load_config(write(tmp_path, "reflector_model:\n  name: /nowhere/at/all\n"))
-    # a local directory, or a hub id the user lets it download, is taken without loading anything
-    assert load_config(write(tmp_path, f"model:\n  name: {tmp_path}\n")).model.name == str(tmp_path)
+    # a folder that holds no model is named; a model folder, or a hub id the user lets it download,
+    # is taken without loading anything
+    folder = tmp_path / "model"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match=rf"^model: the folder '{folder}' holds no model: .*config\.json"):
+        load_config(write(tmp_path, f"model:\n  name: {folder}\n"))
+    (folder / "config.json").write_text("{}")
+    assert load_config(write(tmp_path, f"model:\n  name: {folder}\n")).model.name == str(folder)
     assert load_config(write(tmp_path, "model: {name: org/some-model, allow_hub: true}\n")).model.allow_hub
+
+
+def test_a_run_directory_that_cannot_be_made_is_named_before_any_work(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    for out_dir in ("a_file", "a_file/deeper"):
+        with pytest.raises(ConfigError, match=rf"out_dir/name: {tmp_path / 'a_file'} is a file"):
+            load_config(write(tmp_path, f"name: x\nout_dir: {tmp_path / out_dir}\n"))
+    assert load_config(write(tmp_path, f"name: x\nout_dir: {tmp_path / 'new' / 'runs'}\n")).run_dir.parent.name == "runs"
 
 
 def test_keys_the_algorithm_would_ignore_are_errors(tmp_path):

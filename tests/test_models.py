@@ -15,11 +15,13 @@ from reflectrl.agent.models import (
     autocast,
     build_tiny_tokenizer,
     load_model,
+    load_tokenizer,
     save_model,
 )
 from reflectrl.agent.policy import ActionPolicy, ActionTokenError, check_action_tokens, usable_action_ids
 from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER, policy_prompt
 from reflectrl.envs.action_parser import ACTION_IDS, EXTRA_ACTION_IDS
+from reflectrl.errors import UserError
 
 TEXTS = [
     f"Task: find the file about {topic}. Current working directory: /repo/{topic}. "
@@ -130,6 +132,20 @@ def test_full_model_save_load_round_trip(tiny, tmp_path):
     assert loaded_tokenizer.padding_side == "left"
     assert torch.equal(_logits(model, tokenizer, text), _logits(loaded, loaded_tokenizer, text))
     check_action_tokens(loaded_tokenizer, ACTION_IDS)
+
+
+def test_a_saved_model_that_cannot_be_read_back_is_named(tiny, tmp_path):
+    model, tokenizer = tiny
+    save_model(model, tokenizer, tmp_path / "full")
+    weights = next((tmp_path / "full").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(UserError, match=rf"cannot load the model saved in {tmp_path / 'full'}"):
+        load_model(ModelSpec(name=str(tmp_path / "full")))
+    for name in [p.name for p in (tmp_path / "full").iterdir() if "token" in p.name]:
+        (tmp_path / "full" / name).unlink()
+    # transformers reads a folder without tokenizer files as an empty vocabulary, silently
+    with pytest.raises(UserError, match=rf"saved in {tmp_path / 'full'}: .*turns text into no tokens"):
+        load_tokenizer(ModelSpec(name=str(tmp_path / "full")))
 
 
 def _perturb_trainable(model, seed: int) -> None:

@@ -13,6 +13,7 @@ key the recipe's algorithm would ignore.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,13 @@ def _findable_model(spec: ModelSpec) -> ModelSpec:
     With ``allow_hub`` a hub id is taken on trust: only downloading it would tell.
     """
     name = spec.name
-    if name == TINY or spec.allow_hub or Path(name).expanduser().is_dir():
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not any((local / marker).is_file() for marker in ("config.json", "adapter_config.json")):
+            raise ValueError(f"the folder {name!r} holds no model: a Hugging Face model folder has a config.json, "
+                             "a saved adapter an adapter_config.json")
+        return spec
+    if name == TINY or spec.allow_hub:
         return spec
     if name == SMOLLM2:
         try:
@@ -250,6 +257,16 @@ class EvalConfig:
     endpoint: TeacherConfig | None = None
 
 
+def _writable_folder(run_dir: Path) -> None:
+    """The run directory must be a folder this user can create or write, checked before any work."""
+    existing = next(path for path in (run_dir, *run_dir.parents) if path.exists())
+    if not existing.is_dir():
+        raise ValueError(f"out_dir/name: {existing} is a file, so the run directory {run_dir} cannot be made there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"out_dir/name: the folder {existing} is not writable, so the run directory {run_dir} "
+                         "cannot be made there")
+
+
 @dataclass
 class RunConfig:
     __pydantic_config__ = _STRICT_KEYS
@@ -289,6 +306,7 @@ class RunConfig:
     ablations: Literal["basic", "full"] = "basic"
 
     def __post_init__(self) -> None:
+        _writable_folder(self.run_dir)
         if self.sft.reflections == "reflector" and self.ablations == "full":
             raise ValueError("sft.reflections: reflector is for the basic arms only: the ablation without "
                              "negative examples would need reflectors trained without them on each fold")

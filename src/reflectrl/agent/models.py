@@ -266,7 +266,14 @@ def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTok
 
 
 def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """Left padding (batched last-position reads) and a pad token (batching needs one)."""
+    """Left padding (batched last-position reads) and a pad token (batching needs one).
+
+    transformers builds a tokenizer with an empty vocabulary from a folder that lacks its files;
+    it would read every prompt as nothing, so it is refused here.
+    """
+    if not tokenizer("a", add_special_tokens=False)["input_ids"]:
+        raise UserError(f"tokenizer {type(tokenizer).__name__} turns text into no tokens: its vocabulary is empty "
+                        f"({len(tokenizer)} tokens; are its files, e.g. tokenizer.json, missing?)")
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise UserError(f"tokenizer {type(tokenizer).__name__} has neither a pad nor an eos token to pad with")
@@ -389,9 +396,11 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase | None:
         if not (converted / "config.json").is_file():
             return _prepare_tokenizer(_load_smollm2()[1])
         return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(converted)))
-    name = str(local.resolve()) if local.is_dir() else spec.name
+    if local.is_dir():
+        with _naming_a_bad_directory(local):
+            return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(local.resolve()), local_files_only=True))
     try:
-        return _prepare_tokenizer(AutoTokenizer.from_pretrained(name, local_files_only=not spec.allow_hub))
+        return _prepare_tokenizer(AutoTokenizer.from_pretrained(spec.name, local_files_only=not spec.allow_hub))
     except OSError as exc:
         raise FileNotFoundError(f"cannot read the tokenizer of model {spec.name!r}: {exc}") from exc
 
