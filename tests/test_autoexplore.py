@@ -707,7 +707,8 @@ def test_tasks_build_names_a_bad_root_or_out_and_a_split_it_cannot_fill(tmp_path
                                                                       "--out", str(out)])
     small = tmp_path / "small"
     write(small / "only.py", '"""The one module of a very small repository."""\n')
-    assert "is a directory" in cli_error(capsys, ["tasks", "build", "--root", str(small), "--out", str(tmp_path)])
+    assert f"--out: {tmp_path} is a folder" in cli_error(capsys, ["tasks", "build", "--root", str(small),
+                                                                   "--out", str(tmp_path)])
     line = cli_error(capsys, ["tasks", "build", "--root", str(small), "--out", str(out)])
     assert "the 2 task(s)" in line and "val and test split(s) empty" in line and "3 tasks" in line
     assert not out.exists()

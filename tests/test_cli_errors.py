@@ -67,7 +67,8 @@ def test_a_bad_set_value_and_a_bad_set_key_are_named(capsys, recipe):
 
 
 def test_out_must_be_a_file_and_episodes_positive(capsys, recipe, tmp_path):
-    assert "is a directory" in _error(capsys, ["eval", "--config", recipe(), "--agent", "random", "--out", str(tmp_path)])
+    assert f"--out: {tmp_path} is a folder" in _error(capsys, ["eval", "--config", recipe(), "--agent", "random",
+                                                               "--out", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_:
         main(["play", "--env", "taxi", "--episodes", "0"])
     assert exit_.value.code == 2 and "positive integer" in capsys.readouterr().err
@@ -112,8 +113,14 @@ def test_an_unknown_env_fails_before_anything_is_written(capsys, recipe, tmp_pat
 def test_bad_paths_on_the_command_line_are_named(capsys, recipe, tmp_path):
     out = tmp_path / "a-file"
     out.write_text("")
-    assert f"--out {out} is a file" in _error(capsys, ["rl", "--config", recipe(), "--policy", str(tmp_path),
-                                                       "--out", str(out)])
+    assert f"{out} is a file" in _error(capsys, ["rl", "--config", recipe(), "--policy", str(tmp_path), "--out", str(out)])
+    # outputs under a file are named before the evaluation or summary that would fill them
+    line = _error(capsys, ["eval", "--config", recipe(), "--agent", "random", "--out", f"{out}/metrics.json"])
+    assert line.startswith(f"error: --out: {out} is a file, so {out}/metrics.json cannot be made under it")
+    assert f"--cache-dir: {out} is a file" in _error(capsys, ["eval", "--config", recipe(), "--agent", "endpoint",
+                                                              "--cache-dir", str(out)])
+    assert f"--out: {out} is a file" in _error(capsys, ["summarize", str(tmp_path), "--out", str(out)])
+    assert out.read_text() == ""
     missing = tmp_path / "no-policy"
     assert str(missing) in _error(capsys, ["eval", "--config", recipe(), "--policy", str(missing)])
     tasks = tmp_path / "tasks.jsonl"

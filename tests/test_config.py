@@ -142,7 +142,7 @@ def test_unknown_env_and_model_names_are_named(tmp_path):
 def test_a_run_directory_that_cannot_be_made_is_named_before_any_work(tmp_path):
     (tmp_path / "a_file").write_text("")
     for out_dir in ("a_file", "a_file/deeper"):
-        with pytest.raises(ConfigError, match=rf"out_dir/name: {tmp_path / 'a_file'} is a file"):
+        with pytest.raises(ConfigError, match=rf"out_dir/name: the run directory cannot be made: {tmp_path / 'a_file'} is a file"):
             load_config(write(tmp_path, f"name: x\nout_dir: {tmp_path / out_dir}\n"))
     assert load_config(write(tmp_path, f"name: x\nout_dir: {tmp_path / 'new' / 'runs'}\n")).run_dir.parent.name == "runs"
 

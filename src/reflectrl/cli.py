@@ -21,6 +21,15 @@ class UsageError(UserError):
     """A command-line value that cannot be used."""
 
 
+def _check_output(path: str | None, kind: str, flag: str) -> None:
+    """An output that cannot be written is a usage error before the work that would fill it."""
+    from reflectrl.run_files import unwritable_reason
+
+    reason = None if path is None else unwritable_reason(path, kind)
+    if reason is not None:
+        raise UsageError(f"{flag}: {reason}")
+
+
 def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for pair in pairs:
@@ -94,8 +103,7 @@ def _cmd_tasks_build(args: argparse.Namespace) -> int:
     for root in args.root:
         if not os.path.isdir(root):
             raise UserError(f"tasks build: --root {root} is not a directory")
-    if os.path.isdir(args.out):
-        raise UserError(f"tasks build: --out {args.out} is a directory; name the JSONL file to write")
+    _check_output(args.out, "file", "tasks build: --out")
     roots = ", ".join(args.root)
     tasks = build_tasks([RepoSpec.from_path(root) for root in args.root])
     if not tasks:
@@ -162,8 +170,7 @@ def _cmd_rl(args: argparse.Namespace) -> int:
 
     from reflectrl.train.rl import train_rl
 
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} is a file; name the directory for checkpoints, metrics and final/")
+    _check_output(args.out, "folder", "--out (the folder for checkpoints, metrics and final/)")
     config = _load(args)
     history = train_rl(config, args.policy, args.out, args.reflector, resume=not args.restart)
     # under `accelerate launch`: a process that exits with its process group alive can abort in
@@ -186,8 +193,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
     from reflectrl.run_files import write_json_atomic, write_jsonl_atomic
 
-    if args.out and os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} is a directory; name the JSON file to write")
+    _check_output(args.out, "file", "--out")
+    _check_output(args.cache_dir, "folder", "--cache-dir")
     config = _load(args)
     plan = EvalPlan.from_config(config)
     episodes: list[dict[str, Any]] = []
@@ -325,6 +332,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_summarize(args: argparse.Namespace) -> int:
     from reflectrl.seeds import summarize_runs, summary_table
 
+    _check_output(args.out, "folder", "--out")
     summary = summarize_runs([Path(run) for run in args.runs], Path(args.out),
                              " ".join(["reflectrl", *sys.argv[1:]]))
     print(summary_table(summary))

@@ -13,7 +13,6 @@ key the recipe's algorithm would ignore.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from reflectrl.agent.models import INT64_MAX, SMOLLM2, TINY, LoraSettings, Model
 from reflectrl.envs.registry import list_envs
 from reflectrl.errors import UserError
 from reflectrl.recipe_yaml import parse_yaml
+from reflectrl.run_files import unwritable_reason
 
 
 class ConfigError(UserError):
@@ -257,16 +257,6 @@ class EvalConfig:
     endpoint: TeacherConfig | None = None
 
 
-def _writable_folder(run_dir: Path) -> None:
-    """The run directory must be a folder this user can create or write, checked before any work."""
-    existing = next(path for path in (run_dir, *run_dir.parents) if path.exists())
-    if not existing.is_dir():
-        raise ValueError(f"out_dir/name: {existing} is a file, so the run directory {run_dir} cannot be made there")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"out_dir/name: the folder {existing} is not writable, so the run directory {run_dir} "
-                         "cannot be made there")
-
-
 @dataclass
 class RunConfig:
     __pydantic_config__ = _STRICT_KEYS
@@ -306,7 +296,9 @@ class RunConfig:
     ablations: Literal["basic", "full"] = "basic"
 
     def __post_init__(self) -> None:
-        _writable_folder(self.run_dir)
+        reason = unwritable_reason(self.run_dir, "folder")
+        if reason is not None:
+            raise ValueError(f"out_dir/name: the run directory cannot be made: {reason}")
         if self.sft.reflections == "reflector" and self.ablations == "full":
             raise ValueError("sft.reflections: reflector is for the basic arms only: the ablation without "
                              "negative examples would need reflectors trained without them on each fold")

@@ -26,6 +26,24 @@ from reflectrl.errors import UserError
 FILES_RECORD = "files.json"
 
 
+def unwritable_reason(path: str | os.PathLike, kind: str) -> str | None:
+    """Why ``path``, a ``"file"`` or ``"folder"`` to be written, could not be: checked before any work, so
+    that an output nobody can write is named before the hours that would produce it. None if it can."""
+    path = Path(path)
+    if path.exists():
+        if kind == "file" and path.is_dir():
+            return f"{path} is a folder; name the file to write"
+        if kind == "folder" and not path.is_dir():
+            return f"{path} is a file; name a folder"
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if existing != path and not existing.is_dir():
+        return f"{existing} is a file, so {path} cannot be made under it"
+    folder = existing if existing.is_dir() else existing.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable, so {path} cannot be written"
+    return None
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same directory, then rename it into place."""
     path = Path(path)
