@@ -360,6 +360,9 @@ def test_with_the_outline_view_every_code_question_is_visible_after_reading_its_
         assert all(visible) == shows_all, (view, visible)
     with pytest.raises(ValueError, match="cat_view must be one of head, outline, got 'full'"):
         AutoExplore(tasks=tasks, cat_view="full")
+    # a task file given where task objects go (`--env-arg tasks=...`) is named, not an AttributeError
+    with pytest.raises(ValueError, match="tasks takes Task objects .*'tasks.jsonl'.*a task file is tasks_path"):
+        AutoExplore(tasks="tasks.jsonl")
 
 
 def snapshot(root: Path) -> dict[str, tuple]:

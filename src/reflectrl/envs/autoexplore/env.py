@@ -187,6 +187,8 @@ class AutoExplore(TextEnv):
         if tasks_path is not None and tasks is not None:
             raise ValueError("autoexplore: pass tasks_path or tasks, not both")
         if tasks is not None:
+            if isinstance(tasks, (str, os.PathLike)) or not all(isinstance(task, Task) for task in tasks):
+                raise ValueError(f"autoexplore: tasks takes Task objects (got {tasks!r}); a task file is tasks_path")
             all_tasks = list(tasks)
         elif tasks_path is not None:
             all_tasks = read_tasks(tasks_path)
