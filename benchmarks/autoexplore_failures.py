@@ -1,0 +1,109 @@
+"""Where AutoExplore episodes fail, and what the training rows show of the move that would have avoided it.
+
+Counts, for each evaluated arm of a run (or of a ``results/<recipe>/`` folder,
+which keeps the transcripts): how episodes end; the failures that end in a
+wrong ``id``, how many of those right after a ``cat`` of the file identified,
+and how many of those right after a reflection that judged that file not the
+answer (the teacher's own words for it: "unrelated", "did not help", "does not
+answer" ...); the share of good moves; and how often the policy took the action
+its reflection named. With the run's ``data/`` folder it also counts, in the
+training rows of the policy, the teacher's identifications (positive rows)
+that follow a ``cat`` of the same file, and the rows whose last command read a
+file the teacher then does not identify: the only rows that show the policy
+what to do after a wrong file.
+
+Run: ``python benchmarks/autoexplore_failures.py runs/<name> --out results/<name>/failures.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from reflectrl.data.sft_sets import read_set
+from reflectrl.eval.episodes import evaluated_arms, read_episodes
+
+#: the teacher's phrases (teachers/oracle/autoexplore.py) for "the file just read is not the answer"
+NOT_THE_ANSWER = re.compile(r"unrelated|did not help|does not answer|does not match|wasted a step|not the file we need")
+
+
+def _last_command(state: str) -> str:
+    history = state.split("Command history:\n", 1)[1].split("\nExecution result", 1)[0].splitlines()
+    return "" if not history or history[0] == "(none)" else history[-1]
+
+
+def arm_failures(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    failures = [episode for episode in episodes if not episode["success"]]
+    wrong_id = after_cat = judged_unrelated = 0
+    for episode in failures:
+        steps = episode["transcript"]
+        last = steps[-1]["action_text"]
+        if not last.startswith("id "):
+            continue
+        wrong_id += 1
+        if len(steps) > 1 and steps[-2]["action_text"] == "cat " + last[3:]:
+            after_cat += 1
+            judged_unrelated += bool(NOT_THE_ANSWER.search(steps[-1].get("reflection") or ""))
+    steps = [step for episode in episodes for step in episode["transcript"]]
+    named = [step for step in steps if step.get("named") is not None]
+    outcomes: dict[str, int] = {}
+    for episode in failures:
+        outcomes[episode["outcome"]] = outcomes.get(episode["outcome"], 0) + 1
+    return {
+        "episodes": len(episodes),
+        "successes": len(episodes) - len(failures),
+        "failures_by_outcome": outcomes,
+        "wrong_id": wrong_id,
+        "wrong_id_right_after_cat_of_it": after_cat,
+        "of_those_reflection_judged_it_not_the_answer": judged_unrelated,
+        "steps": len(steps),
+        # the baselines' transcripts are not judged step by step
+        "good_steps": sum(step["action"] in step["good"] for step in steps) if all("good" in step for step in steps)
+        else None,
+        "steps_whose_reflection_names_a_listed_action": len(named),
+        "of_those_policy_took_it": sum(step["named"] == step["action"] for step in named),
+    }
+
+
+def training_rows(data: Path) -> dict[str, Any]:
+    rows = read_set(data, "train", "policy_noreflect")
+    identifications = [row for row in rows if not row["negative"] and row["actions"][row["action"]].startswith("id ")]
+    after_other = [row for row in rows if _last_command(row["state"]).startswith("cat ")
+                   and row["actions"][row["action"]] != "id " + _last_command(row["state"])[4:]]
+    return {
+        "rows": len(rows),
+        "negative_rows": sum(bool(row["negative"]) for row in rows),
+        "teacher_identifications": len(identifications),
+        "of_those_right_after_cat_of_it": sum(
+            _last_command(row["state"]) == "cat " + row["actions"][row["action"]][3:] for row in identifications),
+        "rows_after_a_file_not_identified": len(after_other),
+        "of_those_negative_rows": sum(bool(row["negative"]) for row in after_other),
+    }
+
+
+def count(run: Path) -> dict[str, Any]:
+    arms = evaluated_arms(run)
+    result: dict[str, Any] = {"run": str(run), "arms": {arm: arm_failures(read_episodes(path))
+                                                         for arm, path in sorted(arms.items())}}
+    if (run / "data").is_dir():
+        result["training_rows"] = training_rows(run / "data")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a run directory, or a results/<recipe>/ folder")
+    parser.add_argument("--out", type=Path, help="write the counts here as JSON")
+    args = parser.parse_args()
+    result = count(args.run)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The AutoExplore failure counts: on the committed transcripts the README quotes, and on real teacher rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from reflectrl.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "autoexplore_failures.py"
+
+
+def _count(run: Path, tmp_path: Path) -> dict:
+    out = tmp_path / "failures.json"
+    subprocess.run([sys.executable, str(SCRIPT), str(run), "--out", str(out)], check=True, cwd=tmp_path,
+                   capture_output=True, timeout=300)
+    return json.loads(out.read_text())
+
+
+def test_failures_of_the_committed_own_reflections_run(tmp_path):
+    arms = _count(ROOT / "results" / "autoexplore-smollm2-own", tmp_path)["arms"]
+    reflect_rl, sft = arms["reflect_rl"], arms["sft"]
+    assert (reflect_rl["successes"], reflect_rl["wrong_id"], reflect_rl["wrong_id_right_after_cat_of_it"]) == (51, 49, 46)
+    assert 0 < reflect_rl["of_those_reflection_judged_it_not_the_answer"] <= 46
+    assert reflect_rl["of_those_policy_took_it"] <= reflect_rl["steps_whose_reflection_names_a_listed_action"] > 0
+    assert sft["successes"] == 59 and sft["steps_whose_reflection_names_a_listed_action"] == 0
+    assert sft["successes"] + sum(sft["failures_by_outcome"].values()) == sft["episodes"] == 100
+    assert arms["oracle"]["successes"] == 100 and arms["oracle"]["good_steps"] is None
+
+
+def test_more_negatives_show_more_steps_after_a_wrong_file(tmp_path):
+    counts = {}
+    for negatives in (0, 2):
+        name = f"neg{negatives}"
+        assert main(["data", "--config", str(ROOT / "configs" / "autoexplore-tiny.yaml"), "--set", "data.episodes=12",
+                     "--set", "data.random_action_prob=0", "--set", f"data.negatives_per_episode={negatives}",
+                     "--set", f"name={name}", "--set", f"out_dir={tmp_path}"]) == 0
+        counts[negatives] = _count(tmp_path / name, tmp_path)["training_rows"]
+    assert counts[0]["negative_rows"] == 0 and counts[0]["of_those_negative_rows"] == 0
+    # without random steps or negatives the teacher never reads a file it does not then identify
+    assert counts[0]["rows_after_a_file_not_identified"] == 0
+    assert counts[0]["of_those_right_after_cat_of_it"] <= counts[0]["teacher_identifications"] > 0
+    assert counts[2]["negative_rows"] > 0
+    assert counts[2]["rows_after_a_file_not_identified"] == counts[2]["of_those_negative_rows"] > 0
