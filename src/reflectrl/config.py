@@ -54,13 +54,15 @@ def _findable_model(spec: ModelSpec) -> ModelSpec:
     With ``allow_hub`` a hub id is taken on trust: only downloading it would tell.
     """
     name = spec.name
+    if name == TINY:
+        return spec
     local = Path(name).expanduser()
     if local.is_dir():
         if not any((local / marker).is_file() for marker in ("config.json", "adapter_config.json")):
             raise ValueError(f"the folder {name!r} holds no model: a Hugging Face model folder has a config.json, "
                              "a saved adapter an adapter_config.json")
         return spec
-    if name == TINY or spec.allow_hub:
+    if spec.allow_hub:
         return spec
     if name == SMOLLM2:
         try:
