@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +50,10 @@ def arm_failures(episodes: list[dict[str, Any]]) -> dict[str, Any]:
             judged_unrelated += bool(NOT_THE_ANSWER.search(steps[-1].get("reflection") or ""))
     steps = [step for episode in episodes for step in episode["transcript"]]
     named = [step for step in steps if step.get("named") is not None]
-    outcomes: dict[str, int] = {}
-    for episode in failures:
-        outcomes[episode["outcome"]] = outcomes.get(episode["outcome"], 0) + 1
     return {
         "episodes": len(episodes),
         "successes": len(episodes) - len(failures),
-        "failures_by_outcome": outcomes,
+        "failures_by_outcome": dict(Counter(episode["outcome"] for episode in failures)),
         "wrong_id": wrong_id,
         "wrong_id_right_after_cat_of_it": after_cat,
         "of_those_reflection_judged_it_not_the_answer": judged_unrelated,
@@ -70,17 +68,22 @@ def arm_failures(episodes: list[dict[str, Any]]) -> dict[str, Any]:
 
 def training_rows(data: Path) -> dict[str, Any]:
     rows = read_set(data, "train", "policy_noreflect")
-    identifications = [row for row in rows if not row["negative"] and row["actions"][row["action"]].startswith("id ")]
-    after_other = [row for row in rows if _last_command(row["state"]).startswith("cat ")
-                   and row["actions"][row["action"]] != "id " + _last_command(row["state"])[4:]]
+    identifications = after_cat = after_other = after_other_negative = 0
+    for row in rows:
+        last, chosen = _last_command(row["state"]), row["actions"][row["action"]]
+        if not row["negative"] and chosen.startswith("id "):
+            identifications += 1
+            after_cat += last == "cat " + chosen[3:]
+        if last.startswith("cat ") and chosen != "id " + last[4:]:
+            after_other += 1
+            after_other_negative += bool(row["negative"])
     return {
         "rows": len(rows),
         "negative_rows": sum(bool(row["negative"]) for row in rows),
-        "teacher_identifications": len(identifications),
-        "of_those_right_after_cat_of_it": sum(
-            _last_command(row["state"]) == "cat " + row["actions"][row["action"]][3:] for row in identifications),
-        "rows_after_a_file_not_identified": len(after_other),
-        "of_those_negative_rows": sum(bool(row["negative"]) for row in after_other),
+        "teacher_identifications": identifications,
+        "of_those_right_after_cat_of_it": after_cat,
+        "rows_after_a_file_not_identified": after_other,
+        "of_those_negative_rows": after_other_negative,
     }
 
 
