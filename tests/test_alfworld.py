@@ -276,8 +276,14 @@ def test_generated_problems_load_through_the_official_loader(cache, small_env, t
     broken = ALFWorld(source="official", data_dir=bare_root.parent, cache_dir=tmp_path / "cache3")
     with pytest.raises(UserError, match=f"ALFWorld task {re.escape(repr(str(bare)))} cannot be played: ParseError"):
         broken.reset(str(bare))
+    (unsolvable / GAME_FILE).write_text(json.dumps({"solvable": True}))
+    with pytest.raises(UserError, match=f"{re.escape(str(unsolvable / GAME_FILE))}: a game file's 'grammar' must be"):
+        broken.reset(str(unsolvable))
+    (unsolvable / GAME_FILE).write_text("[]")
+    with pytest.raises(UserError, match="game.tw-pddl: expected a JSON object, got list"):
+        broken.reset(str(unsolvable))
     (bare / "traj_data.json").write_text("{not json")
-    with pytest.raises(UserError, match="traj_data.json cannot be read as JSON"):
+    with pytest.raises(UserError, match="traj_data.json is not valid JSON"):
         ALFWorld(source="official", data_dir=bare_root.parent, cache_dir=tmp_path / "cache4").tasks("val")
 
 

@@ -17,7 +17,8 @@ from reflectrl.agent.models import ModelSpec, load_model, save_model
 from reflectrl.cli import main
 from reflectrl.config import RunConfig, from_dict
 from reflectrl.pipeline import StaleOutputError, data_fingerprint, is_done
-from reflectrl.run_files import atomic_directory, write_json_atomic
+from reflectrl.errors import UserError
+from reflectrl.run_files import atomic_directory, read_json_object, write_json_atomic
 
 from rl_fixtures import TINY, save_tiny, taxi_texts, write_recipe
 
@@ -54,6 +55,17 @@ def test_a_kill_between_the_two_renames_of_a_replace_keeps_the_old_directory(tmp
         (tmp / "a.txt").write_text("new")
     assert (final / "a.txt").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_json_file_that_is_not_one_object_is_named(tmp_path):
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "torn.json").write_text('{"a": ')
+    (tmp_path / "folder.json").mkdir()
+    assert read_json_object(write_json_atomic(tmp_path / "ok.json", {"a": 1})) == {"a": 1}
+    for name, message in [("list.json", "expected a JSON object, got list"), ("torn.json", "is not valid JSON"),
+                          ("folder.json", "cannot be read: Is a directory"), ("absent.json", "does not exist")]:
+        with pytest.raises(UserError, match=f"{name}.*{message}|{message}.*{name}"):
+            read_json_object(tmp_path / name)
 
 
 def test_the_changed_keys_are_only_those_that_changed(tmp_path):

@@ -82,8 +82,18 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"{path} does not exist") from None
+    except OSError as error:
+        raise UserError(f"{path} cannot be read: {error.strerror or error}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path} is not valid JSON (truncated or corrupt?): {error}") from None
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """``read_json`` of a file that must hold one JSON object (a list or a number there is refused, named)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def file_digest(path: str | os.PathLike) -> str:

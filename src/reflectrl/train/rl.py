@@ -47,7 +47,7 @@ from reflectrl.envs.base import check_action_limit
 from reflectrl.envs.registry import make_env
 from reflectrl.errors import UserError
 from reflectrl.memory import peak_rss_gb
-from reflectrl.run_files import (append_jsonl, atomic_directory, check_files, file_digest, read_json,
+from reflectrl.run_files import (append_jsonl, atomic_directory, check_files, file_digest, read_json_object,
                                  read_jsonl_tolerant, record_files, write_jsonl_atomic)
 from reflectrl.train.curriculum import Curriculum
 from reflectrl.train.replay import ReplayBuffer
@@ -345,7 +345,7 @@ def _model_id(path: str | Path | None) -> dict[str, str] | None:
 def _check_checkpoint(path: Path, made_from: dict[str, Any]) -> None:
     """Refuse to resume from a damaged checkpoint, or from one made from another policy or reflector."""
     check_files(path, f"delete {path} to resume from the checkpoint before it")
-    recorded = read_json(path / "state.json").get("made_from")
+    recorded = read_json_object(path / "state.json").get("made_from")
     for role, given in made_from.items():
         before = recorded.get(role) if recorded else {"path": f"an unrecorded {role}", "id": None}
         if (before or {}).get("id") != (given or {}).get("id"):
@@ -581,7 +581,7 @@ def load_checkpoint(run: RLRun, path: Path) -> None:
     except (OSError, EOFError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
         raise UserError(f"{path / 'trainer_state.pt'} cannot be read ({error}); delete {path} to resume from the "
                         f"checkpoint before it") from error
-    saved = read_json(path / "state.json")
+    saved = read_json_object(path / "state.json")
     run.learner.optimizer.load_state_dict(trainer["optimizer"])
     if run.policy.value_head is not None and trainer["value_head"] is not None:
         run.policy.value_head.load_state_dict(trainer["value_head"])

@@ -14,7 +14,6 @@ user's data folder).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 from pathlib import Path
@@ -27,10 +26,10 @@ from reflectrl.envs.alfworld.engine import (
     TRAJ_DATA_FILE,
     build_game_data,
     templated_task_description,
-    write_json_atomic,
 )
 from reflectrl.envs.alfworld.problems import SPLIT_DIRS
 from reflectrl.errors import UserError
+from reflectrl.run_files import read_json_object, write_json_atomic
 
 OFFICIAL_DATA_HINT = (
     "To use the official ALFWorld games: pip install alfworld, run alfworld-download, and set "
@@ -58,17 +57,6 @@ def official_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path |
         if any((candidate / split_dir).is_dir() for split_dir in SPLIT_DIRS.values()):
             return candidate
     return None
-
-
-def _read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON object file of a user's ALFWorld data; anything else is refused naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} cannot be read as JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _matches(traj_data: dict[str, Any], task_type: str | None, object_type: str | None, receptacle_type: str | None) -> bool:
@@ -99,17 +87,24 @@ def collect_problem_dirs(
         relative = str(directory.relative_to(split_root))
         if "movable" in relative or "Sliced" in relative:
             continue
-        traj_data = _read_json_object(traj_path)
+        traj_data = read_json_object(traj_path)
         if not _matches(traj_data, task_type, object_type, receptacle_type):
             continue
         game_path = directory / GAME_FILE
         if game_path.is_file():
-            if _read_json_object(game_path).get("solvable") is False:
+            if read_json_object(game_path).get("solvable") is False:
                 continue
         elif not (directory / PROBLEM_FILE).is_file():
             continue
         found.append(directory)
     return found
+
+
+def _game_field(path: Path, game_data: dict[str, Any], key: str) -> str:
+    value = game_data.get(key)
+    if not isinstance(value, str):
+        raise UserError(f"{path}: a game file's {key!r} must be a string (TextWorld's PDDL game format)")
+    return value
 
 
 def game_file_for(problem_dir: Path, cache: Path) -> Path:
@@ -124,12 +119,12 @@ def game_file_for(problem_dir: Path, cache: Path) -> Path:
     if not traj_path.is_file():
         raise FileNotFoundError(f"{problem_dir} is not an ALFWorld trial folder: {TRAJ_DATA_FILE} is missing")
     own = problem_dir / GAME_FILE
-    if own.is_file() and GOAL_PLACEHOLDER not in json.loads(own.read_text())["grammar"]:
+    game_data = read_json_object(own) if own.is_file() else None
+    if game_data is not None and GOAL_PLACEHOLDER not in _game_field(own, game_data, "grammar"):
         return own
-    traj_data = json.loads(traj_path.read_text())
-    if own.is_file():
-        game_data = json.loads(own.read_text())
-        pddl_problem = game_data["pddl_problem"]
+    traj_data = read_json_object(traj_path)
+    if game_data is not None:
+        pddl_problem = _game_field(own, game_data, "pddl_problem")
     elif (problem_dir / PROBLEM_FILE).is_file():
         pddl_problem = (problem_dir / PROBLEM_FILE).read_text()
         game_data = None

@@ -13,10 +13,7 @@ step. Nothing here reimplements the engine: it is the installed packages.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,8 @@ from alfworld.agents.environment.alfred_tw_env import (
 from alfworld.gen import goal_library
 from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
 from textworld.envs import PddlEnv
+
+from reflectrl.run_files import read_json_object, write_json_atomic
 
 GAME_FILE = "game.tw-pddl"
 TRAJ_DATA_FILE = "traj_data.json"
@@ -81,14 +80,6 @@ def build_game_data(pddl_problem: str, task_description: str) -> dict[str, Any]:
     }
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a concurrent reader never sees half a file."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as out:
-        json.dump(data, out)
-    os.replace(tmp, path)
-
-
 class AlfredEngine:
     """One TextWorld ``PddlEnv`` with alfworld's demangler, infos and planner expert.
 
@@ -129,7 +120,7 @@ class AlfredEngine:
 
 def record_plan(game_file: Path, plan: list[str]) -> None:
     """Mark a game file solvable (or not) with its walkthrough, as ``alfworld-generate`` does."""
-    data = json.loads(Path(game_file).read_text())
+    data = read_json_object(game_file)
     data["solvable"] = bool(plan)
     data["walkthrough"] = list(plan) or None
     write_json_atomic(Path(game_file), data)

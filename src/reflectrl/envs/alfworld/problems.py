@@ -33,8 +33,8 @@ from reflectrl.envs.alfworld.engine import (
     TRAJ_DATA_FILE,
     build_game_data,
     templated_task_description,
-    write_json_atomic,
 )
+from reflectrl.run_files import write_json_atomic
 
 #: bump when the generator's output changes, so cached problems are regenerated
 GENERATOR_VERSION = 1
