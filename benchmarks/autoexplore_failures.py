@@ -6,7 +6,10 @@ wrong ``id``, how many of those right after a ``cat`` of the file identified,
 and how many of those right after a reflection that judged that file not the
 answer (the teacher's own words for it: "unrelated", "did not help", "does not
 answer" ...); the share of good moves; and how often the policy took the action
-its reflection named. With the run's ``data/`` folder it also counts, in the
+its reflection named. For every step right after a ``cat``, split by whether the
+file read is an answer: how often the policy identified it and how often the
+reflection judged it not the answer (what a policy that reads reflections
+could act on). With the run's ``data/`` folder it also counts, in the
 training rows of the policy, the teacher's identifications (positive rows)
 that follow a ``cat`` of the same file, and the rows whose last command read a
 file the teacher then does not identify: the only rows that show the policy
@@ -36,6 +39,29 @@ def _last_command(state: str) -> str:
     return "" if not history or history[0] == "(none)" else history[-1]
 
 
+def _read_path(step: dict[str, Any], name: str) -> str:
+    """The repository-relative path of ``name`` read at ``step`` (the screen's working directory starts
+    with the repository's own name)."""
+    cwd = step["observation"].split("Current working directory: ", 1)[1].split("\n", 1)[0]
+    return "/".join([*cwd.split("/")[1:], name])
+
+
+def steps_after_a_cat(episodes: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    counts = {kind: Counter() for kind in ("answer", "not_answer")}
+    for episode in episodes:
+        steps = episode["transcript"]
+        for read, step in zip(steps, steps[1:]):
+            if not read["action_text"].startswith("cat "):
+                continue
+            name = read["action_text"][4:]
+            kind = "answer" if _read_path(read, name) in episode["task"]["targets"] else "not_answer"
+            counts[kind]["steps"] += 1
+            counts[kind]["identified_it"] += step["action_text"] == "id " + name
+            counts[kind]["reflection_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(step.get("reflection") or ""))
+    return {kind: {key: counts[kind][key] for key in ("steps", "identified_it", "reflection_judged_it_not_the_answer")}
+            for kind in counts}
+
+
 def arm_failures(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     failures = [episode for episode in episodes if not episode["success"]]
     wrong_id = after_cat = judged_unrelated = 0
@@ -63,6 +89,7 @@ def arm_failures(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         else None,
         "steps_whose_reflection_names_a_listed_action": len(named),
         "of_those_policy_took_it": sum(step["named"] == step["action"] for step in named),
+        "right_after_a_cat": steps_after_a_cat(episodes),
     }
 
 

@@ -29,6 +29,13 @@ def test_failures_of_the_committed_own_reflections_run(tmp_path):
     assert sft["successes"] == 59 and sft["steps_whose_reflection_names_a_listed_action"] == 0
     assert sft["successes"] + sum(sft["failures_by_outcome"].values()) == sft["episodes"] == 100
     assert arms["oracle"]["successes"] == 100 and arms["oracle"]["good_steps"] is None
+    # after every read the oracle identified the file it read, an answer each time
+    assert arms["oracle"]["right_after_a_cat"]["answer"] == {"steps": 100, "identified_it": 100,
+                                                              "reflection_judged_it_not_the_answer": 0}
+    after = reflect_rl["right_after_a_cat"]
+    assert (after["answer"]["steps"], after["answer"]["identified_it"]) == (51, 51)
+    assert (after["not_answer"]["steps"], after["not_answer"]["identified_it"]) == (52, 46)
+    assert 0 < after["not_answer"]["reflection_judged_it_not_the_answer"] <= 52
 
 
 def test_more_negatives_show_more_steps_after_a_wrong_file(tmp_path):
