@@ -98,6 +98,8 @@ def test_reset_without_task_draws_train_tasks_reproducibly():
     first = [env.reset(seed=s).info["task"] for s in range(5)]
     assert first == [env.reset(seed=s).info["task"] for s in range(5)]
     assert all(task in env.tasks("train") for task in first)
+    with pytest.raises(ValueError, match="babyai: reset\\(\\) without a task needs a train task; n_train is 0"):
+        BabyAIText(n_train=0).reset(seed=1)
 
 
 def test_text_lists_what_the_egocentric_view_shows(envs):

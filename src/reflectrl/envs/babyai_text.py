@@ -175,11 +175,7 @@ class BabyAIText(TextEnv):
     # --------------------------------------------------------------- episode
     def reset(self, task: int | None = None, seed: int | None = None) -> Observation:
         if task is None:
-            rng = random.Random(seed) if seed is not None else self._draw_rng
-            train = self.tasks("train")
-            if not train:
-                raise ValueError("babyai: reset() without a task needs n_train > 0")
-            task = rng.choice(train)
+            task = self.draw_train_task(seed, self._draw_rng, "n_train is 0")
         try:
             seed_value = -1 if isinstance(task, bool) else operator.index(task)
         except TypeError:

@@ -8,6 +8,7 @@ in one prompt and score them all with a single forward pass.
 from __future__ import annotations
 
 import operator
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -126,6 +127,14 @@ class TextEnv(ABC):
         that can label only so many actions is refused before any work rather than mid-run.
         """
         return None
+
+    def draw_train_task(self, seed: int | None, stream: random.Random, none_left: str) -> Any:
+        """The task of a ``reset()`` given none: a train task drawn with ``seed``, else from the env's own
+        ``stream``; ``none_left`` says why a train split can be empty (an error when it is)."""
+        train = self.tasks("train")
+        if not train:
+            raise ValueError(f"{self.name}: reset() without a task needs a train task; {none_left}")
+        return (random.Random(seed) if seed is not None else stream).choice(train)
 
     @property
     def observation(self) -> Observation:

@@ -299,11 +299,7 @@ class TextWorld(TextEnv):
     # --------------------------------------------------------------- episode
     def reset(self, task: int | None = None, seed: int | None = None) -> Observation:
         if task is None:
-            rng = random.Random(seed) if seed is not None else self._draw_rng
-            train = self.tasks("train")
-            if not train:
-                raise ValueError("textworld: reset() without a task needs n_train > 0")
-            task = rng.choice(train)
+            task = self.draw_train_task(seed, self._draw_rng, "n_train is 0")
         if isinstance(task, bool):
             raise ValueError(f"textworld: a task is an int game seed, got {task!r}")
         try:

@@ -256,11 +256,8 @@ class ALFWorld(TextEnv):
     def reset(self, task: Task | None = None, seed: int | None = None) -> Observation:
         """Start ``task``; without one, draw a train task with ``seed`` (deterministic)."""
         if task is None:
-            rng = random.Random(seed) if seed is not None else self._rng
-            train = self.tasks("train")
-            if not train:
-                raise ValueError(f"no ALFWorld train tasks match {self.task_type} {self.object_type} -> {self.receptacle_type}")
-            task = rng.choice(train)
+            task = self.draw_train_task(seed, self._rng, f"none matches {self.task_type} {self.object_type} -> "
+                                                         f"{self.receptacle_type}")
         game_file = self._load_game(task)
         plan = list(self._state["extra.expert_plan"])
         if game_file.is_relative_to(self.cache_dir) and game_file not in self._checked:
