@@ -13,7 +13,12 @@ could act on). With the run's ``data/`` folder it also counts, in the
 training rows of the policy, the teacher's identifications (positive rows)
 that follow a ``cat`` of the same file, and the rows whose last command read a
 file the teacher then does not identify: the only rows that show the policy
-what to do after a wrong file.
+what to do after a wrong file. Where the run wrote the reflector's own
+reflections for the policy to learn from (``sft.reflections: reflector``, its
+``reflections/`` folder), it also counts, over the rows right after a ``cat``,
+how often that reflection and the teacher's judged the file read not the
+answer, split by whether the teacher then identified it: what the policy could
+learn from the judgment it will be given at test time.
 
 Run: ``python benchmarks/autoexplore_failures.py runs/<name> --out results/<name>/failures.json``.
 """
@@ -114,12 +119,32 @@ def training_rows(data: Path) -> dict[str, Any]:
     }
 
 
+def reflection_judgments(reflections: Path) -> dict[str, Any]:
+    result = {}
+    for split in ("train", "val"):
+        counts = {kind: Counter() for kind in ("answer", "not_answer")}
+        for row in read_set(reflections, split, "policy"):
+            last = _last_command(row["state"])
+            if not last.startswith("cat "):
+                continue
+            kind = "answer" if row["actions"][row["action"]] == "id " + last[4:] else "not_answer"
+            counts[kind]["rows"] += 1
+            counts[kind]["own_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(row["reflection"]))
+            counts[kind]["teacher_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(row["teacher_reflection"]))
+        result[split] = {kind: {key: counts[kind][key] for key in ("rows", "own_judged_it_not_the_answer",
+                                                                    "teacher_judged_it_not_the_answer")}
+                         for kind in counts}
+    return result
+
+
 def count(run: Path) -> dict[str, Any]:
     arms = evaluated_arms(run)
     result: dict[str, Any] = {"run": str(run), "arms": {arm: arm_failures(read_episodes(path))
                                                          for arm, path in sorted(arms.items())}}
     if (run / "data").is_dir():
         result["training_rows"] = training_rows(run / "data")
+    if (run / "reflections").is_dir():
+        result["reflections_after_a_cat"] = reflection_judgments(run / "reflections")
     return result
 
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from reflectrl.cli import main
+from reflectrl.data.sft_sets import read_set
+from reflectrl.pipeline import write_set_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "autoexplore_failures.py"
@@ -52,3 +54,18 @@ def test_more_negatives_show_more_steps_after_a_wrong_file(tmp_path):
     assert counts[0]["of_those_right_after_cat_of_it"] <= counts[0]["teacher_identifications"] > 0
     assert counts[2]["negative_rows"] > 0
     assert counts[2]["rows_after_a_file_not_identified"] == counts[2]["of_those_negative_rows"] > 0
+
+    # the policy's reflections judged as the reflector would write them if it always said "not the answer"
+    data = tmp_path / "neg2" / "data"
+    rows = {split: [{**row, "teacher_reflection": row["reflection"],
+                     "reflection": "Reading it wasted a step: it is not the file we need."}
+                    for row in read_set(data, split, "policy")] for split in ("train", "val")}
+    write_set_folder(tmp_path / "neg2" / "reflections", {split: {"policy": rows[split]} for split in rows}, {})
+    judged = _count(tmp_path / "neg2", tmp_path)["reflections_after_a_cat"]["train"]
+    assert judged["not_answer"]["rows"] == counts[2]["rows_after_a_file_not_identified"]
+    assert judged["answer"]["rows"] == counts[2]["of_those_right_after_cat_of_it"]
+    for kind in ("answer", "not_answer"):
+        assert judged[kind]["own_judged_it_not_the_answer"] == judged[kind]["rows"]
+    # the teacher's judgment tells the two apart, every time
+    assert judged["answer"]["teacher_judged_it_not_the_answer"] == 0
+    assert judged["not_answer"]["teacher_judged_it_not_the_answer"] == judged["not_answer"]["rows"]
