@@ -36,10 +36,11 @@ from reflectrl.data.sft_sets import read_set
 from reflectrl.eval.episodes import evaluated_arms, read_episodes
 
 #: the teacher's phrases (teachers/oracle/autoexplore.py) for "the file just read is not the answer"
-NOT_THE_ANSWER = re.compile(r"unrelated|did not help|does not answer|does not match|wasted a step|not the file we need")
+NOT_THE_ANSWER = re.compile(r"unrelated|did not help|does not answer|does not match|wasted a step|not the file we need"
+                            r"|not the question's sentence")
 
 
-def _last_command(state: str) -> str:
+def last_command(state: str) -> str:
     history = state.split("Command history:\n", 1)[1].split("\nExecution result", 1)[0].splitlines()
     return "" if not history or history[0] == "(none)" else history[-1]
 
@@ -102,7 +103,7 @@ def training_rows(data: Path) -> dict[str, Any]:
     rows = read_set(data, "train", "policy_noreflect")
     identifications = after_cat = after_other = after_other_negative = 0
     for row in rows:
-        last, chosen = _last_command(row["state"]), row["actions"][row["action"]]
+        last, chosen = last_command(row["state"]), row["actions"][row["action"]]
         if not row["negative"] and chosen.startswith("id "):
             identifications += 1
             after_cat += last == "cat " + chosen[3:]
@@ -124,7 +125,7 @@ def reflection_judgments(reflections: Path) -> dict[str, Any]:
     for split in ("train", "val"):
         counts = {kind: Counter() for kind in ("answer", "not_answer")}
         for row in read_set(reflections, split, "policy"):
-            last = _last_command(row["state"])
+            last = last_command(row["state"])
             if not last.startswith("cat "):
                 continue
             kind = "answer" if row["actions"][row["action"]] == "id " + last[4:] else "not_answer"

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import posixpath
 import re
 import shutil
 import sysconfig
@@ -906,3 +907,36 @@ def test_the_search_expert_solves_most_of_the_default_corpus_within_the_recipe_h
                 break
         solved += info["success"]
     assert len(test_tasks) >= 100 and solved >= 0.7 * len(test_tasks), (solved, len(test_tasks))
+
+
+def test_quoting_teacher_quotes_what_was_read_before_judging_it(corpus_tasks: list[Task]):
+    env = AutoExplore(tasks=corpus_tasks, cat_view="outline", max_steps=10, max_depth=1)
+    teacher = OracleTeacher("autoexplore", seed=0, quote_reads=True)
+    plain = OracleTeacher("autoexplore", seed=0)
+    verdicts = {True: 0, False: 0}
+    for task in [task for task in env.tasks("train") if task.kind == "code"][:30]:
+        obs = env.reset(task, seed=0)
+        target_cat = "cat " + posixpath.basename(task.targets[0])
+        wrong = [action for action in obs.actions if action.startswith("cat ") and action != target_cat]
+        for history in ([wrong[0]] if wrong else []), []:
+            obs = env.reset(task, seed=0)
+            while not (history and history[-1].startswith("cat ")):  # the oracle's way to its read
+                history.append(obs.actions[env.oracle_action()])
+                obs = env.step(obs.actions.index(history[-1]))[0]
+            if history[0] in wrong:
+                obs = env.step(obs.actions.index(history[0]))[0]
+            facts = obs.info["oracle"]
+            good = obs.actions[env.oracle_action()]
+            text = teacher.reflect(obs, history, good, history[0] in wrong)
+            quoted = re.match(r'(?:Reading )?\S+ show(?:s|ed) "(.*?)(?:\.\.\.)?"\. (That is (not )?the question\'s '
+                              r'sentence\.) ', text)
+            assert quoted, text
+            assert quoted.group(1) in obs.text.split("Execution result of the last command:\n")[1], text
+            assert (quoted.group(3) is None) == facts["last_read_shows"], text
+            verdicts[facts["last_read_shows"]] += 1
+            # the rest of the reflection still leads to the oracle's move; the plain teacher's has no quote
+            assert env.reflection_action(text, obs.actions) == obs.actions.index(good), text
+            assert "the question's sentence" not in plain.reflect(obs, history, good, history[0] in wrong)
+    assert verdicts[True] >= 20 and verdicts[False] >= 20, verdicts
+    with pytest.raises(UserError, match="quote_reads: the taxi teacher has no reads to quote"):
+        OracleTeacher("taxi", quote_reads=True)

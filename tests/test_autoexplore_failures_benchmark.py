@@ -69,3 +69,25 @@ def test_more_negatives_show_more_steps_after_a_wrong_file(tmp_path):
     # the teacher's judgment tells the two apart, every time
     assert judged["answer"]["teacher_judged_it_not_the_answer"] == 0
     assert judged["not_answer"]["teacher_judged_it_not_the_answer"] == judged["not_answer"]["rows"]
+
+
+def test_reflector_judgment_counts_a_fold_reflector_on_the_states_it_never_trained_on(tmp_path):
+    out = tmp_path / "judgment.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reflector_judgment.py"),
+                    "--config", str(ROOT / "configs" / "autoexplore-tiny.yaml"), "--set", "sft.reflections=reflector",
+                    "--set", "data.episodes=16", "--set", "reflector_sft.epochs=1", "--set", "teacher.quote_reads=true",
+                    "--set", "env.kwargs={max_steps: 10, cat_view: outline}", "--set", "name=judged",
+                    "--set", f"out_dir={tmp_path}", "--out", str(out)],
+                   check=True, cwd=tmp_path, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    after = result["after_a_cat"]
+    assert after["answer"]["rows"] > 0 and after["not_answer"]["rows"] > 0
+    # the quoting teacher's verdict tells the two apart every time; the fold reflector's is counted beside it
+    assert after["answer"]["teacher_judged_it_not_the_answer"] == 0
+    assert after["not_answer"]["teacher_judged_it_not_the_answer"] == after["not_answer"]["rows"]
+    for kind in after:
+        assert 0 <= after[kind]["own_judged_it_not_the_answer"] <= after[kind]["rows"]
+    assert "That is the question's sentence." in result["examples"]["answer"]["teacher"]
+    assert result["writer"].endswith("reflector_fold0") and (tmp_path / "judged" / "reflector_fold0" / "sft_metrics.json").exists()
+    assert 0 <= result["teacher_reflections_over_budget"] <= result["teacher_reflections"]
+    assert result["peak_rss_gb"] > 0 and result["wall_s"] > 0

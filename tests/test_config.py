@@ -147,6 +147,23 @@ def test_a_run_directory_that_cannot_be_made_is_named_before_any_work(tmp_path):
     assert load_config(write(tmp_path, f"name: x\nout_dir: {tmp_path / 'new' / 'runs'}\n")).run_dir.parent.name == "runs"
 
 
+def test_quoting_reads_is_a_setting_of_the_autoexplore_oracle_and_leaves_older_data_valid(tmp_path):
+    from reflectrl.pipeline import data_fingerprint
+
+    for text, message in (("teacher: {quote_reads: true}\n", "only the oracle teacher of autoexplore"),
+                          ("env: {name: autoexplore}\nteacher: {kind: openai, quote_reads: true}\n",
+                           "only the oracle teacher of autoexplore"),
+                          ("eval: {endpoint: {quote_reads: true}}\n", "eval.endpoint.quote_reads: a setting")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(write(tmp_path, text))
+    plain = load_config(write(tmp_path, "env: {name: autoexplore}\n"))
+    quoting = load_config(write(tmp_path, "env: {name: autoexplore}\nteacher: {quote_reads: true}\n"))
+    # at its default the key is not part of the data step's fingerprint: runs made before it existed stay valid
+    assert "quote_reads" not in data_fingerprint(plain)["parts"]["teacher"]
+    assert data_fingerprint(quoting)["parts"]["teacher"]["quote_reads"] is True
+    assert data_fingerprint(quoting)["hash"] != data_fingerprint(plain)["hash"]
+
+
 def test_keys_the_algorithm_would_ignore_are_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"reflector_sft\.shuffle_ids: unknown key"):
         load_config(write(tmp_path, "reflector_sft:\n  shuffle_ids: false\n"))

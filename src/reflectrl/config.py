@@ -107,6 +107,10 @@ class TeacherConfig:
     timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
     #: attempts per request, the first included, before the command gives up
     attempts: PositiveInt = 6
+    #: the AutoExplore oracle only: right after a ``cat`` its reflection first quotes the line of what was
+    #: shown nearest the question, then says whether that is the question's sentence (the evidence before
+    #: the verdict, where a small reflector can copy it); false: the verdict alone
+    quote_reads: StrictBool = False
 
 
 @dataclass
@@ -301,6 +305,10 @@ class RunConfig:
         reason = unwritable_reason(self.run_dir, "folder")
         if reason is not None:
             raise ValueError(f"out_dir/name: the run directory cannot be made: {reason}")
+        if self.teacher.quote_reads and (self.teacher.kind, self.env.name) != ("oracle", "autoexplore"):
+            raise ValueError("teacher.quote_reads: only the oracle teacher of autoexplore quotes what was read")
+        if self.eval.endpoint is not None and self.eval.endpoint.quote_reads:
+            raise ValueError("eval.endpoint.quote_reads: a setting of the oracle teacher, not of an endpoint")
         if self.sft.reflections == "reflector" and self.ablations == "full":
             raise ValueError("sft.reflections: reflector is for the basic arms only: the ablation without "
                              "negative examples would need reflectors trained without them on each fold")

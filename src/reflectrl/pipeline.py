@@ -111,6 +111,9 @@ def _parts(config: RunConfig, *keys: str) -> dict[str, Any]:
     for endpoint in (values["teacher"], values["eval"]["endpoint"]):
         for key in TRANSPORT_KEYS if endpoint else ():
             del endpoint[key]
+        # added after runs were made: at its default it is left out, so their steps stay valid
+        if endpoint and not endpoint["quote_reads"]:
+            del endpoint["quote_reads"]
     return {key: values[key] for key in keys}
 
 
@@ -186,7 +189,7 @@ def make_teacher(config: RunConfig) -> Teacher:
     if config.teacher.kind == "oracle":
         from reflectrl.teachers.oracle import OracleTeacher
 
-        return OracleTeacher(config.env.name, seed=config.seed)
+        return OracleTeacher(config.env.name, seed=config.seed, quote_reads=config.teacher.quote_reads)
     from reflectrl.teachers.openai_compat import OpenAITeacher, endpoint_from_config
 
     return OpenAITeacher(endpoint_from_config(config.teacher, config.run_dir / "teacher_cache"))

@@ -26,11 +26,14 @@ _WRITERS = {
 class OracleTeacher(Teacher):
     """Privileged teacher for one env; ``seed`` fixes its choice of phrasing."""
 
-    def __init__(self, env_name: str, seed: int = 0) -> None:
+    def __init__(self, env_name: str, seed: int = 0, quote_reads: bool = False) -> None:
         if env_name not in _WRITERS:
             raise UserError(f"no oracle teacher for env {env_name!r}; known: {', '.join(sorted(_WRITERS))}")
+        if quote_reads and env_name != "autoexplore":
+            raise UserError(f"quote_reads: the {env_name} teacher has no reads to quote (autoexplore only)")
         self.env_name = env_name
         self._write = importlib.import_module(_WRITERS[env_name]).reflect
+        self._options = {"quote_reads": True} if quote_reads else {}
         self._rng = random.Random(seed)
 
     def reflect(
@@ -42,4 +45,4 @@ class OracleTeacher(Teacher):
     ) -> str:
         if "oracle" not in state.info:
             raise ValueError(f"{self.env_name}: observation has no privileged 'oracle' info for the oracle teacher")
-        return self._write(state, history, next_good_action, was_last_action_wrong, self._rng)
+        return self._write(state, history, next_good_action, was_last_action_wrong, self._rng, **self._options)

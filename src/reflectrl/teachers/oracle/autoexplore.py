@@ -9,6 +9,12 @@ directory", "read thread.py"); it never names an action id.
 With the env's search expert (``expert="search"``) a reflection says only what
 the screen supports: whether the file just read shows the question's passage,
 which unread name shares words with the question, what is left to explore.
+
+With ``quote_reads`` a reflection right after a ``cat`` starts from the
+evidence: it quotes the line of what was shown nearest the question, then says
+whether that line is the question's sentence. A verdict written first must be
+decided before anything of the file is repeated; after the quote, the reflector
+compares two strings both in view.
 """
 
 from __future__ import annotations
@@ -16,9 +22,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from reflectrl.envs.autoexplore.search import shows_topic, words
 from reflectrl.envs.base import Observation
 
 _MAX_TOPIC_WORDS = 7
+#: a quoted line of what ``cat`` showed is cut after this many words
+_MAX_QUOTE_WORDS = 12
+_RESULT_HEADING = "Execution result of the last command:\n"
 
 _HERE_UNREAD = (
     "The question asks for {subject}, and {name} right here in {cwd} is where that lives.",
@@ -50,6 +60,16 @@ _READ_NOT_ANSWER = (
     "{read} turned out to be unrelated.",
     "What {read} contains does not match the question.",
 )
+_QUOTE = (
+    '{read} shows "{line}".',
+    'Reading {read} showed "{line}".',
+)
+_QUOTE_NOTHING = (
+    "{read} shows nothing.",
+    "Reading {read} showed nothing.",
+)
+_IS_SENTENCE = "That is the question's sentence."
+_NOT_SENTENCE = "That is not the question's sentence."
 _NEXT = {
     "up": (
         "Next, go up one directory.",
@@ -192,12 +212,36 @@ def _capitalize(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def nearest_line(shown: str, topic: str) -> str | None:
+    """The line of what ``cat`` showed that holds the question's passage, else the one sharing the most words
+    with it (the first of equals); None when nothing was shown. An outline's heading is not a line of the file."""
+    lines = [line.strip() for line in shown.splitlines() if line.strip() and not line.startswith("Outline (")]
+    if not lines:
+        return None
+    wanted = set(words(topic))
+    return next((line for line in lines if shows_topic(line, topic)),
+                max(lines, key=lambda line: (len(wanted & set(words(line))), -lines.index(line))))
+
+
+def _quoted_read(state: Observation, facts: dict[str, Any], rng: random.Random) -> list[str]:
+    """The evidence of the file just read, then the verdict on it: ``quote_reads``' first two sentences."""
+    read = facts["last_read"].rsplit("/", 1)[-1]
+    line = nearest_line(state.text.split(_RESULT_HEADING, 1)[-1], facts["topic"])
+    if line is None:
+        return [rng.choice(_QUOTE_NOTHING).format(read=read), _NOT_SENTENCE]
+    cut = line.split()
+    if len(cut) > _MAX_QUOTE_WORDS:
+        line = " ".join(cut[:_MAX_QUOTE_WORDS]) + "..."
+    return [rng.choice(_QUOTE).format(read=read, line=line), _IS_SENTENCE if facts["last_read_shows"] else _NOT_SENTENCE]
+
+
 def reflect(
     state: Observation,
     history: list[str],
     next_good_action: str,
     was_last_action_wrong: bool,
     rng: random.Random,
+    quote_reads: bool = False,
 ) -> str:
     """Explain where the answer lies and why, judge the last file read, and say the next step in words."""
     if next_good_action not in state.actions:
@@ -213,20 +257,23 @@ def reflect(
         "subject": subject, "Subject": _capitalize(subject), "cwd": facts["cwd_display"],
         "answer_dir": facts["answer_dir_display"], "name": facts["target_name"],
     }
-    sentences = []
-    if was_last_action_wrong:
+    quoting = (quote_reads and facts["kind"] != "name" and facts["last_read"] is not None
+               and bool(history) and history[-1].startswith("cat "))
+    sentences = _quoted_read(state, facts, rng) if quoting else []
+    if was_last_action_wrong and not quoting:
         sentences.append(_explain_mistake(facts, history[-1], fields, rng))
     verb, arg = _split_command(next_good_action)
     if facts["cwd"] == facts["answer_dir"]:
         templates = _HERE_NAMED if facts["kind"] == "name" else _HERE_READ if facts["target_read"] else _HERE_UNREAD
-        sentences.append(rng.choice(templates).format(**fields))
+        if not (quoting and facts["last_read_is_target"]):  # the verdict has just said it
+            sentences.append(rng.choice(templates).format(**fields))
     elif facts["on_path"]:
         step = facts["answer_dir"][len(facts["cwd"]) + 1:] if facts["cwd"] else facts["answer_dir"]
         sentences.append(rng.choice(_BELOW).format(step=step.split("/")[0], **fields))
     else:
         sentences.append(rng.choice(_ELSEWHERE).format(**fields))
     last_read = facts["last_read"]
-    if (not was_last_action_wrong and last_read and not facts["last_read_is_target"]
+    if (not was_last_action_wrong and not quoting and last_read and not facts["last_read_is_target"]
             and history and history[-1].startswith("cat ")):
         sentences.insert(0, rng.choice(_READ_NOT_ANSWER).format(read=last_read.rsplit("/", 1)[-1], **fields))
     sentences.append(rng.choice(_NEXT[verb]).format(arg=arg))

@@ -1,0 +1,88 @@
+"""Whether an AutoExplore reflector can tell, from what it just read, that the file answers the question.
+
+The reflector of a recipe with ``sft.reflections: reflector`` that never trained
+on fold 0 of the training tasks (the run's ``reflector_fold0``, made or reused)
+writes its reflection on every state of that fold right after a ``cat``. Counted
+by whether the teacher then identified the file read: how often the reflection
+judged it not the answer, beside the teacher's own reflection on the same state.
+A reflector that judges by what it read calls answers answers; one that writes
+its training rows' usual opening calls every file the same. A reflector variant
+is measured in one fold reflector's SFT (minutes) instead of a whole run (hours).
+
+Run: ``python benchmarks/reflector_judgment.py --config configs/autoexplore-smollm2.yaml --set
+sft.reflections=reflector --set name=<name> --out benchmarks/results/reflector_judgment-<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autoexplore_failures import NOT_THE_ANSWER, last_command
+from reflectrl.agent.models import ModelSpec, load_tokenizer
+from reflectrl.cli import _key_values
+from reflectrl.config import RunConfig, load_config, to_dict
+from reflectrl.cpu import cpu_model
+from reflectrl.data.sft_sets import read_set, task_fold
+from reflectrl.memory import peak_rss_gb
+from reflectrl.pipeline import _write_reflections, fold_reflector, set_threads, step_data, warn_cut_reflections
+
+FOLD = 0
+
+
+def judge(config: RunConfig) -> dict[str, Any]:
+    if config.env.name != "autoexplore" or config.sft.reflections != "reflector":
+        raise SystemExit("reflector_judgment: a recipe of env autoexplore with sft.reflections: reflector")
+    started = time.time()
+    set_threads(config)
+    writer = fold_reflector(config, FOLD)
+    data = step_data(config)
+    rows = [row for row in read_set(data, "train", "policy")
+            if task_fold(row) == FOLD and last_command(row["state"]).startswith("cat ")]
+    texts = _write_reflections(config, writer, [row["state"] for row in rows])
+    counts = {kind: Counter() for kind in ("answer", "not_answer")}
+    examples = {}
+    for row, text in zip(rows, texts):
+        kind = "answer" if row["actions"][row["action"]] == "id " + last_command(row["state"])[4:] else "not_answer"
+        counts[kind]["rows"] += 1
+        counts[kind]["own_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(text))
+        counts[kind]["teacher_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(row["reflection"]))
+        examples.setdefault(kind, {"teacher": row["reflection"], "own": text})
+    reflection_rows = read_set(data, "train", "reflection")
+    return {
+        "recipe": {key: to_dict(config)[key] for key in ("name", "seed", "teacher", "data", "reflector_sft",
+                                                          "reflection_tokens")},
+        "fold": FOLD, "writer": str(writer),
+        "teacher_reflections_over_budget": warn_cut_reflections(load_tokenizer(ModelSpec(name=str(writer))),
+                                                                reflection_rows, config.reflection_tokens),
+        "teacher_reflections": len(reflection_rows),
+        "after_a_cat": {kind: dict(counts[kind]) for kind in counts},
+        "examples": examples,
+        "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "wall_s": round(time.time() - started, 1), "peak_rss_gb": peak_rss_gb(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="the recipe (YAML)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
+    parser.add_argument("--out", type=Path, help="write the counts here as JSON")
+    args = parser.parse_args()
+    result = judge(load_config(args.config, _key_values(args.set, "--set")))
+    text = json.dumps(result, indent=1)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
