@@ -120,21 +120,34 @@ def training_rows(data: Path) -> dict[str, Any]:
     }
 
 
+def after_a_read(row: dict[str, Any]) -> str | None:
+    """For a policy row right after a ``cat``: ``answer`` when the teacher then identifies the file read,
+    else ``not_answer``; None for a row after any other command."""
+    last = last_command(row["state"])
+    if not last.startswith("cat "):
+        return None
+    return "answer" if row["actions"][row["action"]] == "id " + last[4:] else "not_answer"
+
+
+def judgments(rows: list[dict[str, Any]], own: list[str], teacher: list[str]) -> dict[str, dict[str, int]]:
+    """Over rows right after a ``cat``, split by ``after_a_read``: how often the reflector's own reflection and
+    the teacher's (each a list beside ``rows``) judged the file read not the answer."""
+    counts = {kind: Counter() for kind in ("answer", "not_answer")}
+    for row, own_text, teacher_text in zip(rows, own, teacher, strict=True):
+        kind = after_a_read(row)
+        if kind is not None:
+            counts[kind]["rows"] += 1
+            counts[kind]["own_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(own_text))
+            counts[kind]["teacher_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(teacher_text))
+    return {kind: {key: counts[kind][key] for key in ("rows", "own_judged_it_not_the_answer",
+                                                      "teacher_judged_it_not_the_answer")} for kind in counts}
+
+
 def reflection_judgments(reflections: Path) -> dict[str, Any]:
     result = {}
     for split in ("train", "val"):
-        counts = {kind: Counter() for kind in ("answer", "not_answer")}
-        for row in read_set(reflections, split, "policy"):
-            last = last_command(row["state"])
-            if not last.startswith("cat "):
-                continue
-            kind = "answer" if row["actions"][row["action"]] == "id " + last[4:] else "not_answer"
-            counts[kind]["rows"] += 1
-            counts[kind]["own_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(row["reflection"]))
-            counts[kind]["teacher_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(row["teacher_reflection"]))
-        result[split] = {kind: {key: counts[kind][key] for key in ("rows", "own_judged_it_not_the_answer",
-                                                                    "teacher_judged_it_not_the_answer")}
-                         for kind in counts}
+        rows = read_set(reflections, split, "policy")
+        result[split] = judgments(rows, [row["reflection"] for row in rows], [row["teacher_reflection"] for row in rows])
     return result
 
 

@@ -19,13 +19,12 @@ import argparse
 import json
 import os
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from autoexplore_failures import NOT_THE_ANSWER, last_command
+from autoexplore_failures import after_a_read, judgments
 from reflectrl.agent.models import ModelSpec, load_tokenizer
 from reflectrl.cli import _key_values
 from reflectrl.config import RunConfig, load_config, to_dict
@@ -44,17 +43,11 @@ def judge(config: RunConfig) -> dict[str, Any]:
     set_threads(config)
     writer = fold_reflector(config, FOLD)
     data = step_data(config)
-    rows = [row for row in read_set(data, "train", "policy")
-            if task_fold(row) == FOLD and last_command(row["state"]).startswith("cat ")]
+    rows = [row for row in read_set(data, "train", "policy") if task_fold(row) == FOLD and after_a_read(row)]
     texts = _write_reflections(config, writer, [row["state"] for row in rows])
-    counts = {kind: Counter() for kind in ("answer", "not_answer")}
     examples = {}
     for row, text in zip(rows, texts):
-        kind = "answer" if row["actions"][row["action"]] == "id " + last_command(row["state"])[4:] else "not_answer"
-        counts[kind]["rows"] += 1
-        counts[kind]["own_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(text))
-        counts[kind]["teacher_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(row["reflection"]))
-        examples.setdefault(kind, {"teacher": row["reflection"], "own": text})
+        examples.setdefault(after_a_read(row), {"teacher": row["reflection"], "own": text})
     reflection_rows = read_set(data, "train", "reflection")
     return {
         "recipe": {key: to_dict(config)[key] for key in ("name", "seed", "teacher", "data", "reflector_sft",
@@ -63,7 +56,7 @@ def judge(config: RunConfig) -> dict[str, Any]:
         "teacher_reflections_over_budget": warn_cut_reflections(load_tokenizer(ModelSpec(name=str(writer))),
                                                                 reflection_rows, config.reflection_tokens),
         "teacher_reflections": len(reflection_rows),
-        "after_a_cat": {kind: dict(counts[kind]) for kind in counts},
+        "after_a_cat": judgments(rows, texts, [row["reflection"] for row in rows]),
         "examples": examples,
         "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
         "wall_s": round(time.time() - started, 1), "peak_rss_gb": peak_rss_gb(),
