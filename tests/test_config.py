@@ -153,7 +153,9 @@ def test_quoting_reads_is_a_setting_of_the_autoexplore_oracle_and_leaves_older_d
     for text, message in (("teacher: {quote_reads: true}\n", "only the oracle teacher of autoexplore"),
                           ("env: {name: autoexplore}\nteacher: {kind: openai, quote_reads: true}\n",
                            "only the oracle teacher of autoexplore"),
-                          ("eval: {endpoint: {quote_reads: true}}\n", "eval.endpoint.quote_reads: a setting")):
+                          ("eval: {endpoint: {quote_reads: true}}\n", "eval.endpoint.quote_reads: a setting"),
+                          ("env: {name: autoexplore, kwargs: {expert: search}}\nteacher: {quote_reads: true}\n",
+                           "the teacher of the search expert")):
         with pytest.raises(ConfigError, match=message):
             load_config(write(tmp_path, text))
     plain = load_config(write(tmp_path, "env: {name: autoexplore}\n"))

@@ -307,6 +307,9 @@ class RunConfig:
             raise ValueError(f"out_dir/name: the run directory cannot be made: {reason}")
         if self.teacher.quote_reads and (self.teacher.kind, self.env.name) != ("oracle", "autoexplore"):
             raise ValueError("teacher.quote_reads: only the oracle teacher of autoexplore quotes what was read")
+        if self.teacher.quote_reads and self.env.kwargs.get("expert") == "search":
+            raise ValueError("teacher.quote_reads: the teacher of the search expert (env.kwargs.expert: search) "
+                             "does not quote; it judges what was shown in its own words")
         if self.eval.endpoint is not None and self.eval.endpoint.quote_reads:
             raise ValueError("eval.endpoint.quote_reads: a setting of the oracle teacher, not of an endpoint")
         if self.sft.reflections == "reflector" and self.ablations == "full":
