@@ -157,7 +157,7 @@ def count(run: Path) -> dict[str, Any]:
                                                          for arm, path in sorted(arms.items())}}
     if (run / "data").is_dir():
         result["training_rows"] = training_rows(run / "data")
-    if (run / "reflections").is_dir():
+    if (run / "reflections" / "done.json").exists():  # a run's folder (a results folder keeps it gzipped)
         result["reflections_after_a_cat"] = reflection_judgments(run / "reflections")
     return result
 
