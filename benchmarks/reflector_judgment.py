@@ -49,9 +49,10 @@ def judge(config: RunConfig) -> dict[str, Any]:
     for row, text in zip(rows, texts):
         examples.setdefault(after_a_read(row), {"teacher": row["reflection"], "own": text})
     reflection_rows = read_set(data, "train", "reflection")
+    recipe = to_dict(config)
     return {
-        "recipe": {key: to_dict(config)[key] for key in ("name", "seed", "teacher", "data", "reflector_sft",
-                                                          "reflection_tokens")},
+        "recipe": {key: recipe[key]
+                   for key in ("name", "seed", "teacher", "data", "reflector_sft", "reflection_tokens")},
         "fold": FOLD, "writer": str(writer),
         "teacher_reflections_over_budget": warn_cut_reflections(load_tokenizer(ModelSpec(name=str(writer))),
                                                                 reflection_rows, config.reflection_tokens),

@@ -219,8 +219,9 @@ def nearest_line(shown: str, topic: str) -> str | None:
     if not lines:
         return None
     wanted = set(words(topic))
+    # max keeps the first of equals
     return next((line for line in lines if shows_topic(line, topic)),
-                max(lines, key=lambda line: (len(wanted & set(words(line))), -lines.index(line))))
+                max(lines, key=lambda line: len(wanted & set(words(line)))))
 
 
 def _quoted_read(state: Observation, facts: dict[str, Any], rng: random.Random) -> list[str]:
@@ -232,7 +233,8 @@ def _quoted_read(state: Observation, facts: dict[str, Any], rng: random.Random) 
     cut = line.split()
     if len(cut) > _MAX_QUOTE_WORDS:
         line = " ".join(cut[:_MAX_QUOTE_WORDS]) + "..."
-    return [rng.choice(_QUOTE).format(read=read, line=line), _IS_SENTENCE if facts["last_read_shows"] else _NOT_SENTENCE]
+    verdict = _IS_SENTENCE if facts["last_read_shows"] else _NOT_SENTENCE
+    return [rng.choice(_QUOTE).format(read=read, line=line), verdict]
 
 
 def reflect(
@@ -257,8 +259,8 @@ def reflect(
         "subject": subject, "Subject": _capitalize(subject), "cwd": facts["cwd_display"],
         "answer_dir": facts["answer_dir_display"], "name": facts["target_name"],
     }
-    quoting = (quote_reads and facts["kind"] != "name" and facts["last_read"] is not None
-               and bool(history) and history[-1].startswith("cat "))
+    read_now = facts["last_read"] is not None and bool(history) and history[-1].startswith("cat ")
+    quoting = quote_reads and facts["kind"] != "name" and read_now
     sentences = _quoted_read(state, facts, rng) if quoting else []
     if was_last_action_wrong and not quoting:
         sentences.append(_explain_mistake(facts, history[-1], fields, rng))
@@ -272,10 +274,8 @@ def reflect(
         sentences.append(rng.choice(_BELOW).format(step=step.split("/")[0], **fields))
     else:
         sentences.append(rng.choice(_ELSEWHERE).format(**fields))
-    last_read = facts["last_read"]
-    if (not was_last_action_wrong and not quoting and last_read and not facts["last_read_is_target"]
-            and history and history[-1].startswith("cat ")):
-        sentences.insert(0, rng.choice(_READ_NOT_ANSWER).format(read=last_read.rsplit("/", 1)[-1], **fields))
+    if not was_last_action_wrong and not quoting and read_now and not facts["last_read_is_target"]:
+        sentences.insert(0, rng.choice(_READ_NOT_ANSWER).format(read=facts["last_read"].rsplit("/", 1)[-1], **fields))
     sentences.append(rng.choice(_NEXT[verb]).format(arg=arg))
     return " ".join(sentences)
 
