@@ -57,6 +57,9 @@ def test_overrides_and_missing_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(write(tmp_path, "- a\n- b\n"))
+    for text in ("", "# only a comment\n"):
+        with pytest.raises(ConfigError, match=r"sets nothing \(it is empty or only comments\)"):
+            load_config(write(tmp_path, text))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

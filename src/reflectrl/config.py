@@ -385,11 +385,14 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            values = parse_yaml(path.read_text()) or {}
+            values = parse_yaml(path.read_text())
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"config file {path} cannot be read: {error}") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        if values is None:  # an empty (or all-comment) file: most likely not the recipe meant
+            raise ConfigError(f"config file {path} sets nothing (it is empty or only comments): start from one of "
+                              "configs/*.yaml")
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(values).__name__}")
     for dotted, value in (overrides or {}).items():
