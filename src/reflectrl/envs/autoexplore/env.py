@@ -47,6 +47,8 @@ STEP_COST = 1.0
 ERROR_COST = 2.0
 WARNING_COST = 1.0
 TERMINAL_COST = 15.0
+#: the screen's last heading: what the last command showed follows it (the oracle teacher quotes from there)
+RESULT_HEADING = "Execution result of the last command:\n"
 #: who ``oracle_action`` follows: the shortest path to a target (privileged), or a search that uses only
 #: what the agent sees (``search.py``)
 EXPERTS: tuple[str, ...] = ("shortest", "search")
@@ -441,7 +443,7 @@ class AutoExplore(TextEnv):
             f"Current working directory: {self._display(episode.cwd)}\n"
             f"Files under it:\n{chr(10).join(entries) if entries else '(empty)'}\n"
             f"Command history:\n{history}\n"
-            f"Execution result of the last command:\n{result}"
+            f"{RESULT_HEADING}{result}"
         )
         commands: list[tuple[str, tuple[str, str]]] = []
         if not episode.done:

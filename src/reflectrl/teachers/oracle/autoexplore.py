@@ -22,13 +22,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from reflectrl.envs.autoexplore.env import RESULT_HEADING
 from reflectrl.envs.autoexplore.search import shows_topic, words
 from reflectrl.envs.base import Observation
 
 _MAX_TOPIC_WORDS = 7
 #: a quoted line of what ``cat`` showed is cut after this many words
 _MAX_QUOTE_WORDS = 12
-_RESULT_HEADING = "Execution result of the last command:\n"
 
 _HERE_UNREAD = (
     "The question asks for {subject}, and {name} right here in {cwd} is where that lives.",
@@ -227,7 +227,7 @@ def nearest_line(shown: str, topic: str) -> str | None:
 def _quoted_read(state: Observation, facts: dict[str, Any], rng: random.Random) -> list[str]:
     """The evidence of the file just read, then the verdict on it: ``quote_reads``' first two sentences."""
     read = facts["last_read"].rsplit("/", 1)[-1]
-    line = nearest_line(state.text.split(_RESULT_HEADING, 1)[-1], facts["topic"])
+    line = nearest_line(state.text.split(RESULT_HEADING, 1)[-1], facts["topic"])
     if line is None:
         return [rng.choice(_QUOTE_NOTHING).format(read=read), _NOT_SENTENCE]
     cut = line.split()
