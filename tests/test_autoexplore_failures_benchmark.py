@@ -9,6 +9,7 @@ from pathlib import Path
 
 from reflectrl.cli import main
 from reflectrl.data.sft_sets import read_set
+from reflectrl.envs.autoexplore.env import RESULT_HEADING
 from reflectrl.pipeline import write_set_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +81,18 @@ def test_reflector_judgment_counts_a_fold_reflector_on_the_states_it_never_train
                     "--set", f"out_dir={tmp_path}", "--out", str(out)],
                    check=True, cwd=tmp_path, capture_output=True, timeout=600)
     result = json.loads(out.read_text())
-    after = result["after_a_cat"]
+    after, trained_on = result["after_a_cat"], result["after_a_cat_trained_on"]
     assert after["answer"]["rows"] > 0 and after["not_answer"]["rows"] > 0
+    by_kind = result["after_a_cat_by_question_kind"]
+    assert set(by_kind) <= {"name", "code", "text"}
+    for kind in after:
+        assert sum(counts[kind]["rows"] for counts in by_kind.values()) == after[kind]["rows"]
+    # the other fold's states, which this reflector trained on, are counted apart: together, every row after a cat
+    history = [row["state"].split("Command history:\n")[1].split("\n" + RESULT_HEADING)[0]
+               for row in read_set(tmp_path / "judged" / "data", "train", "policy")]
+    assert sum(after[kind]["rows"] + trained_on[kind]["rows"] for kind in after) == \
+        sum(text.splitlines()[-1].startswith("cat ") for text in history)
+    assert trained_on["answer"]["teacher_judged_it_not_the_answer"] == 0 < trained_on["answer"]["rows"]
     # the quoting teacher's verdict tells the two apart every time; the fold reflector's is counted beside it
     assert after["answer"]["teacher_judged_it_not_the_answer"] == 0
     assert after["not_answer"]["teacher_judged_it_not_the_answer"] == after["not_answer"]["rows"]
