@@ -312,6 +312,11 @@ class RunConfig:
                              "does not quote; it judges what was shown in its own words")
         if self.eval.endpoint is not None and self.eval.endpoint.quote_reads:
             raise ValueError("eval.endpoint.quote_reads: a setting of the oracle teacher, not of an endpoint")
+        key = "reflector_sft.max_length" if self.reflector_sft is not None else "sft.max_length"
+        if self.reflector_training.max_length <= self.reflection_tokens + 1:
+            raise ValueError(f"{key}: {self.reflector_training.max_length} tokens leave no room for the "
+                             f"reflector's prompt before its reflection_tokens={self.reflection_tokens} and EOS; "
+                             f"raise {key} or lower reflection_tokens")
         if self.sft.reflections == "reflector" and self.ablations == "full":
             raise ValueError("sft.reflections: reflector is for the basic arms only: the ablation without "
                              "negative examples would need reflectors trained without them on each fold")
