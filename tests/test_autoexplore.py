@@ -604,6 +604,14 @@ def test_task_files_round_trip_and_bad_lines_are_named(tmp_path: Path, toy_tasks
     bad.write_bytes(b"\x8f\xff" + good.encode())
     with pytest.raises(ValueError, match="bad.jsonl: not a UTF-8 text file of tasks"):
         read_tasks(bad)
+    bad.write_text("\n\n")
+    with pytest.raises(ValueError, match="bad.jsonl: holds no task"):
+        read_tasks(bad)
+    # a split the file gives no task: named with what each split holds when reset() must draw one
+    test_only = tmp_path / "test_only.jsonl"
+    write_tasks([t for t in toy_tasks if t.split == "test"], test_only)
+    with pytest.raises(UserError, match=r"split 'train' has no task .*train 0, val 0, test [1-9]"):
+        make_env("autoexplore", tasks_path=str(test_only)).reset(seed=0)
     # a task that reads well but does not fit this machine: refused as the user's, naming the task, when played
     for fields, pattern in (({"root": str(tmp_path / "gone")}, "repository root .*gone.* does not exist here"),
                             ({"targets": ["not_there.py"]}, r"target\(s\) \['not_there.py'\] are not files")):

@@ -133,7 +133,7 @@ class TextEnv(ABC):
         ``stream``; ``none_left`` says why a train split can be empty (an error when it is)."""
         train = self.tasks("train")
         if not train:
-            raise ValueError(f"{self.name}: reset() without a task needs a train task; {none_left}")
+            raise UserError(f"{self.name}: reset() without a task needs a train task; {none_left}")
         return (random.Random(seed) if seed is not None else stream).choice(train)
 
     @property

@@ -252,7 +252,8 @@ class AutoExplore(TextEnv):
         if task is None:
             pool = self.tasks(self.split)
             if not pool:
-                raise ValueError(f"autoexplore: split {self.split!r} has no task (max_depth={self.max_depth})")
+                raise UserError(f"autoexplore: split {self.split!r} has no task (max_depth={self.max_depth}); "
+                                f"tasks by split: {', '.join(f'{name} {len(self.tasks(name))}' for name in SPLITS)}")
             task = random.Random(episode_seed).choice(pool)
         elif isinstance(task, str):
             if task not in self._by_id:

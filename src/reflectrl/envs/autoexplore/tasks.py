@@ -185,7 +185,7 @@ def write_tasks(tasks: Iterable[Task], path: str | os.PathLike[str]) -> None:
 
 
 def read_tasks(path: str | os.PathLike[str]) -> list[Task]:
-    """Read a JSONL task file; a bad line raises ``ValueError`` naming the file and line number."""
+    """Read a JSONL task file; a bad line, or a file with none, raises ``ValueError`` naming the file (and line)."""
     tasks = []
     seen: dict[str, int] = {}
     try:
@@ -204,6 +204,8 @@ def read_tasks(path: str | os.PathLike[str]) -> list[Task]:
                              f"{seen[task.task_id]}")
         seen[task.task_id] = number
         tasks.append(task)
+    if not tasks:
+        raise ValueError(f"{path}: holds no task (a task file has one JSON object a line)")
     return tasks
 
 
