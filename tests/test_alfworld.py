@@ -254,6 +254,10 @@ def test_generated_problems_load_through_the_official_loader(cache, small_env, t
     assert expected.items() <= found.items()
     assert play_oracle(official, dirs[0])[0]
     assert ALFWorld(source="official", data_dir=data_dir, object_type="Apple").tasks("train") == []
+    # drawing a train task where none fits says where it looked
+    with pytest.raises(UserError, match=rf"none matches .* Apple -> .* among the trial folders \(traj_data.json\) "
+                                        rf"under {re.escape(str(data_dir))}"):
+        ALFWorld(source="official", data_dir=data_dir, object_type="Apple", cache_dir=tmp_path / "cache").reset(seed=0)
 
     # A trial without game.tw-pddl (as in a bare ALFRED download) is built into the cache, not the data folder.
     bare_root = tmp_path / "bare" / "json_2.1.1"

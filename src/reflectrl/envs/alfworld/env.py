@@ -256,8 +256,10 @@ class ALFWorld(TextEnv):
     def reset(self, task: Task | None = None, seed: int | None = None) -> Observation:
         """Start ``task``; without one, draw a train task with ``seed`` (deterministic)."""
         if task is None:
+            where = ("" if self.generator is not None
+                     else f" among the trial folders ({TRAJ_DATA_FILE}) under {self.data_root}")
             task = self.draw_train_task(seed, self._rng, f"none matches {self.task_type} {self.object_type} -> "
-                                                         f"{self.receptacle_type}")
+                                                         f"{self.receptacle_type}{where}")
         game_file = self._load_game(task)
         plan = list(self._state["extra.expert_plan"])
         if game_file.is_relative_to(self.cache_dir) and game_file not in self._checked:
