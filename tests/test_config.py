@@ -43,8 +43,8 @@ def test_unknown_keys_are_named(tmp_path):
         ("ablations: some\n", "ablations"),
         ("curriculum:\n  levels: [{stage: pickup}, {stage: full}]\n  weights: [1]\n", "curriculum: weights"),
         ("curriculum:\n  weights: [0]\n", "curriculum: weights"),
-        ("reflection_tokens: 64\nreflector_sft:\n  max_length: 10\n", "reflector_sft.max_length: 10 tokens leave no room"),
-        ("reflection_tokens: 64\nsft:\n  max_length: 65\n", "sft.max_length: 65 tokens leave no room"),
+        ("reflection_tokens: 64\nreflector_sft:\n  max_length: 10\n", "reflector_sft.max_length: max_length=10 leaves no room"),
+        ("reflection_tokens: 64\nsft:\n  max_length: 65\n", "sft.max_length: max_length=65 leaves no room"),
     ],
 )
 def test_bad_values_are_named(tmp_path, text, key):

@@ -22,6 +22,7 @@ import yaml
 from pydantic import AfterValidator, ConfigDict, Field, Strict, StrictBool, TypeAdapter, ValidationError
 
 from reflectrl.agent.models import INT64_MAX, SMOLLM2, TINY, LoraSettings, ModelSpec, Seed, smollm2_gguf_path
+from reflectrl.agent.reflector import reflection_prompt_budget
 from reflectrl.envs.registry import list_envs
 from reflectrl.errors import UserError
 from reflectrl.recipe_yaml import parse_yaml
@@ -312,11 +313,11 @@ class RunConfig:
                              "does not quote; it judges what was shown in its own words")
         if self.eval.endpoint is not None and self.eval.endpoint.quote_reads:
             raise ValueError("eval.endpoint.quote_reads: a setting of the oracle teacher, not of an endpoint")
-        key = "reflector_sft.max_length" if self.reflector_sft is not None else "sft.max_length"
-        if self.reflector_training.max_length <= self.reflection_tokens + 1:
-            raise ValueError(f"{key}: {self.reflector_training.max_length} tokens leave no room for the "
-                             f"reflector's prompt before its reflection_tokens={self.reflection_tokens} and EOS; "
-                             f"raise {key} or lower reflection_tokens")
+        try:  # the reflector's one prompt budget, with the smallest special prefix (the tokenizer's is known later)
+            reflection_prompt_budget(self.reflector_training.max_length, self.reflection_tokens, prefix=0)
+        except UserError as error:
+            key = "reflector_sft.max_length" if self.reflector_sft is not None else "sft.max_length"
+            raise ValueError(f"{key}: {error}") from None
         if self.sft.reflections == "reflector" and self.ablations == "full":
             raise ValueError("sft.reflections: reflector is for the basic arms only: the ablation without "
                              "negative examples would need reflectors trained without them on each fold")
