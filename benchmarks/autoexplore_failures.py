@@ -9,7 +9,7 @@ answer" ...); the share of good moves; and how often the policy took the action
 its reflection named. For every step right after a ``cat``, split by whether the
 file read is an answer: how often the policy identified it and how often the
 reflection judged it not the answer (what a policy that reads reflections
-could act on). With the run's ``data/`` folder it also counts, in the
+could act on), and how often the policy identified it all the same. With the run's ``data/`` folder it also counts, in the
 training rows of the policy, the teacher's identifications (positive rows)
 that follow a ``cat`` of the same file, and the rows whose last command read a
 file the teacher then does not identify: the only rows that show the policy
@@ -62,11 +62,14 @@ def steps_after_a_cat(episodes: list[dict[str, Any]]) -> dict[str, dict[str, int
                 continue
             name = read["action_text"][4:]
             kind = "answer" if _read_path(read, name) in episode["task"]["targets"] else "not_answer"
+            identified = step["action_text"] == "id " + name
+            judged_not = bool(NOT_THE_ANSWER.search(step.get("reflection") or ""))
             counts[kind]["steps"] += 1
-            counts[kind]["identified_it"] += step["action_text"] == "id " + name
-            counts[kind]["reflection_judged_it_not_the_answer"] += bool(NOT_THE_ANSWER.search(step.get("reflection") or ""))
-    return {kind: {key: counts[kind][key] for key in ("steps", "identified_it", "reflection_judged_it_not_the_answer")}
-            for kind in counts}
+            counts[kind]["identified_it"] += identified
+            counts[kind]["reflection_judged_it_not_the_answer"] += judged_not
+            counts[kind]["identified_it_though_judged_not_the_answer"] += identified and judged_not
+    keys = ("steps", "identified_it", "reflection_judged_it_not_the_answer", "identified_it_though_judged_not_the_answer")
+    return {kind: {key: counts[kind][key] for key in keys} for kind in counts}
 
 
 def arm_failures(episodes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -34,11 +34,18 @@ def test_failures_of_the_committed_own_reflections_run(tmp_path):
     assert arms["oracle"]["successes"] == 100 and arms["oracle"]["good_steps"] is None
     # after every read the oracle identified the file it read, an answer each time
     assert arms["oracle"]["right_after_a_cat"]["answer"] == {"steps": 100, "identified_it": 100,
-                                                              "reflection_judged_it_not_the_answer": 0}
+                                                              "reflection_judged_it_not_the_answer": 0,
+                                                              "identified_it_though_judged_not_the_answer": 0}
     after = reflect_rl["right_after_a_cat"]
     assert (after["answer"]["steps"], after["answer"]["identified_it"]) == (51, 51)
     assert (after["not_answer"]["steps"], after["not_answer"]["identified_it"]) == (52, 46)
     assert 0 < after["not_answer"]["reflection_judged_it_not_the_answer"] <= 52
+    for kind in after.values():
+        assert kind["identified_it_though_judged_not_the_answer"] <= min(kind["identified_it"],
+                                                                          kind["reflection_judged_it_not_the_answer"])
+    # 46 of the 52 other files identified: at least 46 - (52 - judged) of them after a "not the answer"
+    judged = after["not_answer"]["reflection_judged_it_not_the_answer"]
+    assert after["not_answer"]["identified_it_though_judged_not_the_answer"] >= 46 - (52 - judged)
 
 
 def test_more_negatives_show_more_steps_after_a_wrong_file(tmp_path):
