@@ -80,9 +80,22 @@ def judge(config: RunConfig) -> dict[str, Any]:
                                           for kind, pairs in sorted(by_kind.items())},
         "after_a_cat_trained_on": judgments(trained_on, trained_on_texts, [row["reflection"] for row in trained_on]),
         "examples": examples,
-        "cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-        "wall_s": round(time.time() - started, 1), "peak_rss_gb": peak_rss_gb(),
+        **cost(started),
     }
+
+
+def cost(started: float) -> dict[str, Any]:
+    """What the measurement took, and on what: its wall time since ``started`` and peak RSS."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "wall_s": round(time.time() - started, 1), "peak_rss_gb": peak_rss_gb()}
+
+
+def print_and_write(result: dict[str, Any], out: Path | None) -> None:
+    text = json.dumps(result, indent=1)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    print(text)
 
 
 def main() -> None:
@@ -91,12 +104,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
     parser.add_argument("--out", type=Path, help="write the counts here as JSON")
     args = parser.parse_args()
-    result = judge(load_config(args.config, _key_values(args.set, "--set")))
-    text = json.dumps(result, indent=1)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    print_and_write(judge(load_config(args.config, _key_values(args.set, "--set"))), args.out)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reflectrl.cli import main
+from reflectrl.cli import _key_values, main
+from reflectrl.config import load_config, save_config
 from reflectrl.data.sft_sets import read_set
 from reflectrl.envs.autoexplore.env import RESULT_HEADING
 from reflectrl.pipeline import write_set_folder
@@ -109,3 +110,29 @@ def test_reflector_judgment_counts_a_fold_reflector_on_the_states_it_never_train
     assert result["writer"].endswith("reflector_fold0") and (tmp_path / "judged" / "reflector_fold0" / "sft_metrics.json").exists()
     assert 0 <= result["teacher_reflections_over_budget"] <= result["teacher_reflections"]
     assert result["peak_rss_gb"] > 0 and result["wall_s"] > 0
+
+
+def test_policy_verdict_replays_both_sft_policies_on_their_rows_after_a_cat(tmp_path):
+    recipe = ["--config", str(ROOT / "configs" / "autoexplore-tiny.yaml"), "--set", "sft.reflections=reflector",
+              "--set", "data.episodes=16", "--set", "reflector_sft.epochs=1", "--set", "sft.epochs=1",
+              "--set", "name=verdict", "--set", f"out_dir={tmp_path}"]
+    for set_name in ("policy", "policy_noreflect"):
+        assert main(["sft", *recipe, "--set-name", set_name]) == 0
+    run = tmp_path / "verdict"
+    # the config a `reflectrl run` of the same recipe would keep beside its steps
+    save_config(load_config(recipe[1], _key_values(recipe[3::2], "--set")), run / "config.yaml")
+    out = tmp_path / "verdict.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "policy_verdict.py"), str(run), "--threads", "1",
+                    "--out", str(out)], check=True, cwd=tmp_path, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    groups = result["rows_right_after_a_cat"]
+    rows = read_set(run / "reflections", "train", "policy")
+    after_cat = [row for row in rows if row["state"].split("Command history:\n")[1].split("\n" + RESULT_HEADING)[0]
+                 .splitlines()[-1].startswith("cat ")]
+    assert sum(groups.values()) == len(after_cat) > 0
+    assert {group.split("/")[0] for group in groups} <= {"answer", "not_answer"}
+    for arm in ("sft_reflect", "sft"):
+        assert set(result["identified_it"][arm]) == set(groups)
+        for group, n in groups.items():
+            assert 0 <= result["identified_it"][arm][group] <= n
+    assert result["peak_rss_gb"] > 0 and result["threads"] == 1
