@@ -13,7 +13,8 @@ own rows after that verdict as often as at test time has not learnt the
 branch (more training, or a loss that weighs those rows); one that reads on
 there but not at test time meets other states or reflections at test time.
 The arm without reflection is replayed on the same rows (its prompts carry no
-reflection) as the reference.
+reflection) as the reference. ``--split val`` replays the validation rows
+instead (tasks neither policy trained on, reflections by the recipe's reflector).
 
 Run: ``python benchmarks/policy_verdict.py runs/<name> --threads 2 --out benchmarks/results/policy_verdict-<name>.json``.
 """
@@ -56,12 +57,12 @@ def identifications(policy: Path, rows: list[dict[str, Any]], config: Any) -> in
     return round(metrics["val_action_accuracy"] * len(rows))
 
 
-def replay(run: Path, threads: int | None = None) -> dict[str, Any]:
+def replay(run: Path, threads: int | None = None, split: str = "train") -> dict[str, Any]:
     started = time.time()
     config = load_config(run / "config.yaml")
     config.threads = threads or config.threads
     set_threads(config)
-    rows = [row for row in read_set(run / "reflections", "train", "policy") if after_a_read(row)]
+    rows = [row for row in read_set(run / "reflections", split, "policy") if after_a_read(row)]
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         verdict = "judged_not_the_answer" if NOT_THE_ANSWER.search(row["reflection"]) else "not_judged_so"
@@ -74,7 +75,7 @@ def replay(run: Path, threads: int | None = None) -> dict[str, Any]:
                 members = [without_reflection(row) for row in members]
             counts[arm][group] = identifications(run / folder, members, config)
     return {
-        "run": str(run),
+        "run": str(run), "split": split,
         "rows_right_after_a_cat": dict(sorted(Counter({group: len(m) for group, m in groups.items()}).items())),
         "identified_it": counts,
         **cost(started),
@@ -85,9 +86,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run directory of a recipe with sft.reflections: reflector")
     parser.add_argument("--threads", type=int, help="torch threads (default: the recipe's, meant for jobs beside it)")
+    parser.add_argument("--split", choices=("train", "val"), default="train",
+                        help="the policies' training rows, or the validation rows of tasks they never trained on")
     parser.add_argument("--out", type=Path, help="write the counts here as JSON")
     args = parser.parse_args()
-    print_and_write(replay(args.run, args.threads), args.out)
+    print_and_write(replay(args.run, args.threads, args.split), args.out)
 
 
 if __name__ == "__main__":
