@@ -121,18 +121,21 @@ def test_policy_verdict_replays_both_sft_policies_on_their_rows_after_a_cat(tmp_
     run = tmp_path / "verdict"
     # the config a `reflectrl run` of the same recipe would keep beside its steps
     save_config(load_config(recipe[1], _key_values(recipe[3::2], "--set")), run / "config.yaml")
-    out = tmp_path / "verdict.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "policy_verdict.py"), str(run), "--threads", "1",
-                    "--out", str(out)], check=True, cwd=tmp_path, capture_output=True, timeout=600)
-    result = json.loads(out.read_text())
-    groups = result["rows_right_after_a_cat"]
-    rows = read_set(run / "reflections", "train", "policy")
-    after_cat = [row for row in rows if row["state"].split("Command history:\n")[1].split("\n" + RESULT_HEADING)[0]
-                 .splitlines()[-1].startswith("cat ")]
-    assert sum(groups.values()) == len(after_cat) > 0
-    assert {group.split("/")[0] for group in groups} <= {"answer", "not_answer"}
-    for arm in ("sft_reflect", "sft"):
-        assert set(result["identified_it"][arm]) == set(groups)
-        for group, n in groups.items():
-            assert 0 <= result["identified_it"][arm][group] <= n
-    assert result["peak_rss_gb"] > 0 and result["threads"] == 1
+    for split in ("train", "val"):
+        out = tmp_path / f"verdict-{split}.json"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "policy_verdict.py"), str(run), "--threads", "1",
+                        "--split", split, "--out", str(out)], check=True, cwd=tmp_path, capture_output=True, timeout=600)
+        result = json.loads(out.read_text())
+        groups = result["rows_right_after_a_cat"]
+        rows = read_set(run / "reflections", split, "policy")
+        after_cat = [row for row in rows if row["state"].split("Command history:\n")[1]
+                     .split("\n" + RESULT_HEADING)[0].splitlines()[-1].startswith("cat ")]
+        assert sum(groups.values()) == len(after_cat) and result["split"] == split
+        assert {group.split("/")[0] for group in groups} <= {"answer", "not_answer"}
+        for arm in ("sft_reflect", "sft"):
+            assert set(result["identified_it"][arm]) == set(groups)
+            for group, n in groups.items():
+                assert 0 <= result["identified_it"][arm][group] <= n
+        assert result["peak_rss_gb"] > 0 and result["threads"] == 1
+    assert len(after_cat) < sum(json.loads((tmp_path / "verdict-train.json").read_text())
+                                ["rows_right_after_a_cat"].values())
