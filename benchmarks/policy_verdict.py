@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +48,16 @@ def without_reflection(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "reflection": None, "prompt": policy_prompt(row["state"], row["actions"], None, ids)}
 
 
-def identifications(policy: Path, rows: list[dict[str, Any]], config: Any) -> int:
+def identifications(policy: Path, groups: dict[str, list[dict[str, Any]]], config: Any) -> dict[str, int]:
+    """How many rows of each group the policy in ``policy`` (loaded once) answers with ``id`` of the file just read."""
     model, tokenizer = load_model(ModelSpec(**{**config.model.__dict__, "name": str(policy)}))
-    metrics = evaluate_sft(model, tokenizer, [as_identification(row) for row in rows], "policy", config.sft,
-                           config.model.dtype, scoring=config.action_scoring,
-                           reflection_tokens=config.reflection_tokens)
-    return round(metrics["val_action_accuracy"] * len(rows))
+    counts = {}
+    for group, rows in groups.items():
+        metrics = evaluate_sft(model, tokenizer, [as_identification(row) for row in rows], "policy", config.sft,
+                               config.model.dtype, scoring=config.action_scoring,
+                               reflection_tokens=config.reflection_tokens)
+        counts[group] = round(metrics["val_action_accuracy"] * len(rows))
+    return counts
 
 
 def replay(run: Path, threads: int | None = None, split: str = "train") -> dict[str, Any]:
@@ -62,22 +65,18 @@ def replay(run: Path, threads: int | None = None, split: str = "train") -> dict[
     config = load_config(run / "config.yaml")
     config.threads = threads or config.threads
     set_threads(config)
-    rows = [row for row in read_set(run / "reflections", split, "policy") if after_a_read(row)]
     groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        verdict = "judged_not_the_answer" if NOT_THE_ANSWER.search(row["reflection"]) else "not_judged_so"
-        groups.setdefault(f"{after_a_read(row)}/{verdict}", []).append(row)
-    counts: dict[str, dict[str, int]] = {}
-    for arm, folder in (("sft_reflect", "policy"), ("sft", "policy_noreflect")):
-        counts[arm] = {}
-        for group, members in sorted(groups.items()):
-            if arm == "sft":
-                members = [without_reflection(row) for row in members]
-            counts[arm][group] = identifications(run / folder, members, config)
+    for row in read_set(run / "reflections", split, "policy"):
+        if (read := after_a_read(row)) is not None:
+            verdict = "judged_not_the_answer" if NOT_THE_ANSWER.search(row["reflection"]) else "not_judged_so"
+            groups.setdefault(f"{read}/{verdict}", []).append(row)
+    groups = dict(sorted(groups.items()))
+    unreflected = {group: [without_reflection(row) for row in rows] for group, rows in groups.items()}
     return {
         "run": str(run), "split": split,
-        "rows_right_after_a_cat": dict(sorted(Counter({group: len(m) for group, m in groups.items()}).items())),
-        "identified_it": counts,
+        "rows_right_after_a_cat": {group: len(rows) for group, rows in groups.items()},
+        "identified_it": {"sft_reflect": identifications(run / "policy", groups, config),
+                          "sft": identifications(run / "policy_noreflect", unreflected, config)},
         **cost(started),
     }
 

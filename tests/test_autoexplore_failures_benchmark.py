@@ -113,14 +113,15 @@ def test_reflector_judgment_counts_a_fold_reflector_on_the_states_it_never_train
 
 
 def test_policy_verdict_replays_both_sft_policies_on_their_rows_after_a_cat(tmp_path):
-    recipe = ["--config", str(ROOT / "configs" / "autoexplore-tiny.yaml"), "--set", "sft.reflections=reflector",
-              "--set", "data.episodes=16", "--set", "reflector_sft.epochs=1", "--set", "sft.epochs=1",
-              "--set", "name=verdict", "--set", f"out_dir={tmp_path}"]
+    config = ROOT / "configs" / "autoexplore-tiny.yaml"
+    sets = ["sft.reflections=reflector", "data.episodes=16", "reflector_sft.epochs=1", "sft.epochs=1", "name=verdict",
+            f"out_dir={tmp_path}"]
     for set_name in ("policy", "policy_noreflect"):
-        assert main(["sft", *recipe, "--set-name", set_name]) == 0
+        assert main(["sft", "--config", str(config), *[arg for value in sets for arg in ("--set", value)],
+                     "--set-name", set_name]) == 0
     run = tmp_path / "verdict"
     # the config a `reflectrl run` of the same recipe would keep beside its steps
-    save_config(load_config(recipe[1], _key_values(recipe[3::2], "--set")), run / "config.yaml")
+    save_config(load_config(config, _key_values(sets, "--set")), run / "config.yaml")
     for split in ("train", "val"):
         out = tmp_path / f"verdict-{split}.json"
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "policy_verdict.py"), str(run), "--threads", "1",
