@@ -13,9 +13,10 @@ KINDS = {"forward_reflector_row", "reflector_sft_row", "forward_policy_row", "po
 
 
 def _run(out: Path, *extra: str) -> dict:
+    # decode per token is a difference of two timings: 32 tokens keep it above the noise of a loaded machine
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "pretrained_budget.py"), "--model", "tiny", "--episodes", "2",
-         "--rows", "4", "--rl-rows", "4", "--reflection-tokens", "4", "--repeats", "1", "--out", str(out), *extra],
+         "--rows", "4", "--rl-rows", "4", "--reflection-tokens", "32", "--repeats", "1", "--out", str(out), *extra],
         check=True, cwd=ROOT, capture_output=True, timeout=600,
     )
     return json.loads(out.read_text())
