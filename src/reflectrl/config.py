@@ -124,6 +124,11 @@ class DataConfig:
     random_action_prob: Probability = 0.3
     #: negative examples per trajectory (replay to step h, wrong action, correction)
     negatives_per_episode: Count = 1
+    #: how a negative example picks its wrong action: ``random`` (any listed action that is not good) or
+    #: ``plausible`` (the one that looks best to an agent without the oracle's knowledge, by the env's
+    #: ``plausibility``: AutoExplore's file or directory whose name shares most words with the question),
+    #: the kind of mistake a trained policy makes, where a random one is mostly a plainly unrelated move
+    negatives: Literal["random", "plausible"] = "random"
     #: fraction of examples kept aside for validation
     val_fraction: Probability = 0.1
     #: curriculum stage/level kwargs to generate data on (env kwargs overrides); empty = env.kwargs only

@@ -108,12 +108,15 @@ class StaleOutputError(UserError):
 def _parts(config: RunConfig, *keys: str) -> dict[str, Any]:
     """Recipe sections, without an endpoint's ``TRANSPORT_KEYS``."""
     values = redacted_dict(config)
+    # added after runs were made: at their defaults they are left out, so those runs' steps stay valid
+    added = [(values["data"], "negatives", "random")]
     for endpoint in (values["teacher"], values["eval"]["endpoint"]):
         for key in TRANSPORT_KEYS if endpoint else ():
             del endpoint[key]
-        # added after runs were made: at its default it is left out, so their steps stay valid
-        if endpoint and not endpoint["quote_reads"]:
-            del endpoint["quote_reads"]
+        added += [(endpoint, "quote_reads", False)] if endpoint else []
+    for section, key, default in added:
+        if section[key] == default:
+            del section[key]
     return {key: values[key] for key in keys}
 
 
@@ -237,7 +240,7 @@ def _make_data(config: RunConfig, data_dir: Path, print_: dict[str, Any]) -> Pat
                 per_level = max(1, round(episodes * weight / total_weight))
                 examples += list(generate_examples(
                     env, teacher, env.tasks(split), per_level, config.data.random_action_prob,
-                    config.data.negatives_per_episode,
+                    config.data.negatives_per_episode, config.data.negatives,
                     seed=config.seed * 7919 + index + (0 if split == "train" else 10_000),
                 ))
             splits[split] = build_sets(examples)

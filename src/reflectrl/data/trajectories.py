@@ -97,10 +97,13 @@ def negative_example(
     trajectory: list[int],
     history: list[str],
     rng: random.Random,
+    choice: str = "random",
 ) -> Example | None:
     """Replay to a random step h, take a wrong action that keeps the episode alive, correct it.
 
     Wrong means none of ``env.good_actions()``: a move as good as the oracle's is never corrected.
+    ``choice``: ``random`` draws it among them; ``plausible`` takes the one ``env.plausibility()`` ranks
+    highest (ties drawn), the next when that one ends the episode.
 
     None when no step of the trajectory has such a wrong action (e.g. every
     wrong move ends a DangerousTaxi episode at once).
@@ -110,6 +113,12 @@ def negative_example(
         good = set(env.good_actions())
         wrong = [i for i in range(len(observation.actions)) if i not in good]
         rng.shuffle(wrong)
+        if choice == "plausible":
+            scores = env.plausibility()
+            if scores is None:
+                raise UserError(f"{env.name} has no plausibility measure (TextEnv.plausibility): data.negatives: "
+                                "plausible needs one; use data.negatives: random")
+            wrong.sort(key=lambda i: -scores[i])
         for attempt, index in enumerate(wrong):
             if attempt:
                 observation = _replay(env, task, seed, trajectory[:h])
@@ -130,6 +139,7 @@ def generate_examples(
     episodes: int,
     random_action_prob: float,
     negatives_per_episode: int,
+    negatives: str = "random",
     seed: int = 0,
 ) -> Iterator[Example]:
     """Positive and negative examples from ``episodes`` teacher episodes over ``tasks`` (cycled), with
@@ -150,7 +160,7 @@ def generate_examples(
             positives, taken, history = teacher_episode(env, counted, task, episode_seed, random_action_prob, rng)
             yield from positives
             for _ in range(negatives_per_episode):
-                negative = negative_example(env, counted, task, episode_seed, taken, history, rng)
+                negative = negative_example(env, counted, task, episode_seed, taken, history, rng, negatives)
                 if negative is not None:
                     yield negative
             progress.update()

@@ -90,6 +90,15 @@ class TextEnv(ABC):
         """
         return [self.oracle_action()]
 
+    def plausibility(self) -> list[float] | None:
+        """How tempting each listed action looks to an agent without the oracle's knowledge (higher: more),
+        or None when the env has no such measure.
+
+        Negative examples with ``data.negatives: plausible`` take the most tempting wrong action: the
+        mistakes a trained policy makes, which a randomly drawn wrong action rarely is.
+        """
+        return None
+
     def reflection_action(self, reflection: str, actions: list[str]) -> int | None:
         """The action a reflection tells the agent to take (index into ``actions``), or None if it names none.
 

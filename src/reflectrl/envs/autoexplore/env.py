@@ -348,6 +348,13 @@ class AutoExplore(TextEnv):
         actions = self.observation.actions
         return sorted({actions.index(move["command"])} | {actions.index(c) for c in move.get("tied", ())})
 
+    def plausibility(self) -> list[float]:
+        """How well each command's file or directory name matches the question (``cd ..``: 0): what a
+        reader of names alone goes by, as a policy does before it has read a file."""
+        topic = self._running().task.topic
+        return [0.0 if command == "cd .." else relevance(command.split(" ", 1)[1], topic)
+                for command in self.observation.actions]
+
     def _tree_for(self, task: Task) -> SnapshotView:
         """The snapshot an episode of ``task`` explores (the shared in-memory tree)."""
         return task.tree(outlines=self.cat_view == "outline")
