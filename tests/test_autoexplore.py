@@ -32,6 +32,8 @@ from reflectrl.envs.autoexplore import (
     read_tasks,
     write_tasks,
 )
+from reflectrl.envs.autoexplore.env import RESULT_HEADING
+from reflectrl.envs.autoexplore.search import relevance
 from reflectrl.envs.autoexplore.tasks import SPLITS, TASK_KINDS
 from reflectrl.envs.autoexplore.tree import MAX_WALK_DEPTH, load_tree
 from reflectrl.errors import UserError
@@ -948,3 +950,71 @@ def test_quoting_teacher_quotes_what_was_read_before_judging_it(corpus_tasks: li
     assert verdicts[True] >= 20 and verdicts[False] >= 20, verdicts
     with pytest.raises(UserError, match="quote_reads: the taxi teacher has no reads to quote"):
         OracleTeacher("taxi", quote_reads=True)
+
+
+
+def _last_command(state: str) -> str:
+    """The newest line of a state's command history (the move a negative example took)."""
+    return state.split("Command history:\n")[1].split(RESULT_HEADING)[0].strip().split("\n")[-1]
+
+
+def test_plausible_negatives_take_the_wrong_move_whose_name_echoes_the_question():
+    """``data.negatives: plausible`` reads the wrong file a name-reading policy would, not any wrong file."""
+    from reflectrl.data.trajectories import generate_examples, negative_example
+
+    env = make_env("autoexplore", cat_view="outline", max_depth=1)
+    teacher = OracleTeacher("autoexplore", seed=0)
+    checked = 0
+    for task in env.tasks("train")[:60]:
+        observation = env.reset(task, seed=0)
+        scores = env.plausibility()
+        assert len(scores) == len(observation.actions)
+        good = set(env.good_actions())
+        # identifying a wrong file ends the episode: a negative example never takes it
+        alive = [i for i, command in enumerate(observation.actions) if i not in good and not command.startswith("id ")]
+        if not alive or max(scores[i] for i in alive) == 0:
+            continue
+        example = negative_example(env, teacher, task, 0, [env.oracle_action()], [], random.Random(checked),
+                                   choice="plausible")
+        wrong = _last_command(example.state)
+        assert scores[observation.actions.index(wrong)] == max(scores[i] for i in alive) > 0, task.question
+        checked += 1
+    assert checked >= 5
+
+    def reads_sharing_a_word(choice: str) -> int:
+        negatives = [e for e in generate_examples(env, teacher, env.tasks("train"), 24, 0.2, 2, choice, seed=1)
+                     if e.negative]
+        reads = [(_last_command(e.state), e.state.split("\n")[0]) for e in negatives]
+        return sum(relevance(command[len("cat "):], question) > 0 for command, question in reads
+                   if command.startswith("cat "))
+
+    assert reads_sharing_a_word("plausible") > 2 * reads_sharing_a_word("random")
+
+
+def test_plausible_negatives_need_an_env_that_measures_plausibility():
+    from reflectrl.data.trajectories import negative_example
+
+    env = make_env("taxi", stage="pickup")
+    task = env.tasks("train")[0]
+    env.reset(task, seed=0)
+    with pytest.raises(UserError, match="taxi has no plausibility measure.*data.negatives: random"):
+        negative_example(env, OracleTeacher("taxi", 0), task, 0, [env.oracle_action()], [], random.Random(0),
+                         choice="plausible")
+
+
+def test_the_data_command_makes_plausible_negatives_from_a_recipe(tmp_path: Path):
+    from reflectrl.data.sft_sets import read_set
+
+    reads = {}
+    for choice in ("random", "plausible"):
+        assert cli_main(["data", "--config", str(Path(__file__).parent.parent / "configs" / "autoexplore-tiny.yaml"),
+                         "--set", "data.episodes=16", "--set", "data.negatives_per_episode=2",
+                         "--set", f"data.negatives={choice}", "--set", f"name={choice}",
+                         "--set", f"out_dir={tmp_path}"]) == 0
+        rows = read_set(tmp_path / choice / "data", "train", "policy")
+        reads[choice] = [(_last_command(row["prompt"]), row["prompt"].split("\n")[0]) for row in rows
+                         if row["negative"]]
+    assert len(reads["plausible"]) == len(reads["random"]) > 0
+    sharing = {choice: sum(relevance(command[len("cat "):], question) > 0 for command, question in pairs
+                           if command.startswith("cat ")) for choice, pairs in reads.items()}
+    assert sharing["plausible"] > sharing["random"], sharing

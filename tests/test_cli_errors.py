@@ -170,3 +170,10 @@ def test_a_human_players_input_that_ends_is_one_line(capsys, monkeypatch):
     monkeypatch.setitem(registry._REGISTRY, "chain", ChainEnv)
     monkeypatch.setattr("sys.stdin", io.StringIO("1\n"))
     assert "input ended" in _error(capsys, ["play", "--env", "chain", "--agent", "human"])
+
+
+def test_plausible_negatives_on_an_env_without_a_plausibility_measure_are_refused_and_leave_no_data(capsys, recipe,
+                                                                                                   tmp_path):
+    line = _error(capsys, ["data", "--config", recipe(name="r"), "--set", "data.negatives=plausible"])
+    assert "has no plausibility measure" in line and "data.negatives: random" in line
+    assert not (tmp_path / "runs" / "r" / "data" / "done.json").exists()

@@ -171,6 +171,18 @@ def test_quoting_reads_is_a_setting_of_the_autoexplore_oracle_and_leaves_older_d
     assert data_fingerprint(quoting)["hash"] != data_fingerprint(plain)["hash"]
 
 
+def test_plausible_negatives_change_the_data_step_and_random_ones_leave_older_data_valid(tmp_path):
+    from reflectrl.pipeline import data_fingerprint
+
+    with pytest.raises(ConfigError, match=r"data.negatives: Input should be 'random' or 'plausible' \(got 'nearest'\)"):
+        load_config(write(tmp_path, "data: {negatives: nearest}\n"))
+    plain = load_config(write(tmp_path, "env: {name: autoexplore}\n"))
+    plausible = load_config(write(tmp_path, "env: {name: autoexplore}\ndata: {negatives: plausible}\n"))
+    assert plain.data.negatives == "random" and "negatives" not in data_fingerprint(plain)["parts"]["data"]
+    assert data_fingerprint(plausible)["parts"]["data"]["negatives"] == "plausible"
+    assert data_fingerprint(plausible)["hash"] != data_fingerprint(plain)["hash"]
+
+
 def test_keys_the_algorithm_would_ignore_are_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"reflector_sft\.shuffle_ids: unknown key"):
         load_config(write(tmp_path, "reflector_sft:\n  shuffle_ids: false\n"))

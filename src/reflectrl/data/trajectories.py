@@ -89,6 +89,11 @@ def teacher_episode(
     return examples, taken, history
 
 
+def _no_plausibility(env: TextEnv) -> UserError:
+    return UserError(f"{env.name} has no plausibility measure (TextEnv.plausibility): data.negatives: plausible "
+                     "needs one; use data.negatives: random")
+
+
 def negative_example(
     env: TextEnv,
     teacher: Teacher,
@@ -116,8 +121,7 @@ def negative_example(
         if choice == "plausible":
             scores = env.plausibility()
             if scores is None:
-                raise UserError(f"{env.name} has no plausibility measure (TextEnv.plausibility): data.negatives: "
-                                "plausible needs one; use data.negatives: random")
+                raise _no_plausibility(env)
             wrong.sort(key=lambda i: -scores[i])
         for attempt, index in enumerate(wrong):
             if attempt:
@@ -148,6 +152,10 @@ def generate_examples(
         raise UserError(f"{env.name}: no tasks to generate data from")
     if not 0.0 <= random_action_prob <= 1.0:
         raise ValueError(f"random_action_prob must be in [0, 1], got {random_action_prob}")
+    if negatives not in ("random", "plausible"):
+        raise ValueError(f"negatives must be 'random' or 'plausible', got {negatives!r}")
+    if negatives == "plausible" and type(env).plausibility is TextEnv.plausibility:
+        raise _no_plausibility(env)
     rng = random.Random(seed)
     order = list(tasks)
     rng.shuffle(order)
