@@ -33,17 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from reflectrl.data.sft_sets import read_set
-from reflectrl.envs.autoexplore.env import RESULT_HEADING
+from reflectrl.envs.autoexplore.env import last_command
 from reflectrl.eval.episodes import evaluated_arms, read_episodes
 
 #: the teacher's phrases (teachers/oracle/autoexplore.py) for "the file just read is not the answer"
 NOT_THE_ANSWER = re.compile(r"unrelated|did not help|does not answer|does not match|wasted a step|not the file we need"
                             r"|not the question's sentence")
-
-
-def last_command(state: str) -> str:
-    history = state.split("Command history:\n", 1)[1].split("\n" + RESULT_HEADING, 1)[0].splitlines()
-    return "" if not history or history[0] == "(none)" else history[-1]
 
 
 def _read_path(step: dict[str, Any], name: str) -> str:

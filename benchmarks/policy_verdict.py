@@ -26,13 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoexplore_failures import NOT_THE_ANSWER, after_a_read, last_command
+from autoexplore_failures import NOT_THE_ANSWER, after_a_read
 from reflector_judgment import cost, print_and_write
 from reflectrl.agent.models import ModelSpec, load_model
 from reflectrl.agent.prompts import policy_prompt
 from reflectrl.config import load_config
 from reflectrl.data.sft_sets import read_set
 from reflectrl.envs.action_parser import action_ids
+from reflectrl.envs.autoexplore.env import last_command
 from reflectrl.pipeline import set_threads
 from reflectrl.train.sft import evaluate_sft
 

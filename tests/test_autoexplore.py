@@ -32,7 +32,7 @@ from reflectrl.envs.autoexplore import (
     read_tasks,
     write_tasks,
 )
-from reflectrl.envs.autoexplore.env import RESULT_HEADING
+from reflectrl.envs.autoexplore.env import last_command
 from reflectrl.envs.autoexplore.search import relevance
 from reflectrl.envs.autoexplore.tasks import SPLITS, TASK_KINDS
 from reflectrl.envs.autoexplore.tree import MAX_WALK_DEPTH, load_tree
@@ -411,6 +411,7 @@ def test_costs_rewards_and_terminal_bonus_follow_the_paper(toy_tasks: list[Task]
     positions = [obs.text.index(section) for section in SECTIONS]
     assert positions == sorted(positions)
     assert "Command history:\n(none)" in obs.text and "Current working directory: toolkit\n" in obs.text
+    assert last_command(obs.text) == ""
     results = play(env, ["cd pkg", "cd ..", "cd pkg", "cat widgets.py"])
     assert [r[1] for r in results] == [-1.0, -2.0, -2.0, -1.0]
     assert any(m.startswith("Warning:") for m in results[1][4]["messages"])
@@ -418,6 +419,7 @@ def test_costs_rewards_and_terminal_bonus_follow_the_paper(toy_tasks: list[Task]
     assert "cat widgets.py" not in obs.actions and "id widgets.py" in obs.actions
     assert "A small widget that renders dials on screen." in obs.text
     assert "Command history:\ncd pkg\ncd ..\ncd pkg\ncat widgets.py\n" in obs.text
+    assert last_command(obs.text) == "cat widgets.py"
     _, reward, terminated, truncated, info = play(env, ["id widgets.py"])[0]
     assert (reward, terminated, truncated, info["success"]) == (14.0, True, False, True)
     assert env.observation.actions == []
@@ -952,12 +954,6 @@ def test_quoting_teacher_quotes_what_was_read_before_judging_it(corpus_tasks: li
         OracleTeacher("taxi", quote_reads=True)
 
 
-
-def _last_command(state: str) -> str:
-    """The newest line of a state's command history (the move a negative example took)."""
-    return state.split("Command history:\n")[1].split(RESULT_HEADING)[0].strip().split("\n")[-1]
-
-
 def test_plausible_negatives_take_the_wrong_move_whose_name_echoes_the_question():
     """``data.negatives: plausible`` reads the wrong file a name-reading policy would, not any wrong file."""
     from reflectrl.data.trajectories import generate_examples, negative_example
@@ -976,7 +972,7 @@ def test_plausible_negatives_take_the_wrong_move_whose_name_echoes_the_question(
             continue
         example = negative_example(env, teacher, task, 0, [env.oracle_action()], [], random.Random(checked),
                                    choice="plausible")
-        wrong = _last_command(example.state)
+        wrong = last_command(example.state)
         assert scores[observation.actions.index(wrong)] == max(scores[i] for i in alive) > 0, task.question
         checked += 1
     assert checked >= 5
@@ -984,7 +980,7 @@ def test_plausible_negatives_take_the_wrong_move_whose_name_echoes_the_question(
     def reads_sharing_a_word(choice: str) -> int:
         negatives = [e for e in generate_examples(env, teacher, env.tasks("train"), 24, 0.2, 2, choice, seed=1)
                      if e.negative]
-        reads = [(_last_command(e.state), e.state.split("\n")[0]) for e in negatives]
+        reads = [(last_command(e.state), e.state.split("\n")[0]) for e in negatives]
         return sum(relevance(command[len("cat "):], question) > 0 for command, question in reads
                    if command.startswith("cat "))
 
@@ -1012,7 +1008,7 @@ def test_the_data_command_makes_plausible_negatives_from_a_recipe(tmp_path: Path
                          "--set", f"data.negatives={choice}", "--set", f"name={choice}",
                          "--set", f"out_dir={tmp_path}"]) == 0
         rows = read_set(tmp_path / choice / "data", "train", "policy")
-        reads[choice] = [(_last_command(row["prompt"]), row["prompt"].split("\n")[0]) for row in rows
+        reads[choice] = [(last_command(row["prompt"]), row["prompt"].split("\n")[0]) for row in rows
                          if row["negative"]]
     assert len(reads["plausible"]) == len(reads["random"]) > 0
     sharing = {choice: sum(relevance(command[len("cat "):], question) > 0 for command, question in pairs

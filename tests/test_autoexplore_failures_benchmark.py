@@ -10,7 +10,7 @@ from pathlib import Path
 from reflectrl.cli import _key_values, main
 from reflectrl.config import load_config, save_config
 from reflectrl.data.sft_sets import read_set
-from reflectrl.envs.autoexplore.env import RESULT_HEADING
+from reflectrl.envs.autoexplore.env import last_command
 from reflectrl.pipeline import write_set_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,10 +96,9 @@ def test_reflector_judgment_counts_a_fold_reflector_on_the_states_it_never_train
     for kind in after:
         assert sum(counts[kind]["rows"] for counts in by_kind.values()) == after[kind]["rows"]
     # the other fold's states, which this reflector trained on, are counted apart: together, every row after a cat
-    history = [row["state"].split("Command history:\n")[1].split("\n" + RESULT_HEADING)[0]
-               for row in read_set(tmp_path / "judged" / "data", "train", "policy")]
     assert sum(after[kind]["rows"] + trained_on[kind]["rows"] for kind in after) == \
-        sum(text.splitlines()[-1].startswith("cat ") for text in history)
+        sum(last_command(row["state"]).startswith("cat ")
+            for row in read_set(tmp_path / "judged" / "data", "train", "policy"))
     assert trained_on["answer"]["teacher_judged_it_not_the_answer"] == 0 < trained_on["answer"]["rows"]
     # the quoting teacher's verdict tells the two apart every time; the fold reflector's is counted beside it
     assert after["answer"]["teacher_judged_it_not_the_answer"] == 0
@@ -129,8 +128,7 @@ def test_policy_verdict_replays_both_sft_policies_on_their_rows_after_a_cat(tmp_
         result = json.loads(out.read_text())
         groups = result["rows_right_after_a_cat"]
         rows = read_set(run / "reflections", split, "policy")
-        after_cat = [row for row in rows if row["state"].split("Command history:\n")[1]
-                     .split("\n" + RESULT_HEADING)[0].splitlines()[-1].startswith("cat ")]
+        after_cat = [row for row in rows if last_command(row["state"]).startswith("cat ")]
         assert sum(groups.values()) == len(after_cat) and result["split"] == split
         assert {group.split("/")[0] for group in groups} <= {"answer", "not_answer"}
         for arm in ("sft_reflect", "sft"):

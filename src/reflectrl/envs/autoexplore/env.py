@@ -83,6 +83,13 @@ def step_cost(messages: Sequence[str]) -> float:
     return STEP_COST + sum(ERROR_COST * m.count("Error") + WARNING_COST * m.count("Warning") for m in messages)
 
 
+def last_command(state: str) -> str:
+    """The newest command of a state's history ('' before the first): the move that led to this screen,
+    for code that reads saved states (a data set's rows, a transcript's steps) rather than a live episode."""
+    history = state.split("Command history:\n", 1)[1].split("\n" + RESULT_HEADING, 1)[0].splitlines()
+    return "" if not history or history[0] == "(none)" else history[-1]
+
+
 def _join(directory: str, name: str) -> str:
     return f"{directory}/{name}" if directory else name
 
