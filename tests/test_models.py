@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from reflectrl.agent.models import (
+    EMULATED_BF16,
     LoraSettings,
     ModelSpec,
     autocast,
@@ -109,10 +111,14 @@ def test_model_spec_validation():
         load_model(ModelSpec())
 
 
-def test_auto_dtype_is_bf16_only_where_the_device_computes_in_bf16(monkeypatch):
+def test_auto_dtype_is_bf16_only_where_the_device_computes_in_bf16_and_bf16_asked_without_units_warns(monkeypatch):
     for native, resolved in ((True, "bfloat16"), (False, "float32")):
         monkeypatch.setattr("reflectrl.agent.models.native_bf16", lambda native=native: native)
-        assert ModelSpec(dtype="auto").dtype == resolved
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            assert ModelSpec(dtype="auto").dtype == resolved
+            assert ModelSpec(dtype="bfloat16").dtype == "bfloat16"
+        assert [str(w.message) for w in said] == ([] if native else [EMULATED_BF16])
 
 
 def test_autocast_runs_matmuls_in_bf16_only_when_asked():

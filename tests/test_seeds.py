@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 import subprocess
 import sys
 
@@ -169,3 +171,36 @@ def test_run_with_seeds_runs_each_seed_apart_and_writes_the_summary(tmp_path):
     # the data differ between seeds: the seed reaches the teacher too
     data = [(seeds / f"seed-{seed}" / "data" / "train" / "policy.jsonl").read_text() for seed in (4, 5)]
     assert data[0] != data[1]
+    _export_is_complete_and_read_like_the_run(seeds / "seed-5", tmp_path / "results" / "seed-5")
+
+
+def _export_is_complete_and_read_like_the_run(run, out) -> None:
+    """`reflectrl export` of a finished run: what results/ commits, read by `show` and `compare` as the run is."""
+    record = json.loads((run / "run.json").read_text())
+    assert record["commit"] is None or re.fullmatch(r"[0-9a-f]{12}(\+changes)?", record["commit"])
+    cli = [sys.executable, "-m", "reflectrl.cli"]
+    done = subprocess.run([*cli, "export", str(run), str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not any(path.suffix == ".safetensors" or path.name == "data" for path in out.rglob("*"))
+    for name in ("config.yaml", "eval.json", "report.md", "run.json", "training_curves.png"):
+        assert (out / name).read_bytes() == (run / name).read_bytes(), name
+    for arm in json.loads((run / "eval.json").read_text()):
+        with gzip.open(out / "eval" / arm / "episodes.jsonl.gz", "rb") as packed:
+            assert packed.read() == (run / "eval" / arm / "episodes.jsonl").read_bytes(), arm
+    note = (out / "run.md").read_text()
+    assert f"    {record['command']}\n    reflectrl export {run} {out}\n" in note
+    assert all(f"| {step['name']} | " in note for step in record["steps"]) and "Seed 5" in note
+    readings = [subprocess.run([*cli, "compare", str(where)], capture_output=True, text=True) for where in (run, out)]
+    assert readings[0].returncode == readings[1].returncode == 0, readings[1].stderr
+    assert readings[0].stdout.replace(str(run), str(out)) == readings[1].stdout
+    shown = subprocess.run([*cli, "show", str(out), "--episode", "1"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "=== episode 1" in shown.stdout, shown.stderr
+    # a second export would replace run.md, where a person writes why the run took what it took: refused
+    (out / "run.md").write_text(note + "\nThe CPU was shared for 20 minutes.\n")
+    again = subprocess.run([*cli, "export", str(run), str(out)], capture_output=True, text=True)
+    assert again.returncode == 2 and "run.md" in again.stderr and "--overwrite" in again.stderr
+    assert (out / "run.md").read_text().endswith("shared for 20 minutes.\n")
+    packed = (out / "eval" / "sft" / "episodes.jsonl.gz").read_bytes()
+    forced = subprocess.run([*cli, "export", str(run), str(out), "--overwrite"], capture_output=True, text=True)
+    assert forced.returncode == 0 and (out / "run.md").read_text() == note
+    assert (out / "eval" / "sft" / "episodes.jsonl.gz").read_bytes() == packed  # same transcript, same bytes

@@ -1,4 +1,4 @@
-"""The ``reflectrl`` command line: play, tasks, data, sft, rl, eval, run."""
+"""The ``reflectrl`` command line: play, tasks, data, sft, rl, eval, run, and reading and exporting runs."""
 
 from __future__ import annotations
 
@@ -255,15 +255,19 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+def _run_dir(name: str) -> Path:
+    """A run directory as a path, or by its name under runs/."""
+    run = Path(name)
+    return Path("runs") / name if not run.is_dir() and (Path("runs") / name).is_dir() else run
+
+
 def _evaluated_arms(name: str, arm: str) -> tuple[Path, list[str]]:
     """The run directory ``name`` names (a path, or a name under runs/) and its evaluated arms, ``arm``
     among them."""
     from reflectrl.errors import UserError
     from reflectrl.eval.episodes import EPISODES_FILE, evaluated_arms
 
-    run = Path(name)
-    if not run.is_dir() and (Path("runs") / name).is_dir():
-        run = Path("runs") / name
+    run = _run_dir(name)
     evaluated = list(evaluated_arms(run))
     if not evaluated:
         raise UserError(f"{run} holds no evaluated arm (no eval/<arm>/{EPISODES_FILE}); name a run directory "
@@ -337,6 +341,16 @@ def _cmd_summarize(args: argparse.Namespace) -> int:
                              " ".join(["reflectrl", *sys.argv[1:]]))
     print(summary_table(summary))
     print(f"\nsummary: {Path(args.out) / 'summary.md'}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from reflectrl.eval.export import export_run
+
+    _check_output(args.out, "folder", "out")
+    written = export_run(_run_dir(args.run), args.out, " ".join(["reflectrl", *sys.argv[1:]]), overwrite=args.overwrite)
+    print(f"{len(written)} files written under {args.out}; add to its run.md why the run took what it took "
+          f"(a shared CPU, a resumed run)")
     return 0
 
 
@@ -440,6 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("runs", nargs="+", help="run directories (each with config.yaml, eval.json, eval/<arm>/)")
     summarize.add_argument("--out", required=True, help="folder for summary.json and summary.md")
     summarize.set_defaults(func=_cmd_summarize)
+
+    export = sub.add_parser("export", parents=[common],
+                            help="a finished run's results to commit (results/<recipe>/): recipe, metrics, report, "
+                                 "curves, run.json, gzipped episodes and a run.md")
+    export.add_argument("run", help="a run directory (runs/<name>), or its name under runs/")
+    export.add_argument("out", help="the folder to write, e.g. results/<recipe>")
+    export.add_argument("--overwrite", action="store_true", help="replace files already in the folder")
+    export.set_defaults(func=_cmd_export)
 
     run = sub.add_parser("run", parents=[common], help="the whole pipeline of a recipe: data, SFT, RL, eval, report")
     _config_args(run)

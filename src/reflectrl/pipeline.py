@@ -27,6 +27,7 @@ import json
 import logging
 import multiprocessing
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -648,11 +649,12 @@ def check_action_ids(config: RunConfig) -> None:
 def run_pipeline(config: RunConfig, command: str | None = None) -> dict[str, dict[str, Any]]:
     """Run (or resume) every step of the recipe; returns eval.json's content.
 
-    Writes ``run.json`` beside it: the command, seed, CPU, threads, start and end
+    Writes ``run.json`` beside it: the command, seed, code commit, CPU, threads, start and end
     time and, for every step this invocation ran or reused, its wall time and peak RSS (a reused
     step also says what making it cost, under ``made``).
     """
     started = time.time()
+    commit = source_commit()
     set_threads(config)
     check_action_ids(config)
     arms = _run_arms(config)
@@ -673,12 +675,32 @@ def run_pipeline(config: RunConfig, command: str | None = None) -> dict[str, dic
     peaks = [step["peak_rss_gb"] for step in steps if step["peak_rss_gb"] is not None]
     ended = time.time()
     write_json_atomic(config.run_dir / "run.json", {
-        "command": command or f"reflectrl run (seed {config.seed})", "seed": config.seed, "cpu": cpu_model(),
+        "command": command or f"reflectrl run (seed {config.seed})", "seed": config.seed, "commit": commit,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(), "threads": torch.get_num_threads(), "jobs": config.jobs,
         "start": _utc(started), "end": _utc(ended), "wall_s": round(ended - started, 1),
         "peak_rss_gb": max(peaks, default=None), "steps": steps,
     })
     return arms
+
+
+def source_commit() -> str | None:
+    """The git commit of the reflectrl code that runs, ``+changes`` appended where its files differ from it;
+    None where the package is not in a git checkout (installed from PyPI, or git missing)."""
+    package = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    head = git("rev-parse", "--short=12", "HEAD")
+    if head is None:
+        return None
+    changes = git("status", "--porcelain", "--", ".")
+    return f"{head}+changes" if changes else head
 
 
 def _utc(seconds: float) -> str:

@@ -63,6 +63,12 @@ DTYPES = ("float32", "bfloat16")
 #: a recipe's ``dtype`` that resolves to ``bfloat16`` where the device computes in bf16, else ``float32``
 AUTO_DTYPE = "auto"
 
+#: said once a process when a spec asks for bf16 where the device has no bf16 units
+EMULATED_BF16 = (
+    "dtype bfloat16 on a device without bf16 units (a CPU whose flags name none of avx512_bf16, amx_bf16, bf16): "
+    "autocast converts every operand: a SmolLM2 reflector training row took 13x its float32 time on such a CPU "
+    "(benchmarks/results/pretrained_budget_avx2.json); `dtype: auto` takes float32 here and bfloat16 where it pays")
+
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<s>", "</s>"
 PROMPT_MARKERS = (ANALYZE_MARKER, ACTION_MARKER)
 #: file next to a saved model that says how to load it back
@@ -142,6 +148,8 @@ class ModelSpec:
             raise ValueError(f"ModelSpec.name must be a non-empty string, got {self.name!r}")
         if self.dtype == AUTO_DTYPE:
             self.dtype = "bfloat16" if native_bf16() else "float32"
+        elif self.dtype == "bfloat16" and not native_bf16():
+            warnings.warn(EMULATED_BF16, stacklevel=2)
         if self.dtype not in DTYPES:
             raise ValueError(f"ModelSpec.dtype must be one of {(*DTYPES, AUTO_DTYPE)}, got {self.dtype!r}")
         for size in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size"):
