@@ -41,7 +41,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +50,6 @@ import torch
 import transformers
 from accelerate import Accelerator
 
-import reflectrl
 from reflectrl.agent.models import load_model
 from reflectrl.agent.policy import ActionPolicy, unwrap_model
 from reflectrl.agent.prompts import policy_prompt
@@ -64,6 +62,7 @@ from reflectrl.data.sft_sets import build_sets
 from reflectrl.data.trajectories import generate_examples
 from reflectrl.envs.registry import make_env
 from reflectrl.memory import peak_rss_gb, release_freed_memory, reset_peak_rss, rss_gb
+from reflectrl.pipeline import source_commit
 from reflectrl.teachers.oracle import OracleTeacher
 from reflectrl.train import sft
 from reflectrl.train.rl import Batch, Learner
@@ -251,7 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       "interleaved rounds after one warm-up round; ratios from the minima of CPU seconds",
         },
         "work": work,
-        "commit": args.source_commit or _commit(),
+        "commit": args.source_commit or source_commit(),
     }
     result["goals"] = {}
     for kind in ("reflector", "policy"):
@@ -263,18 +262,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "rl_update_row_mb4" in work:
         result["goals"]["rl_update_mb4 peak RSS <= 10 GB"] = work["rl_update_row_mb4"]["peak_rss_gb"] <= 10
     return result
-
-
-def _commit() -> str | None:
-    """The commit of the reflectrl sources this run imported (+dirty when they differ from it); None outside git."""
-    where = Path(reflectrl.__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True,
-                             check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "."], cwd=where, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
 
 
 def compare(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,8 @@ def test_the_note_gives_the_commands_the_machine_and_each_step_with_what_a_reuse
     assert "wall time 147 min; largest step peak RSS 6.2 GB" in note
     assert "| data | 6 s | 0.43 GB |" in note
     assert "| sft policy | reused (made 2026-12-06T10:00:00Z: 3492 s, 4.7 GB) | - |" in note
+    # a rerun that found every step done measured no peak
+    assert "largest step peak RSS -." in run_note({**RUN, "peak_rss_gb": None}, "reflectrl export runs/r results/r")
 
 
 @pytest.mark.parametrize("damage, reason", [

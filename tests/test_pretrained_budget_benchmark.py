@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from reflectrl.agent.models import native_bf16
+
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = {"forward_reflector_row", "reflector_sft_row", "forward_policy_row", "policy_sft_row", "policy_step_row",
          "rl_update_row_mb2", "rl_update_row_mb4", "reflection_decode_token_b1", "reflection_decode_token_b4"}
@@ -32,7 +34,7 @@ def test_budget_benchmark_times_every_kind_of_work_against_the_forward_of_the_sa
         assert result[f"{kind}_train_vs_forward"] == work[f"{kind}_sft_row"]["cpu_s_min"] / work[f"forward_{kind}_row"]["cpu_s_min"]
     assert {"cpu_model", "threads", "amx", "torch"} <= set(result["machine"]) and result["machine"]["threads"] == 1
     setup = result["setup"]
-    assert setup["recipe"] == "configs/autoexplore-smollm2.yaml" and setup["dtype"] == "bfloat16"
+    assert setup["recipe"] == "configs/autoexplore-smollm2.yaml" and setup["dtype"] == ("bfloat16" if native_bf16() else "float32")
     assert setup["lora"]["r"] == 16 and setup["lora"]["alpha"] == 32 and setup["action_scoring"] == "text"
     assert len(setup["rows"]["policy"]["tokens"]) == 4 and min(setup["rows"]["policy"]["actions"]) > 1
 

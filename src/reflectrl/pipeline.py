@@ -685,7 +685,7 @@ def run_pipeline(config: RunConfig, command: str | None = None) -> dict[str, dic
 
 
 def source_commit() -> str | None:
-    """The git commit of the reflectrl code that runs, ``+changes`` appended where its files differ from it;
+    """The git commit of the reflectrl code that runs, ``+dirty`` appended where its files differ from it;
     None where the package is not in a git checkout (installed from PyPI, or git missing)."""
     package = Path(__file__).resolve().parent
 
@@ -700,7 +700,7 @@ def source_commit() -> str | None:
     if head is None:
         return None
     changes = git("status", "--porcelain", "--", ".")
-    return f"{head}+changes" if changes else head
+    return f"{head}+dirty" if changes else head
 
 
 def _utc(seconds: float) -> str:

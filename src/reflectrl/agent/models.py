@@ -149,7 +149,7 @@ class ModelSpec:
         if self.dtype == AUTO_DTYPE:
             self.dtype = "bfloat16" if native_bf16() else "float32"
         elif self.dtype == "bfloat16" and not native_bf16():
-            warnings.warn(EMULATED_BF16, stacklevel=2)
+            warnings.warn(EMULATED_BF16, stacklevel=3)  # the caller of ModelSpec(), past its generated __init__
         if self.dtype not in DTYPES:
             raise ValueError(f"ModelSpec.dtype must be one of {(*DTYPES, AUTO_DTYPE)}, got {self.dtype!r}")
         for size in ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size"):

@@ -29,6 +29,11 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.0f} min"
 
 
+def _gigabytes(value: float | None) -> str:
+    """A peak RSS; none where every step was found done (nothing ran, nothing was measured)."""
+    return "-" if value is None else f"{value} GB"
+
+
 def run_note(run: dict[str, Any], export_command: str) -> str:
     """``run.md``: the commands that made the result and each step's wall time and peak RSS (``run.json``).
 
@@ -39,16 +44,16 @@ def run_note(run: dict[str, Any], export_command: str) -> str:
     lines = ["# How this result was made", "", f"    {run['command']}", f"    {export_command}", "",
              f"Seed {run['seed']}{code}; {run['cpu']}, {run['cores']} cores, {run['threads']} thread(s) a process, "
              f"jobs {run['jobs']}. Started {run['start']}, ended {run['end']}: wall time {_minutes(run['wall_s'])}; "
-             f"largest step peak RSS {run['peak_rss_gb']} GB.", "",
+             f"largest step peak RSS {_gigabytes(run['peak_rss_gb'])}.", "",
              "Each step's wall time and its own peak RSS (`run.json`):", "",
              "| step | wall time | peak RSS |", "|---|---|---|"]
     for step in run["steps"]:
         if step["reused"]:
             made = step.get("made")
-            cost = f" (made {made['start']}: {made['wall_s']:.0f} s, {made['peak_rss_gb']} GB)" if made else ""
+            cost = f" (made {made['start']}: {made['wall_s']:.0f} s, {_gigabytes(made['peak_rss_gb'])})" if made else ""
             lines.append(f"| {step['name']} | reused{cost} | - |")
         else:
-            lines.append(f"| {step['name']} | {step['wall_s']:.0f} s | {step['peak_rss_gb']} GB |")
+            lines.append(f"| {step['name']} | {step['wall_s']:.0f} s | {_gigabytes(step['peak_rss_gb'])} |")
     return "\n".join(lines) + "\n"
 
 
