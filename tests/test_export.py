@@ -52,6 +52,7 @@ def test_the_note_gives_the_commands_the_machine_and_each_step_with_what_a_reuse
     (lambda run: (run / "run.json").write_text('{"command": "x"'), "is not valid JSON"),
     (lambda run: (run / "run.json").write_text('{"command": "x"}'), "lacks seed, cpu"),
     (lambda run: (run / "eval.json").write_text('{"../../escape": {}}'), "'../../escape' is not an arm's name"),
+    (lambda run: (run / "run.json").write_text(json.dumps({**RUN, "steps": [{"name": "data"}]})), "steps must be"),
 ])
 def test_what_is_not_a_finished_run_is_refused_by_name_and_nothing_is_written(tmp_path, capsys, damage, reason):
     run = _finished_run(tmp_path / "run")

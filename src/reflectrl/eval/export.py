@@ -102,6 +102,10 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, export_comman
     absent = [key for key in needed if key not in run]
     if absent:
         raise UserError(f"{run_dir / 'run.json'} lacks {', '.join(absent)}: it is not what `reflectrl run` writes")
+    step_keys = {"name", "wall_s", "peak_rss_gb", "reused"}
+    if not isinstance(run["steps"], list) or not all(isinstance(s, dict) and step_keys <= set(s) for s in run["steps"]):
+        raise UserError(f"{run_dir / 'run.json'}: steps must be a list of {{{', '.join(sorted(step_keys))}}}, as "
+                        f"`reflectrl run` writes them")
     copies = {Path(name): run_dir / name for name in (*RUN_FILES, *OPTIONAL_FILES) if (run_dir / name).is_file()}
     packed = _episode_files(run_dir, sorted(read_json_object(run_dir / "eval.json")))
     targets = [*copies, *packed, Path(RUN_NOTE)]
