@@ -66,7 +66,7 @@ AUTO_DTYPE = "auto"
 #: said once a process when a spec asks for bf16 where the device has no bf16 units
 EMULATED_BF16 = (
     "dtype bfloat16 on a device without bf16 units (a CPU whose flags name none of avx512_bf16, amx_bf16, bf16): "
-    "autocast converts every operand: a SmolLM2 reflector training row took 13x its float32 time on such a CPU "
+    "autocast converts every operand: a SmolLM2 reflector training row took 13.5x its float32 time on such a CPU "
     "(benchmarks/results/pretrained_budget_avx2.json); `dtype: auto` takes float32 here and bfloat16 where it pays")
 
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<s>", "</s>"

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 import warnings
@@ -31,6 +30,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urluns
 
 from reflectrl.envs.base import Observation
 from reflectrl.errors import UserError
+from reflectrl.run_files import atomic_file
 from reflectrl.teachers.base import Teacher
 
 if TYPE_CHECKING:
@@ -331,17 +331,8 @@ class ChatEndpoint:
 
     def _write_cache(self, path: Path, request: dict[str, Any], reply: str) -> None:
         """Write through a temp file and rename, so a crash leaves either no entry or a whole one."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-                json.dump({"request": request, "reply": reply}, tmp, ensure_ascii=False)
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with atomic_file(path, encoding="utf-8") as handle:
+            json.dump({"request": request, "reply": reply}, handle, ensure_ascii=False)
 
     def _openai_client(self) -> Any:
         """The client, given the URL's query parameters as default query (the client would append its
