@@ -8,12 +8,12 @@ adapter's zero-initialised up-projection makes each start as the base model,
 which is all timing needs.
 
 * ``ours``: the library as ``train/rl.py`` runs it: ``agent.rollout.rollout`` with
-  a ``Reflector`` (adapter merged, weights cast to bf16, preallocated KV cache,
+  a ``Reflector`` (adapter merged, weights cast to bf16 under bf16, preallocated KV cache,
   rows leave the batch at EOS or at the action marker) and an ``ActionPolicy``
-  (bf16 frozen base, one forward, id logits at the last position only), then
+  (frozen base in the compute dtype, one forward, id logits at the last position only), then
   ``Learner.update`` on ``reinforce_batch``.
 * ``original``: the authors' way (``transformer_text_completion`` and
-  ``calc_pg_loss`` in zhourunlong/Reflect-RL): fp32 weights under bf16 autocast,
+  ``calc_pg_loss`` in zhourunlong/Reflect-RL): fp32 weights under autocast,
   transformers' default attention (SDPA), the reflection by
   ``generate(do_sample=True)`` until EOS or the token budget, the action by
   ``generate`` of one token with full-vocabulary scores and a softmax over the id
@@ -21,6 +21,10 @@ which is all timing needs.
   projects every position onto the whole vocabulary. Its per-token
   full-vocabulary softmax/entropy over the reflection's scores is left out, so
   the ratio is, if anything, in the original's favour.
+
+Both sides compute in ``--dtype``: by default bf16 where the device has bf16
+units (the original ran bf16 autocast on GPUs), fp32 on a CPU without them,
+where bf16 autocast is emulated and many times slower.
 
 Same episodes: both sides play the same tasks with the same env seeds, and the
 original steps its envs with the actions ours sampled (it still samples its own
@@ -71,7 +75,6 @@ from reflectrl.train.rl import Batch, Learner, iteration_seed, reinforce_batch
 
 RESULT = Path(__file__).parent / "results" / "rl_loop.json"
 LORA = LoraSettings(r=64, alpha=16, dropout=0.1)
-DTYPE = "bfloat16"
 ENV = "autoexplore"
 #: the file listing of an AutoExplore state; the policy's action list names every entry again (cd/cat/id)
 LISTING = re.compile(r"Files under it:\n.*?\n(?=Command history:)", re.S)
@@ -135,11 +138,11 @@ class Ours:
 
     def __init__(self, args: argparse.Namespace):
         self.args, self.device = args, torch.device(args.device)
-        policy_model, reflector_model, tokenizer = load_players(args, DTYPE)
+        policy_model, reflector_model, tokenizer = load_players(args, args.dtype)
         self.tokenizer = tokenizer
-        self.policy = ActionPolicy(policy_model.to(self.device), tokenizer, max_length=args.max_length, dtype=DTYPE)
+        self.policy = ActionPolicy(policy_model.to(self.device), tokenizer, max_length=args.max_length, dtype=args.dtype)
         self.reflector = Reflector(reflector_model.to(self.device), tokenizer, max_new_tokens=args.reflection_tokens,
-                                   temperature=args.reflection_temperature, dtype=DTYPE)
+                                   temperature=args.reflection_temperature, dtype=args.dtype)
         self.learner = Learner(self.policy, rl_config(args), Accelerator(cpu=self.device.type == "cpu"))
         self.envs = [make_env(ENV, max_steps=args.max_steps) for _ in range(args.batch_episodes)]
         self.warm_envs = [make_env(ENV, max_steps=1) for _ in range(args.batch_episodes)]
@@ -209,7 +212,7 @@ class Original:
         tokens, temperature = self.args.reflection_tokens, self.args.reflection_temperature
         batch = self._encode([reflection_prompt(s) for s in states], self.positions - tokens)
         sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 else {"do_sample": False}
-        with autocast(DTYPE, self.device.type):
+        with autocast(self.args.dtype, self.device.type):
             out = self.reflector.generate(**batch, max_new_tokens=tokens, pad_token_id=self.tokenizer.pad_token_id,
                                           eos_token_id=self.tokenizer.eos_token_id, **sampling)
         new = out[:, batch["input_ids"].shape[1]:].tolist()
@@ -227,7 +230,7 @@ class Original:
     def act(self, prompts: list[str], labels: list[list[str]], generator: torch.Generator) -> list[tuple[int, torch.Tensor]]:
         """One generated token with full-vocabulary scores, then per row a softmax over its id tokens and a sample."""
         batch = self._encode(prompts, self.args.max_length)
-        with autocast(DTYPE, self.device.type):
+        with autocast(self.args.dtype, self.device.type):
             out = self.policy.generate(**batch, max_new_tokens=1, do_sample=False, output_scores=True,
                                        return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id)
         scores = out.scores[0].float().cpu()
@@ -245,7 +248,7 @@ class Original:
         for start in range(0, n, size):
             steps = batch.steps[start:start + size]
             encoded = self._encode([s.prompt for s in steps], self.args.max_length)
-            with autocast(DTYPE, self.device.type):
+            with autocast(self.args.dtype, self.device.type):
                 logits = self.policy(**encoded, position_ids=positions_from_mask(encoded["attention_mask"]),
                                      use_cache=False).logits
             id_tokens, valid = self._id_tokens([s.ids for s in steps])
@@ -386,12 +389,12 @@ def measure_levers(args: argparse.Namespace, tasks: list[str], seeds: list[int])
     original.to(device)
     bf16 = copy.deepcopy(original).to(torch.bfloat16)
     merged = copy.deepcopy(bf16).merge_and_unload()
-    policy_model, reflector_model, _ = load_players(args, DTYPE)
-    reflector = Reflector(reflector_model.to(device), tokenizer, max_new_tokens=tokens, dtype=DTYPE)
-    policy = ActionPolicy(policy_model.to(device), tokenizer, max_length=args.max_length, dtype=DTYPE)
+    policy_model, reflector_model, _ = load_players(args, args.dtype)
+    reflector = Reflector(reflector_model.to(device), tokenizer, max_new_tokens=tokens, dtype=args.dtype)
+    policy = ActionPolicy(policy_model.to(device), tokenizer, max_length=args.max_length, dtype=args.dtype)
     library_attention = reflector.model.config._attn_implementation
-    reflector_sdpa = Reflector(copy.deepcopy(merged), tokenizer, max_new_tokens=tokens, dtype=DTYPE)
-    policy_sdpa = ActionPolicy(copy.deepcopy(policy_model), tokenizer, max_length=args.max_length, dtype=DTYPE)
+    reflector_sdpa = Reflector(copy.deepcopy(merged), tokenizer, max_new_tokens=tokens, dtype=args.dtype)
+    policy_sdpa = ActionPolicy(copy.deepcopy(policy_model), tokenizer, max_length=args.max_length, dtype=args.dtype)
     unwrap_model(policy_sdpa.model).set_attn_implementation("sdpa")
 
     reflections = reflector.reflect([o.text for o in states])
@@ -410,7 +413,7 @@ def measure_levers(args: argparse.Namespace, tasks: list[str], seeds: list[int])
         synchronize(device)
 
     variants: dict[str, Callable[[], Any]] = {
-        "original": lambda: hf_reflect(original, tokenizer, prompts, tokens, device, DTYPE),
+        "original": lambda: hf_reflect(original, tokenizer, prompts, tokens, device, args.dtype),
         "bf16_weights": lambda: hf_reflect(bf16, tokenizer, prompts, tokens, device),
         "merged_lora": lambda: hf_reflect(merged, tokenizer, prompts, tokens, device),
         "reflector_sdpa": lambda: reflector_sdpa.generate_ids(prompts),
@@ -580,7 +583,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "model": args.model,
             "lora": LORA.__dict__,
-            "dtype": DTYPE,
+            "dtype": args.dtype,
             "env": ENV,
             "max_steps": args.max_steps,
             "iterations": args.iterations,
@@ -618,8 +621,11 @@ def main() -> None:
     parser.add_argument("--no-levers", dest="levers", action="store_false", help="time the RL iterations only")
     parser.add_argument("--no-compile", dest="compile_lever", action="store_false",
                         help="skip the torch.compile lever (its compile takes minutes on a CPU)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
+                        help="both sides' compute precision; auto: bf16 where the device has bf16 units, else fp32")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
+    args.dtype = ModelSpec(name=args.model, dtype=args.dtype).dtype
     if args.attention:
         os.environ[ATTENTION_ENV] = args.attention  # the processes started below inherit it
     started = time.perf_counter()

@@ -14,6 +14,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def threads_of_the_worker():
+    """A test that runs a recipe in-process takes the recipe's ``threads``; the next test gets its worker's back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from threads; on a busy machine OpenMP barriers made them ~100x slower."""

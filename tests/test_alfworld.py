@@ -106,13 +106,13 @@ def test_history_window_keeps_older_commands_without_feedback(cache):
 
 
 def test_random_play_never_crashes_the_engine(cache):
-    """60 short episodes mixing random, oracle (as the paper's data generation does) and invalid moves."""
+    """30 short episodes mixing random, oracle (as the paper's data generation does) and invalid moves."""
     env = ALFWorld(source="generated", cache_dir=cache, max_steps=4, n_train=10, generator_options=TINY_ROOMS)
     rng = random.Random(0)
     tasks = env.tasks("train")
     invalid = 0
-    for episode in range(60):
-        obs = env.reset(tasks[episode // 6])
+    for episode in range(30):
+        obs = env.reset(tasks[episode // 3])
         for step in range(1, env.max_steps + 1):
             assert obs.actions and obs.info["oracle"]["next_command"] in obs.actions
             draw = rng.random()

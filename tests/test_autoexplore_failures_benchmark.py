@@ -84,7 +84,7 @@ def test_reflector_judgment_counts_a_fold_reflector_on_the_states_it_never_train
     out = tmp_path / "judgment.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reflector_judgment.py"),
                     "--config", str(ROOT / "configs" / "autoexplore-tiny.yaml"), "--set", "sft.reflections=reflector",
-                    "--set", "data.episodes=16", "--set", "reflector_sft.epochs=1", "--set", "teacher.quote_reads=true",
+                    "--set", "threads=1", "--set", "data.episodes=16", "--set", "reflector_sft.epochs=1", "--set", "teacher.quote_reads=true",
                     "--set", "env.kwargs={max_steps: 10, cat_view: outline}", "--set", "name=judged",
                     "--set", f"out_dir={tmp_path}", "--out", str(out)],
                    check=True, cwd=tmp_path, capture_output=True, timeout=600)
@@ -113,7 +113,7 @@ def test_reflector_judgment_counts_a_fold_reflector_on_the_states_it_never_train
 
 def test_policy_verdict_replays_both_sft_policies_on_their_rows_after_a_cat(tmp_path):
     config = ROOT / "configs" / "autoexplore-tiny.yaml"
-    sets = ["sft.reflections=reflector", "data.episodes=16", "reflector_sft.epochs=1", "sft.epochs=1", "name=verdict",
+    sets = ["threads=1", "sft.reflections=reflector", "data.episodes=16", "reflector_sft.epochs=1", "sft.epochs=1", "name=verdict",
             f"out_dir={tmp_path}"]
     for set_name in ("policy", "policy_noreflect"):
         assert main(["sft", "--config", str(config), *[arg for value in sets for arg in ("--set", value)],

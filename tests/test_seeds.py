@@ -204,3 +204,10 @@ def _export_is_complete_and_read_like_the_run(run, out) -> None:
     forced = subprocess.run([*cli, "export", str(run), str(out), "--overwrite"], capture_output=True, text=True)
     assert forced.returncode == 0 and (out / "run.md").read_text() == note.replace(f"{out}\n", f"{out} --overwrite\n", 1)
     assert (out / "eval" / "sft" / "episodes.jsonl.gz").read_bytes() == packed  # same transcript, same bytes
+    # reading results loads neither torch nor transformers nor matplotlib: these commands answer at once
+    commands = [["show", str(out), "--episode", "1"], ["compare", str(out)], ["export", str(run), str(out.parent / "again")],
+                ["summarize", str(run.parent / "seed-4"), str(run), "--out", str(out.parent / "summary")]]
+    script = (f"import sys; from reflectrl.cli import main; codes = [main(command) for command in {commands!r}]; "
+              "print(codes, [name for name in ('torch', 'transformers', 'matplotlib') if name in sys.modules])")
+    light = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert light.stdout.splitlines()[-1] == "[0, 0, 0, 0] []", light.stdout[-2000:] + light.stderr[-2000:]

@@ -25,8 +25,8 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def simple(cache_dir) -> TextWorld:
-    """tw-simple, 8 train and 2 test games, generated once for the session."""
-    env = make_env("textworld", challenge="tw-simple", n_train=8, n_val=0, n_test=2, cache_dir=cache_dir)
+    """tw-simple, 4 train and 2 test games, generated once for the session."""
+    env = make_env("textworld", challenge="tw-simple", n_train=4, n_val=0, n_test=2, cache_dir=cache_dir)
     env.prepare("train")
     env.prepare("test")
     return env
@@ -76,7 +76,7 @@ def test_the_engine_policy_solves_the_generated_games(simple, custom):
 
 def test_splits_use_disjoint_seeds_and_the_challenges_own_test_distribution(simple):
     train, test = set(simple.tasks("train")), set(simple.tasks("test"))
-    assert len(train) == 8 and len(test) == 2 and not train & test
+    assert len(train) == 4 and len(test) == 2 and not train & test
     assert {split_of(t) for t in train} == {"train"} and {split_of(t) for t in test} == {"test"}
     metadata = json.loads(simple.game_path(simple.tasks("test")[0]).with_suffix(".json").read_text())["metadata"]
     assert "+test-" in metadata["uuid"]
@@ -91,7 +91,7 @@ def test_splits_use_disjoint_seeds_and_the_challenges_own_test_distribution(simp
 def test_the_cache_is_reused_by_a_second_env(simple, cache_dir):
     paths = simple.prepare("train")
     stamps = {p: (p.stat().st_mtime_ns, p.with_suffix(".json").stat().st_mtime_ns) for p in paths}
-    again = TextWorld(challenge="tw-simple", n_train=8, n_val=0, n_test=2, cache_dir=cache_dir)
+    again = TextWorld(challenge="tw-simple", n_train=4, n_val=0, n_test=2, cache_dir=cache_dir)
     assert again.prepare("train") == paths
     again.reset(task=3)
     assert {p: (p.stat().st_mtime_ns, p.with_suffix(".json").stat().st_mtime_ns) for p in paths} == stamps
@@ -154,7 +154,7 @@ def test_invalid_reply_is_a_penalised_no_op(simple):
 
 
 def test_random_play_never_crashes_the_engine(cache_dir, custom):
-    short = TextWorld(challenge="tw-simple", n_train=8, n_val=0, n_test=2, max_steps=10, cache_dir=cache_dir)
+    short = TextWorld(challenge="tw-simple", n_train=4, n_val=0, n_test=2, max_steps=10, cache_dir=cache_dir)
     short_custom = TextWorld(
         challenge="custom",
         settings={"nb_rooms": 3, "nb_objects": 5, "quest_length": 3},

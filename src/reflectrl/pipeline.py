@@ -67,7 +67,7 @@ from reflectrl.eval.baselines import OracleAgent, RandomAgent
 from reflectrl.eval.episodes import EPISODES_FILE, SAMPLED_EPISODES_FILE, read_episodes
 from reflectrl.eval.evaluate import EvalPlan, evaluate_agent, evaluate_model
 from reflectrl.eval.report import read_metrics, write_report
-from reflectrl.memory import peak_rss_gb, release_freed_memory, reset_peak_rss
+from reflectrl.memory import freeze_long_lived, peak_rss_gb, release_freed_memory, reset_peak_rss
 from reflectrl.run_files import (
     StepBusy,
     append_jsonl,
@@ -166,6 +166,7 @@ _reported: set[tuple[str, str]] = set()
 def timed_step(config: RunConfig, name: str) -> Iterator[None]:
     """A step's wall time and own peak RSS (the peak restarts at its start), logged to the run's
     ``steps.jsonl`` when it ends; its freed memory is handed back."""
+    freeze_long_lived()
     reset_peak_rss()
     started = time.time()
     try:

@@ -16,18 +16,20 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from reflectrl.config import RunConfig
 from reflectrl.errors import UserError
 from reflectrl.eval.episodes import evaluated_arms, read_episodes
-from reflectrl.eval.evaluate import wilson_interval
+from reflectrl.eval.intervals import wilson_interval
 from reflectrl.eval.paired import PairedCounts, compare, compare_counts, format_difference
 from reflectrl.eval.report import ARM_TITLES
 from reflectrl.recipe_yaml import parse_yaml
 from reflectrl.run_files import read_json, write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:  # summarizing runs on disk needs neither torch nor a model
+    from reflectrl.config import RunConfig
 
 SEEDS_DIR = "seeds"
 

@@ -20,13 +20,15 @@ import math
 import textwrap
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reflectrl.agent.rollout import Episode
 from reflectrl.envs.base import TextEnv
 from reflectrl.eval.baselines import EpisodeResult
 from reflectrl.errors import UserError
 from reflectrl.run_files import parse_jsonl_tolerant, read_jsonl_tolerant
+
+if TYPE_CHECKING:  # the trainer's types: reading transcripts needs neither torch nor a model
+    from reflectrl.agent.rollout import Episode
 
 EPISODES_FILE = "episodes.jsonl"
 SAMPLED_EPISODES_FILE = "episodes_sampled.jsonl"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reflectrl.errors import UserError
-from reflectrl.eval.evaluate import wilson_interval
+from reflectrl.eval.intervals import wilson_interval
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from reflectrl.errors import UserError  # noqa: E402
-from reflectrl.eval.episodes import BLAME, SUCCESS, failure_breakdown, format_episode, player_breakdown  # noqa: E402
-from reflectrl.eval.paired import compare, format_difference  # noqa: E402
-from reflectrl.run_files import read_jsonl_tolerant, write_text_atomic  # noqa: E402
+from reflectrl.errors import UserError
+from reflectrl.eval.episodes import BLAME, SUCCESS, failure_breakdown, format_episode, player_breakdown
+from reflectrl.eval.paired import compare, format_difference
+from reflectrl.run_files import read_jsonl_tolerant, write_text_atomic
 
 ARM_TITLES = {
     "random": "Random",
@@ -99,6 +94,11 @@ def _level_runs(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str | Path, window: int = 5) -> None:
     """Training success per iteration (a moving average over ``window`` iterations that restarts at every
     curriculum level, whose changes are marked), and held-out validation success (greedy) beside it."""
+    import matplotlib  # here, not at the top: reading and comparing results stays instant
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for number, (arm, records) in enumerate(curves.items()):
