@@ -28,9 +28,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/reflectrl run --config configs/taxi-tiny.yaml
 
-# two workers, one per core, each test file on one worker (module fixtures are built once)
+# two workers, one per core, each test file on one worker (module fixtures are built once), the
+# longest files first (tests/conftest.py orders them)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/env_speed.py
