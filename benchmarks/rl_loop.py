@@ -8,7 +8,7 @@ adapter's zero-initialised up-projection makes each start as the base model,
 which is all timing needs.
 
 * ``ours``: the library as ``train/rl.py`` runs it: ``agent.rollout.rollout`` with
-  a ``Reflector`` (adapter merged, weights cast to bf16 under bf16, preallocated KV cache,
+  a ``Reflector`` (adapter merged, weights cast to the compute dtype, preallocated KV cache,
   rows leave the batch at EOS or at the action marker) and an ``ActionPolicy``
   (frozen base in the compute dtype, one forward, id logits at the last position only), then
   ``Learner.update`` on ``reinforce_batch``.
