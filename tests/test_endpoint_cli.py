@@ -56,6 +56,17 @@ def test_cli_eval_endpoint_agent_plays_and_reports(tmp_path):
     assert not any(secret in text for text in written for secret in SECRETS)
 
 
+def test_cli_eval_of_an_endpoint_loads_neither_transformers_nor_peft():
+    """An agent without a local model starts in seconds: the recipe is read without the model libraries."""
+    with ChatServer(action_ids=True) as server:
+        command = ["eval", "--config", "configs/taxi-tiny.yaml", "--agent", "endpoint", "--base-url", server.base_url,
+                   "--model", "m", "--set", "eval.episodes=1", "--set", "eval.levels=[{stage: pickup}]"]
+        script = (f"import sys; from reflectrl.cli import main; code = main({command!r}); "
+                  "print(code, [name for name in ('transformers', 'peft', 'accelerate') if name in sys.modules])")
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout[-2000:] + done.stderr[-2000:]
+
+
 def test_cli_eval_endpoint_failure_is_a_clear_error_without_secrets(tmp_path):
     with ChatServer() as server:
         host = server.base_url.removeprefix("http://").removesuffix("/v1")

@@ -113,7 +113,7 @@ def test_model_spec_validation():
 
 def test_auto_dtype_is_bf16_only_where_the_device_computes_in_bf16_and_bf16_asked_without_units_warns(monkeypatch):
     for native, resolved in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr("reflectrl.agent.models.native_bf16", lambda native=native: native)
+        monkeypatch.setattr("reflectrl.agent.model_spec.native_bf16", lambda native=native: native)
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
             assert ModelSpec(dtype="auto").dtype == resolved

@@ -125,16 +125,19 @@ def _cmd_tasks_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace):
-    """The recipe of a model command, its thread count applied as `run` applies it; also quiets
-    transformers' per-file progress bars and notices."""
-    from reflectrl.agent.models import quiet_transformers
+def _load(args: argparse.Namespace, models: bool = True):
+    """The recipe of a command; where it runs ``models``, their thread count is applied as `run` applies
+    it and transformers' per-file progress bars and notices are quieted (an agent without a model, as an
+    endpoint, loads neither torch's models nor transformers)."""
     from reflectrl.config import load_config
-    from reflectrl.pipeline import set_threads
 
-    quiet_transformers()
     config = load_config(args.config, _key_values(args.set, "--set"))
-    set_threads(config)
+    if models:
+        from reflectrl.agent.models import quiet_transformers
+        from reflectrl.pipeline import set_threads
+
+        quiet_transformers()
+        set_threads(config)
     return config
 
 
@@ -195,7 +198,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     _check_output(args.out, "file", "--out")
     _check_output(args.cache_dir, "folder", "--cache-dir")
-    config = _load(args)
+    config = _load(args, models=args.agent == "model")
     plan = EvalPlan.from_config(config)
     episodes: list[dict[str, Any]] = []
     if args.agent == "random":

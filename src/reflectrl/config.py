@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field, Strict, StrictBool, TypeAdapter, ValidationError
 
-from reflectrl.agent.models import INT64_MAX, SMOLLM2, TINY, LoraSettings, ModelSpec, Seed, smollm2_gguf_path
-from reflectrl.agent.reflector import reflection_prompt_budget
+from reflectrl.agent.model_spec import INT64_MAX, SMOLLM2, TINY, LoraSettings, ModelSpec, Seed, smollm2_gguf_path
+from reflectrl.agent.prompts import reflection_prompt_budget
 from reflectrl.envs.registry import list_envs
 from reflectrl.errors import UserError
 from reflectrl.recipe_yaml import parse_yaml

@@ -34,6 +34,7 @@ import re
 from collections.abc import Callable
 
 from reflectrl.envs.action_parser import action_ids
+from reflectrl.errors import UserError
 
 ANALYZE_MARKER = " # Analyze:\n"
 ACTION_MARKER = " # Action:\n"
@@ -138,3 +139,16 @@ def cut_start(text: str, fits: Callable[[str], bool]) -> str:
         else:
             low = middle + 1
     return "[...]" + text[low:] if low < len(text) else ""
+
+
+def reflection_prompt_budget(max_length: int, reflection_tokens: int, prefix: int) -> int:
+    """Tokens a reflector prompt may take: ``max_length`` less the special prefix, the reflection and its EOS.
+
+    The one budget of the reflector: SFT cuts its rows' prompts to it, and RL and
+    evaluation cut the prompts the reflector reads to the same length, the same way.
+    """
+    budget = max_length - prefix - reflection_tokens - 1
+    if budget < 1:
+        raise UserError(f"max_length={max_length} leaves no room for a reflector prompt before "
+                         f"{reflection_tokens} new tokens; raise max_length or lower reflection_tokens")
+    return budget

@@ -20,8 +20,13 @@ from transformers.cache_utils import DynamicLayer
 from reflectrl.agent.attention import CPU_ATTENTION
 from reflectrl.agent.models import ModelSpec, autocast_dtype, load_model
 from reflectrl.agent.policy import bos_prefix, fit_prompt, left_pad, positions_from_mask
-from reflectrl.agent.prompts import ACTION_STOP, ANALYZE_MARKER, clean_reflection, reflection_prompt
-from reflectrl.errors import UserError
+from reflectrl.agent.prompts import (
+    ACTION_STOP,
+    ANALYZE_MARKER,
+    clean_reflection,
+    reflection_prompt,
+    reflection_prompt_budget,
+)
 
 #: a row's stop check decodes only its last few tokens: enough to hold the marker however it is split
 _STOP_WINDOW = len(ACTION_STOP) + 4
@@ -72,19 +77,6 @@ class PreallocatedLayer(DynamicLayer):
         if self.is_initialized:
             self._key_buffer, self._value_buffer = self._key_buffer[indices], self._value_buffer[indices]
             self.keys, self.values = self._key_buffer, self._value_buffer
-
-
-def reflection_prompt_budget(max_length: int, reflection_tokens: int, prefix: int) -> int:
-    """Tokens a reflector prompt may take: ``max_length`` less the special prefix, the reflection and its EOS.
-
-    The one budget of the reflector: SFT cuts its rows' prompts to it, and RL and
-    evaluation cut the prompts the reflector reads to the same length, the same way.
-    """
-    budget = max_length - prefix - reflection_tokens - 1
-    if budget < 1:
-        raise UserError(f"max_length={max_length} leaves no room for a reflector prompt before "
-                         f"{reflection_tokens} new tokens; raise max_length or lower reflection_tokens")
-    return budget
 
 
 def reflection_prompt_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str, budget: int) -> list[int]:

@@ -17,10 +17,6 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from reflectrl.agent.models import ModelSpec, default_device, load_model
-from reflectrl.agent.policy import ActionPolicy
-from reflectrl.agent.reflector import Reflector
-from reflectrl.agent.rollout import rollout
 from reflectrl.envs.base import TextEnv, check_action_limit
 from reflectrl.envs.registry import make_env
 from reflectrl.errors import UserError
@@ -178,6 +174,12 @@ def evaluate_model(
     the reflector's (default: the policy's), as in its SFT. ``episodes``: a list that receives every
     episode's transcript record (``eval.episodes``).
     """
+    # the models' modules here: evaluating an agent (an endpoint, random, oracle) loads no transformers
+    from reflectrl.agent.models import ModelSpec, default_device, load_model
+    from reflectrl.agent.policy import ActionPolicy
+    from reflectrl.agent.reflector import Reflector
+    from reflectrl.agent.rollout import rollout
+
     device = default_device()
     model, tokenizer = load_model(ModelSpec(name=str(policy_path), dtype=dtype))
     policy = ActionPolicy(model.eval().to(device), tokenizer, max_length=max_length, dtype=dtype, scoring=scoring)

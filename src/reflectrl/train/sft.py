@@ -26,8 +26,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from reflectrl.agent.models import save_model
 from reflectrl.agent.policy import ActionPolicy, body_autocast, bos_prefix, decoder_body, unwrap_model
-from reflectrl.agent.prompts import policy_prompt
-from reflectrl.agent.reflector import reflection_prompt_budget, reflection_prompt_tokens
+from reflectrl.agent.prompts import policy_prompt, reflection_prompt_budget
+from reflectrl.agent.reflector import reflection_prompt_tokens
 from reflectrl.config import SFTConfig
 from reflectrl.envs.action_parser import action_ids
 from reflectrl.memory import peak_device_gb, peak_rss_gb
