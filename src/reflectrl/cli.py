@@ -131,12 +131,14 @@ def _load(args: argparse.Namespace, models: bool = True):
     endpoint, loads neither torch's models nor transformers)."""
     from reflectrl.config import load_config
 
-    config = load_config(args.config, _key_values(args.set, "--set"))
     if models:
         from reflectrl.agent.models import quiet_transformers
+
+        quiet_transformers()  # first, as before any model is touched: also where the recipe is then refused
+    config = load_config(args.config, _key_values(args.set, "--set"))
+    if models:
         from reflectrl.pipeline import set_threads
 
-        quiet_transformers()
         set_threads(config)
     return config
 
