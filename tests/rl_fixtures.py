@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -111,3 +114,15 @@ def save_tiny(path: Path, seed: int = 0, tokenizer=None) -> Path:
 def write_recipe(path: Path, values: dict) -> Path:
     path.write_text(yaml.safe_dump(values))
     return path
+
+
+def cli_in_a_fresh_interpreter(commands: list[list[str]], modules: tuple[str, ...],
+                               cwd: Path | None = None) -> tuple[list[int], list[str]]:
+    """Each command's exit code from ``main``, all run in one new interpreter, and which of ``modules`` it imported."""
+    script = ("import json, sys; from reflectrl.cli import main; "
+              f"codes = [main(command) for command in {commands!r}]; "
+              f"print(json.dumps([codes, [name for name in {modules!r} if name in sys.modules]]))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    codes, imported = json.loads(done.stdout.splitlines()[-1])
+    return codes, imported

@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("openai")
 
 from chat_server import ChatServer
+from rl_fixtures import cli_in_a_fresh_interpreter
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = ("pw-s3cret", "key-s3cret")
@@ -61,10 +62,8 @@ def test_cli_eval_of_an_endpoint_loads_neither_transformers_nor_peft():
     with ChatServer(action_ids=True) as server:
         command = ["eval", "--config", "configs/taxi-tiny.yaml", "--agent", "endpoint", "--base-url", server.base_url,
                    "--model", "m", "--set", "eval.episodes=1", "--set", "eval.levels=[{stage: pickup}]"]
-        script = (f"import sys; from reflectrl.cli import main; code = main({command!r}); "
-                  "print(code, [name for name in ('transformers', 'peft', 'accelerate') if name in sys.modules])")
-        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.stdout.splitlines()[-1] == "0 []", done.stdout[-2000:] + done.stderr[-2000:]
+        loaded = cli_in_a_fresh_interpreter([command], ("transformers", "peft", "accelerate"), cwd=ROOT)
+    assert loaded == ([0], [])
 
 
 def test_cli_eval_endpoint_failure_is_a_clear_error_without_secrets(tmp_path):

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 import yaml
-from rl_fixtures import TINY, write_recipe
+from rl_fixtures import TINY, cli_in_a_fresh_interpreter, write_recipe
 
 from reflectrl.agent.models import ModelSpec, load_model
 from reflectrl.cli import main
@@ -207,7 +207,4 @@ def _export_is_complete_and_read_like_the_run(run, out) -> None:
     # reading results loads neither torch nor transformers nor matplotlib: these commands answer at once
     commands = [["show", str(out), "--episode", "1"], ["compare", str(out)], ["export", str(run), str(out.parent / "again")],
                 ["summarize", str(run.parent / "seed-4"), str(run), "--out", str(out.parent / "summary")]]
-    script = (f"import sys; from reflectrl.cli import main; codes = [main(command) for command in {commands!r}]; "
-              "print(codes, [name for name in ('torch', 'transformers', 'matplotlib') if name in sys.modules])")
-    light = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert light.stdout.splitlines()[-1] == "[0, 0, 0, 0] []", light.stdout[-2000:] + light.stderr[-2000:]
+    assert cli_in_a_fresh_interpreter(commands, ("torch", "transformers", "matplotlib")) == ([0, 0, 0, 0], [])
