@@ -59,6 +59,9 @@ def test_different_tasks_are_refused():
     random_row = next(line for line in table.splitlines() if line.startswith("| Random |"))
     assert random_row.split(" | ")[1:6] == ["1", "0", "1", "0", "0"]
     assert paired_table({"sft": [record(1, True)]}) is None
+    # an arm whose episodes file held none is a row that says so
+    table = paired_table({"reflect_rl": [record(1, True)], "sft": []})
+    assert "| SFT only (no reflection) | not paired: no episodes of it were read |" in table
 
 
 def test_paired_test_separates_what_separate_intervals_cannot():
@@ -70,15 +73,28 @@ def test_paired_test_separates_what_separate_intervals_cannot():
 
 def test_compare_refuses_files_that_are_not_transcripts_naming_the_file(tmp_path, capsys):
     good = tmp_path / "sft.jsonl"
-    good.write_text(json.dumps({**record(1, True), "seed": 0, "return": 1.0, "steps": 1, "outcome": "success",
-                                "transcript": [], "final": {}}) + "\n")
+    step = {"observation": "a room", "reflection": None, "actions": ["north", "south"], "action": 1,
+            "action_text": "south", "probability": 0.5, "reward": 1.0}
+    whole = {**record(1, True), "seed": 0, "return": 1.0, "steps": 1, "outcome": "success", "transcript": [step],
+             "final": {"observation": "done"}}
+    good.write_text(json.dumps(whole) + "\n")
+    damaged = {"success.jsonl": ({**whole, "success": "yes"}, "record 1 is damaged: 'success' is \"yes\", not true"),
+               "final.jsonl": ({**whole, "final": {}}, "'final' is {}, not an object with the final observation"),
+               "step.jsonl": ({**whole, "transcript": [step, "x"]}, "step 2 is \"x\", not an object"),
+               "action.jsonl": ({**whole, "transcript": [{**step, "action": 2}]},
+                                "step 1's 'action' is 2, not null or an index into its 2 actions"),
+               "lacks.jsonl": ({**whole, "transcript": [{k: v for k, v in step.items() if k != "reward"}]},
+                               "step 1 lacks 'reward'")}
+    for name, (bad, _) in damaged.items():
+        (tmp_path / name).write_text(json.dumps(whole) + "\n" + json.dumps(bad) + "\n")
     (tmp_path / "fake.jsonl.gz").write_bytes(b"not gzip")
     with gzip.open(tmp_path / "other.jsonl.gz", "wt") as handle:
         handle.write('{"loss": 0.5}\n')
     (tmp_path / "list.jsonl").write_text("[1, 2]\n")
     for name, reason in (("fake.jsonl.gz", "not a readable gzipped episodes file"),
                          ("other.jsonl.gz", "record 1 is not an episode transcript (it lacks level"),
-                         ("list.jsonl", "record 1 is not an episode transcript")):
+                         ("list.jsonl", "record 1 is not an episode transcript"),
+                         *((name, reason.replace("record 1", "record 2")) for name, (_, reason) in damaged.items())):
         path = tmp_path / name
         assert main(["compare", "--episodes", f"reflect_rl={path}", "--episodes", f"sft={good}"]) == 2
         err = capsys.readouterr().err

@@ -88,7 +88,8 @@ def _evaluated_run(path, recipe: dict, arms: dict[str, list[bool]]) -> None:
         (path / "eval" / arm).mkdir()
         (path / "eval" / arm / "episodes.jsonl").write_text("".join(
             json.dumps({"level": "all", "task": task, "seed": task, "success": won, "return": float(won), "steps": 1,
-                        "outcome": "success" if won else "horizon", "transcript": [], "final": {}}) + "\n"
+                        "outcome": "success" if won else "horizon", "transcript": [],
+                        "final": {"observation": "end"}}) + "\n"
             for task, won in enumerate(wins)))
 
 

@@ -121,7 +121,67 @@ def read_episodes(path: str | Path) -> list[dict[str, Any]]:
         if missing:
             raise UserError(f"{path}: record {number} is not an episode transcript (it lacks "
                             f"{', '.join(missing)}); name an episodes file that an evaluation wrote")
+        fault = _record_fault(record)
+        if fault is not None:
+            raise UserError(f"{path}: record {number} is damaged: {fault}; name an episodes file that an "
+                            f"evaluation wrote")
     return records
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_index(value: Any, length: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < length
+
+
+#: a record's fields that readers use, each with what it must be
+_RECORD_FIELDS: dict[str, tuple[str, Any]] = {
+    "level": ("a string", lambda v: isinstance(v, str)),
+    "seed": ("an integer or null", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool))),
+    "success": ("true or false", lambda v: isinstance(v, bool)),
+    "return": ("a number", _is_number),
+    "steps": ("a count", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "outcome": ("a string", lambda v: isinstance(v, str)),
+    "transcript": ("a list of steps", lambda v: isinstance(v, list)),
+    "final": ("an object with the final observation", lambda v: isinstance(v, dict)
+              and isinstance(v.get("observation"), str)),
+}
+_STEP_FIELDS: dict[str, tuple[str, Any]] = {
+    "observation": ("a string", lambda v: isinstance(v, str)),
+    "reflection": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "actions": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v)),
+    "action_text": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "reward": ("a number", _is_number),
+}
+
+
+def _record_fault(record: dict[str, Any]) -> str | None:
+    """What in a record's fields would mislead or break a reader (``format_episode``, counting, pairing), or
+    None; checked on reading, so that a hand-edited or damaged file is refused by name, not half-read."""
+    for key, (expected, valid) in _RECORD_FIELDS.items():
+        if not valid(record[key]):
+            return f"{key!r} is {json.dumps(record[key])[:60]}, not {expected}"
+    for number, step in enumerate(record["transcript"], 1):
+        if not isinstance(step, dict):
+            return f"step {number} is {json.dumps(step)[:60]}, not an object"
+        for key, (expected, valid) in _STEP_FIELDS.items():
+            if key not in step:
+                return f"step {number} lacks {key!r}"
+            if not valid(step[key]):
+                return f"step {number}'s {key!r} is {json.dumps(step[key])[:60]}, not {expected}"
+        actions = len(step["actions"])
+        if step.get("action") is not None and not _is_index(step["action"], actions):
+            return f"step {number}'s 'action' is {json.dumps(step.get('action'))[:60]}, not null or an index " \
+                   f"into its {actions} actions"
+        if step.get("probability") is not None and not _is_number(step["probability"]):
+            return f"step {number}'s 'probability' is {json.dumps(step['probability'])[:60]}, not a number or null"
+        if "good" in step and not (isinstance(step["good"], list) and all(_is_index(i, actions) for i in step["good"])):
+            return f"step {number}'s 'good' is {json.dumps(step['good'])[:60]}, not a list of indexes into its actions"
+        if step.get("named") is not None and not _is_index(step["named"], actions):
+            return f"step {number}'s 'named' is {json.dumps(step['named'])[:60]}, not null or an index into its actions"
+    return None
 
 
 def failure_breakdown(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:

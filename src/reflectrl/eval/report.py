@@ -167,14 +167,17 @@ def player_table(episodes: dict[str, list[dict[str, Any]]]) -> str | None:
 
 
 def paired_table(episodes: dict[str, list[dict[str, Any]]], arm: str = "reflect_rl") -> str | None:
-    """Markdown: ``arm`` against every other arm on the tasks both played (see ``eval.paired``). None when
-    ``arm`` has no episodes or no other arm does."""
+    """Markdown: ``arm`` against every other arm on the tasks both played (see ``eval.paired``); an arm without
+    episodes is a row that says so, not left out. None when ``arm`` has no episodes or there is no other arm."""
     if not episodes.get(arm):
         return None
     title = ARM_TITLES.get(arm, arm)
     rows = []
     for other, records in episodes.items():
-        if other == arm or not records:
+        if other == arm:
+            continue
+        if not records:
+            rows.append(f"| {ARM_TITLES.get(other, other)} | not paired: no episodes of it were read |" + " |" * 6)
             continue
         try:
             result = compare(episodes[arm], records)
