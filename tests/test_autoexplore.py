@@ -600,6 +600,10 @@ def test_task_files_round_trip_and_bad_lines_are_named(tmp_path: Path, toy_tasks
         ([good, good], r"line 2: task id .* already used on line 1"),
         ([json.dumps({**toy_tasks[0].to_json(), "depth": 3})], r"line 1: .*depth 3 does not match"),
         ([json.dumps({**toy_tasks[0].to_json(), "targets": ["../escape.py"]})], r"line 1: .*leaves the root"),
+        ([json.dumps({**toy_tasks[0].to_json(), "task_id": ["a"]})], r"line 1: .*'task_id' must be a string"),
+        ([json.dumps({**toy_tasks[0].to_json(), "root": 7})], r"line 1: .*'root' must be a string, got 7"),
+        ([json.dumps({**toy_tasks[0].to_json(), "tree_max_depth": []})],
+         r"line 1: .*'tree_max_depth' must be null or an int >= 0, got \[\]"),
     ):
         bad = tmp_path / "bad.jsonl"
         bad.write_text("\n".join(lines) + "\n")

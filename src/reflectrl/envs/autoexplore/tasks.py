@@ -124,6 +124,14 @@ class Task:
     tree_max_depth: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("task_id", "repo", "repo_version", "root", "split", "kind", "question", "topic"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"task {self.task_id!r}: field {name!r} must be a string, got "
+                                 f"{json.dumps(getattr(self, name), default=repr)[:60]}")
+        if self.tree_max_depth is not None and (isinstance(self.tree_max_depth, bool)
+                                                or not isinstance(self.tree_max_depth, int) or self.tree_max_depth < 0):
+            raise ValueError(f"task {self.task_id!r}: field 'tree_max_depth' must be null or an int >= 0, got "
+                             f"{self.tree_max_depth!r}")
         if self.split not in SPLITS:
             raise ValueError(f"task {self.task_id!r}: split {self.split!r} is not one of {', '.join(SPLITS)}")
         if self.kind not in TASK_KINDS:
