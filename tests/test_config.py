@@ -150,6 +150,11 @@ def test_a_run_directory_that_cannot_be_made_is_named_before_any_work(tmp_path):
         with pytest.raises(ConfigError, match=rf"out_dir/name: the run directory cannot be made: {tmp_path / 'a_file'} is a file"):
             load_config(write(tmp_path, f"name: x\nout_dir: {tmp_path / out_dir}\n"))
     assert load_config(write(tmp_path, f"name: x\nout_dir: {tmp_path / 'new' / 'runs'}\n")).run_dir.parent.name == "runs"
+    # a name is one folder under out_dir: one that is out_dir itself or climbs out of it is refused
+    for name in ("..", ".", "../../elsewhere", "a/b", "a\\\\b", "\"tab\\there\""):
+        with pytest.raises(ConfigError, match="name: must be a plain folder name"):
+            load_config(write(tmp_path, f"name: {name}\nout_dir: {tmp_path / 'runs'}\n"))
+    assert load_config(write(tmp_path, f"name: a b-1.2\nout_dir: {tmp_path / 'runs'}\n")).run_dir.name == "a b-1.2"
 
 
 def test_quoting_reads_is_a_setting_of_the_autoexplore_oracle_and_leaves_older_data_valid(tmp_path):

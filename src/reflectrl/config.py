@@ -49,6 +49,15 @@ def _known_env(name: str) -> str:
     return name
 
 
+def _folder_name(name: str) -> str:
+    """A run's name is one folder under ``out_dir``: a name that climbs out of it (``..``, ``a/../..``) or
+    is ``out_dir`` itself (``.``) would write, and on a rerun replace, files outside the run directory."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or any(ord(char) < 32 for char in name):
+        raise ValueError("must be a plain folder name (the run directory is out_dir/name): not empty, '.' or "
+                         "'..', without '/', '\\' or control characters; to place runs elsewhere set out_dir")
+    return name
+
+
 def _findable_model(spec: ModelSpec) -> ModelSpec:
     """A model ``load_model`` will find, checked without loading it, so that a typo fails before any work.
 
@@ -273,7 +282,7 @@ class EvalConfig:
 class RunConfig:
     __pydantic_config__ = _STRICT_KEYS
 
-    name: str = "run"
+    name: Annotated[str, AfterValidator(_folder_name)] = "run"
     seed: Seed = 0
     #: torch threads per process (0 = torch's default: every core, or cores / jobs with ``jobs: 2``)
     threads: Count = 0
