@@ -41,6 +41,12 @@ def recipe(tmp_path):
     ({"reflection_probability": 2}, "reflection_probability"),
     ({"env": {"name": "taxi", "kwargs": {"stagee": "pickup"}}}, "stagee"),
     ({"env": {"name": "taxi", "kwargs": {"stage": "lunch"}}}, "lunch"),
+    ({"env": {"name": "taxi", "kwargs": {"max_steps": "ten"}}}, "argument 'max_steps' must be int, got \"ten\""),
+    ({"env": {"name": "taxi", "kwargs": {"max_steps": True}}}, "argument 'max_steps' must be int, got true"),
+    ({"env": {"name": "autoexplore", "kwargs": {"tasks_path": 5}}},
+     "argument 'tasks_path' must be str or PathLike[str] or None, got 5"),
+    ({"env": {"name": "autoexplore", "kwargs": {"hide_unrelated_prob": [0.5]}}},
+     "argument 'hide_unrelated_prob' must be float, got [0.5]"),
 ])
 def test_a_bad_recipe_value_is_named(capsys, recipe, values, named):
     assert named in _error(capsys, ["eval", "--config", recipe(**values), "--agent", "random"])
@@ -108,6 +114,18 @@ def test_a_set_value_is_as_strict_as_the_recipe(capsys, recipe):
 def test_an_unknown_env_fails_before_anything_is_written(capsys, recipe, tmp_path):
     assert "env.name" in _error(capsys, ["run", "--config", recipe(name="r", env={"name": "nosuch"})])
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_user_envs_arguments_are_checked_against_its_own_annotations(capsys, monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "chain", ChainEnv)
+    line = _error(capsys, ["play", "--env", "chain", "--agent", "random", "--env-arg", "length=[3]"])
+    assert line.startswith("error: env 'chain': argument 'length' must be int, got [3]")
+
+    def unreadable(length: "NotImportableHere" = 3) -> ChainEnv:  # noqa: F821 - an annotation nothing defines
+        return ChainEnv(length)
+
+    monkeypatch.setitem(registry._REGISTRY, "loose", unreadable)
+    assert registry.make_env("loose", length=2).length == 2  # an annotation that cannot be read checks nothing
 
 
 def test_bad_paths_on_the_command_line_are_named(capsys, recipe, tmp_path):

@@ -9,9 +9,15 @@ dependency is missing only fails (with an install hint) when it is asked for.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import json
+import types
+import typing
 from typing import Any, Callable
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from reflectrl.envs.base import TextEnv
 from reflectrl.errors import UserError
@@ -70,9 +76,53 @@ def make_env(name: str, **kwargs: Any) -> TextEnv:
         except TypeError as error:
             accepted = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
             raise UserError(f"env {name!r}: {error} (its arguments: {', '.join(accepted) or 'none'})") from None
+        _check_argument_types(name, factory, kwargs)
     try:
         return factory(**kwargs)
     except UserError:
         raise
     except (ValueError, FileNotFoundError, NotADirectoryError) as error:
         raise UserError(f"env {name!r}: {error}") from error
+
+
+def _check_argument_types(name: str, factory: Callable[..., TextEnv], kwargs: dict[str, Any]) -> None:
+    """Each argument against the type its constructor declares (strictly: no ``"5"`` for an int, no bool for
+    a number), so that a recipe's wrong type is named here rather than failing as a TypeError deep inside the
+    env. An argument whose declared type cannot be read or checked is passed on unchecked; values are never
+    converted."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - a user env's annotations may name what is not importable here
+        return
+    for key, value in kwargs.items():
+        if key not in hints:
+            continue
+        adapter = _adapter(hints[key])
+        if adapter is None:
+            continue
+        try:
+            adapter.validate_python(value, strict=True)
+        except ValidationError:
+            shown = json.dumps(value, default=repr)
+            raise UserError(f"env {name!r}: argument {key!r} must be {_type_name(hints[key])}, got "
+                            f"{shown[:80]}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(hint: Any) -> TypeAdapter | None:
+    try:
+        return TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True))
+    except Exception:  # noqa: BLE001 - a type pydantic cannot check
+        return None
+
+
+def _type_name(hint: Any) -> str:
+    """``int``, ``str or None``, ``Sequence[Task]``: a declared type as a user reads it."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in args)
+    if hint is type(None):
+        return "None"
+    name = getattr(origin or hint, "__name__", None) or str(hint).replace("typing.", "")
+    return f"{name}[{', '.join(_type_name(arg) for arg in args)}]" if args and origin else name

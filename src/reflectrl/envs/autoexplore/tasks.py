@@ -200,6 +200,8 @@ def read_tasks(path: str | os.PathLike[str]) -> list[Task]:
         lines = Path(path).read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not a UTF-8 text file of tasks (one JSON object a line): {error}") from None
+    except OSError as error:
+        raise ValueError(f"task file {str(path)!r} cannot be read: {error.strerror or error}") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
