@@ -66,6 +66,9 @@ def test_an_export_into_the_run_itself_or_onto_a_file_is_refused(tmp_path, capsy
     run = _finished_run(tmp_path / "run")
     assert main(["export", str(run), str(run)]) == 2
     assert "is the run directory itself" in capsys.readouterr().err
+    before = sorted(run.rglob("*"))
+    assert main(["export", str(run), str(run / "eval")]) == 2
+    assert "is inside the run directory" in capsys.readouterr().err and sorted(run.rglob("*")) == before
     (tmp_path / "file").write_text("keep")
     assert main(["export", str(run), str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err and (tmp_path / "file").read_text() == "keep"

@@ -4,8 +4,10 @@ that are resumed only when whole and made from the same policy."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -55,6 +57,22 @@ def test_a_kill_between_the_two_renames_of_a_replace_keeps_the_old_directory(tmp
         (tmp / "a.txt").write_text("new")
     assert (final / "a.txt").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_give_what_open_and_mkdir_would_under_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "eval.json", {"success": 1.0})
+        with atomic_directory(tmp_path / "policy") as folder:
+            (folder / "weights").write_text("w")
+        (tmp_path / "plain").write_text("p")
+        (tmp_path / "plain_dir").mkdir()
+    finally:
+        os.umask(old)
+    mode = lambda name: stat.S_IMODE((tmp_path / name).stat().st_mode)  # noqa: E731
+    assert mode("eval.json") == mode("plain") == 0o666 & ~umask
+    assert mode("policy") == mode("plain_dir") == 0o777 & ~umask
 
 
 def test_a_json_file_that_is_not_one_object_is_named(tmp_path):

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -44,6 +45,19 @@ def unwritable_reason(path: str | os.PathLike, kind: str) -> str | None:
     return None
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def default_mode(directory: bool = False) -> int:
+    """What ``open()`` or ``mkdir`` would give a new file or folder under the process's umask: the
+    temporary files and folders that atomic writes rename into place are made owner-only (0600, 0700),
+    which would leave a run unreadable to the others who share its machine or group folder."""
+    with _UMASK_LOCK:  # the umask can only be read by setting it
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None = None) -> Iterator[IO]:
     """A handle on a temporary file beside ``path``, renamed onto it when the block ends without an error."""
@@ -51,6 +65,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, default_mode())
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
             handle.flush()
@@ -231,6 +246,7 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
     try:
+        tmp.chmod(default_mode(directory=True))
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

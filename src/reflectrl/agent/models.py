@@ -66,6 +66,7 @@ from reflectrl.agent.model_spec import (  # noqa: F401  (re-exported: where mode
 )
 from reflectrl.envs.action_parser import ACTION_IDS
 from reflectrl.errors import UserError
+from reflectrl.run_files import default_mode
 
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<s>", "</s>"
 #: file next to a saved model that says how to load it back
@@ -262,7 +263,7 @@ def _load_smollm2() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         staging = tempfile.mkdtemp(dir=converted.parent, prefix=".staging-")
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        os.chmod(staging, 0o755)
+        os.chmod(staging, default_mode(directory=True))
         os.replace(staging, converted)  # atomic: a concurrent loader sees all of it or nothing
     except OSError as exc:
         if not (converted / "config.json").is_file():

@@ -97,6 +97,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, export_comman
         raise UserError(f"{run_dir} has no {', '.join(missing)}: export a run that `reflectrl run` finished")
     if run_dir.resolve() == out.resolve():
         raise UserError(f"{out} is the run directory itself; name another folder (results/<recipe>)")
+    if run_dir.resolve() in out.resolve().parents:
+        raise UserError(f"{out} is inside the run directory {run_dir}, where the copies would mix with the "
+                        f"run's own files; name a folder outside it (results/<recipe>)")
     run = read_json_object(run_dir / "run.json")
     needed = ("command", "seed", "cpu", "cores", "threads", "jobs", "start", "end", "wall_s", "peak_rss_gb", "steps")
     absent = [key for key in needed if key not in run]
