@@ -289,6 +289,13 @@ def test_generated_problems_load_through_the_official_loader(cache, small_env, t
     (bare / "traj_data.json").write_text("{not json")
     with pytest.raises(UserError, match="traj_data.json is not valid JSON"):
         ALFWorld(source="official", data_dir=bare_root.parent, cache_dir=tmp_path / "cache4").tasks("val")
+    for traj_data, fault in (({"task_type": "pick_and_place_simple", "pddl_params": []}, "'pddl_params' is [], not an"),
+                             ({"task_type": 3, "pddl_params": {}}, "'task_type' is 3, not a string"),
+                             ({"task_type": "pick_and_place_simple", "pddl_params": {"object_target": 5}},
+                              "'pddl_params.object_target' is 5, not a string")):
+        (bare / "traj_data.json").write_text(json.dumps(traj_data))
+        with pytest.raises(UserError, match=f"{re.escape(str(bare / 'traj_data.json'))}: {re.escape(fault)}"):
+            ALFWorld(source="official", data_dir=bare_root.parent, cache_dir=tmp_path / "cache4").tasks("val")
 
 
 def test_make_env_builds_alfworld(cache):

@@ -14,6 +14,7 @@ user's data folder).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -59,6 +60,23 @@ def official_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path |
     return None
 
 
+#: the ``pddl_params`` a trial's goal sentence is written from (``templated_task_description``)
+TRIAL_PARAMS = ("object_target", "parent_target", "toggle_target", "mrecep_target")
+
+
+def _trial_fault(traj_data: dict[str, Any]) -> str | None:
+    """What in a trial's ``traj_data.json`` the task filters and the goal sentence cannot read, or None."""
+    if not isinstance(traj_data.get("task_type"), str):
+        return f"'task_type' is {json.dumps(traj_data.get('task_type'))[:60]}, not a string"
+    params = traj_data.get("pddl_params")
+    if not isinstance(params, dict):
+        return f"'pddl_params' is {json.dumps(params)[:60]}, not an object"
+    for key in TRIAL_PARAMS:
+        if key in params and not isinstance(params[key], str):
+            return f"'pddl_params.{key}' is {json.dumps(params[key])[:60]}, not a string"
+    return None
+
+
 def _matches(traj_data: dict[str, Any], task_type: str | None, object_type: str | None, receptacle_type: str | None) -> bool:
     params = traj_data.get("pddl_params", {})
     if task_type is not None and traj_data.get("task_type") != task_type:
@@ -88,6 +106,9 @@ def collect_problem_dirs(
         if "movable" in relative or "Sliced" in relative:
             continue
         traj_data = read_json_object(traj_path)
+        fault = _trial_fault(traj_data)
+        if fault is not None:
+            raise UserError(f"{traj_path}: {fault} (ALFRED's traj_data.json format); fix or remove this trial folder")
         if not _matches(traj_data, task_type, object_type, receptacle_type):
             continue
         game_path = directory / GAME_FILE
