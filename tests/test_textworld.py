@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 
 import pytest
 
 from reflectrl.envs import InvalidActionError, make_env
-from reflectrl.envs.textworld import TextWorld, split_of
+from reflectrl.envs.textworld import TextWorld, cached_game_damage, split_of
 from reflectrl.teachers.oracle import OracleTeacher
 from reflectrl.teachers.oracle.textworld import in_words, reflect
 
@@ -98,6 +99,25 @@ def test_the_cache_is_reused_by_a_second_env(simple, cache_dir):
     other = TextWorld(challenge="tw-simple", settings={"rewards": "balanced"}, cache_dir=cache_dir)
     assert other.game_path(0).parent != paths[0].parent
     assert not any(p.name.startswith("build-") for p in paths[0].parent.iterdir())
+
+
+def test_a_damaged_cached_game_is_generated_again_not_opened(simple, tmp_path):
+    # Jericho ends the whole process on a truncated story file, so the env checks a cached game before opening it
+    source = simple.prepare("train")[0]
+    own = tmp_path / "cache"
+    shutil.copytree(source.parents[1], own / source.parents[1].name)
+    story = own / source.relative_to(source.parents[2])
+    story.write_bytes(source.read_bytes()[:1000])
+    env = TextWorld(challenge="tw-simple", n_train=4, n_val=0, n_test=2, cache_dir=own)
+    assert env.game_path(0) == story
+    with pytest.warns(UserWarning, match=r"train-0.z8 is damaged \(the story file has 1000 bytes of the"):
+        env.reset(task=0)
+    assert story.read_bytes() == source.read_bytes()
+    assert cached_game_damage(story) is None
+    for text, damage in (('{"not": "a game"}', "its description is not a TextWorld game"),
+                         ("{trunc", "its description cannot be read")):
+        story.with_suffix(".json").write_text(text)
+        assert cached_game_damage(story).startswith(damage)
 
 
 def test_reset_and_replay_are_deterministic(simple):

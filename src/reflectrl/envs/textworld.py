@@ -149,6 +149,27 @@ def _playability_problem(game_file: Path) -> str | None:
         env.close()
 
 
+def cached_game_damage(story: Path) -> str | None:
+    """What is wrong with a cached game (its story file shorter than its header declares, or not one; its
+    description not TextWorld's JSON), or None. Checked before the game is opened: on a truncated story
+    file Jericho ends the whole process with "Fatal error: Story file read error"."""
+    with story.open("rb") as handle:
+        header = handle.read(0x1C)
+    version = header[0] if header else 0
+    if len(header) < 0x1C or not 1 <= version <= 8:
+        return "not a Z-machine story file"
+    declared = int.from_bytes(header[0x1A:0x1C], "big") * (2 if version <= 3 else 4 if version <= 5 else 8)
+    if story.stat().st_size < declared:
+        return f"the story file has {story.stat().st_size} bytes of the {declared} its header declares"
+    try:
+        description = json.loads(story.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"its description cannot be read: {error}"
+    if not isinstance(description, dict) or "KB" not in description:
+        return "its description is not a TextWorld game"
+    return None
+
+
 def _clean(text: str | None) -> str:
     """Engine text on one line, cut at the command prompt (after it comes Jericho's status bar)."""
     kept = []
@@ -242,7 +263,11 @@ class TextWorld(TextEnv):
     def _ensure_game(self, task: int) -> Path:
         path = self.game_path(task)
         if path.is_file() and path.with_suffix(".json").is_file():
-            return path
+            damage = cached_game_damage(path)
+            if damage is None:
+                return path
+            warnings.warn(f"textworld: the cached game {path} is damaged ({damage}); it is generated again",
+                          stacklevel=3)
         self._game_dir.mkdir(parents=True, exist_ok=True)
         settings_file = self._game_dir / "settings.json"
         if not settings_file.exists():
