@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,14 @@ from reflectrl.pipeline import write_set_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "autoexplore_failures.py"
+
+
+def _run_benchmark(monkeypatch, script: str, args: list[str]) -> None:
+    """A benchmark script run as ``python benchmarks/<script> ARGS`` runs it, but in this process: the models
+    it loads need torch and transformers, which a new interpreter takes ~10 s to import on a 2-core CPU."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    runpy.run_path(str(ROOT / "benchmarks" / script), run_name="__main__")
 
 
 def _count(run: Path, tmp_path: Path) -> dict:
@@ -80,14 +89,14 @@ def test_more_negatives_show_more_steps_after_a_wrong_file(tmp_path):
     assert judged["not_answer"]["teacher_judged_it_not_the_answer"] == judged["not_answer"]["rows"]
 
 
-def test_reflector_judgment_counts_a_fold_reflector_on_the_states_it_never_trained_on(tmp_path):
+def test_reflector_judgment_counts_a_fold_reflector_on_the_states_it_never_trained_on(tmp_path, monkeypatch):
     out = tmp_path / "judgment.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reflector_judgment.py"),
-                    "--config", str(ROOT / "configs" / "autoexplore-tiny.yaml"), "--set", "sft.reflections=reflector",
-                    "--set", "threads=1", "--set", "data.episodes=16", "--set", "reflector_sft.epochs=1", "--set", "teacher.quote_reads=true",
-                    "--set", "env.kwargs={max_steps: 10, cat_view: outline}", "--set", "name=judged",
-                    "--set", f"out_dir={tmp_path}", "--out", str(out)],
-                   check=True, cwd=tmp_path, capture_output=True, timeout=600)
+    monkeypatch.chdir(tmp_path)
+    _run_benchmark(monkeypatch, "reflector_judgment.py", [
+        "--config", str(ROOT / "configs" / "autoexplore-tiny.yaml"), "--set", "sft.reflections=reflector",
+        "--set", "threads=1", "--set", "data.episodes=16", "--set", "reflector_sft.epochs=1",
+        "--set", "teacher.quote_reads=true", "--set", "env.kwargs={max_steps: 10, cat_view: outline}",
+        "--set", "name=judged", "--set", f"out_dir={tmp_path}", "--out", str(out)])
     result = json.loads(out.read_text())
     after, trained_on = result["after_a_cat"], result["after_a_cat_trained_on"]
     assert after["answer"]["rows"] > 0 and after["not_answer"]["rows"] > 0
@@ -111,7 +120,7 @@ def test_reflector_judgment_counts_a_fold_reflector_on_the_states_it_never_train
     assert result["peak_rss_gb"] > 0 and result["wall_s"] > 0
 
 
-def test_policy_verdict_replays_both_sft_policies_on_their_rows_after_a_cat(tmp_path):
+def test_policy_verdict_replays_both_sft_policies_on_their_rows_after_a_cat(tmp_path, monkeypatch):
     config = ROOT / "configs" / "autoexplore-tiny.yaml"
     sets = ["threads=1", "sft.reflections=reflector", "data.episodes=16", "reflector_sft.epochs=1", "sft.epochs=1", "name=verdict",
             f"out_dir={tmp_path}"]
@@ -123,8 +132,7 @@ def test_policy_verdict_replays_both_sft_policies_on_their_rows_after_a_cat(tmp_
     save_config(load_config(config, _key_values(sets, "--set")), run / "config.yaml")
     for split in ("train", "val"):
         out = tmp_path / f"verdict-{split}.json"
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "policy_verdict.py"), str(run), "--threads", "1",
-                        "--split", split, "--out", str(out)], check=True, cwd=tmp_path, capture_output=True, timeout=600)
+        _run_benchmark(monkeypatch, "policy_verdict.py", [str(run), "--threads", "1", "--split", split, "--out", str(out)])
         result = json.loads(out.read_text())
         groups = result["rows_right_after_a_cat"]
         rows = read_set(run / "reflections", split, "policy")
