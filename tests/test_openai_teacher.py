@@ -211,6 +211,9 @@ def test_bad_arguments_are_rejected(server):
     with pytest.raises(ValueError, match="not a valid URL") as info:
         ChatEndpoint("http://alice:s3cret@[::1/v1", "m")
     assert "s3cret" not in str(info.value)
+    for hostless in ("http://", "https://:8000/v1", "http:///v1"):
+        with pytest.raises(ValueError, match="names no host"):
+            ChatEndpoint(hostless, "m")
     with pytest.raises(ValueError, match=r"messages\[0\]"):
         endpoint_for(server).complete([{"role": "robot", "content": "x"}])
     assert server.request_count == 0

@@ -224,9 +224,11 @@ class ChatEndpoint:
             shown = redact_url(base_url) if isinstance(base_url, str) else base_url
             raise UserError(f"base_url must be an http(s) URL such as 'http://127.0.0.1:8000/v1', got {shown!r}")
         try:
-            urlsplit(base_url)
+            host = urlsplit(base_url).hostname
         except ValueError as err:
             raise UserError(f"base_url {redact_url(base_url)!r} is not a valid URL: {err}") from None
+        if not host:
+            raise UserError(f"base_url {redact_url(base_url)!r} names no host; e.g. 'http://127.0.0.1:8000/v1'")
         if not isinstance(model, str) or not model.strip():
             raise UserError(f"model must be a non-empty model name, got {model!r}")
         if max_retries < 0:
