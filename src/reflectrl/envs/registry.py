@@ -109,12 +109,22 @@ def _check_argument_types(name: str, factory: Callable[..., TextEnv], kwargs: di
                             f"{shown[:80]}") from None
 
 
-@functools.lru_cache(maxsize=None)
 def _adapter(hint: Any) -> TypeAdapter | None:
+    """A checker of ``hint``, built once per type (None: a type pydantic cannot check)."""
+    try:
+        return _cached_adapter(hint)
+    except TypeError:  # an unhashable annotation: built each time
+        return _build_adapter(hint)
+
+
+def _build_adapter(hint: Any) -> TypeAdapter | None:
     try:
         return TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True))
     except Exception:  # noqa: BLE001 - a type pydantic cannot check
         return None
+
+
+_cached_adapter = functools.lru_cache(maxsize=None)(_build_adapter)
 
 
 def _type_name(hint: Any) -> str:
