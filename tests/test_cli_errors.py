@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from reflectrl.agent.models import ModelNotFoundError
+from reflectrl.agent.models import ModelNotFoundError, ModelSpec
 from reflectrl.agent.policy import ActionTokenError
 from reflectrl.cli import UsageError, main
 from reflectrl.config import ConfigError, load_config
@@ -84,7 +84,25 @@ def test_a_truncated_model_names_its_directory(capsys, recipe, tmp_path):
     saved = save_tiny(tmp_path / "policy")
     weights = saved / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
+    capsys.readouterr()  # what saving printed
     assert str(saved) in _error(capsys, ["eval", "--config", recipe(), "--policy", str(saved)])
+
+
+def test_a_model_that_reads_fewer_positions_than_the_prompt_budget_is_named(capsys, recipe, tmp_path):
+    from reflectrl.agent.models import load_model
+    from reflectrl.agent.reflector import Reflector
+
+    saved = save_tiny(tmp_path / "policy")  # 512 positions, against the recipe's sft.max_length of 1024
+    capsys.readouterr()  # what saving printed
+    line = _error(capsys, ["eval", "--config", recipe(), "--agent", "model", "--policy", str(saved)])
+    assert "the policy's model reads at most 512 positions, fewer than its prompt budget max_length=1024" in line
+    assert "set the recipe's sft.max_length to 512 or less" in line
+    model, tokenizer = load_model(ModelSpec(name=str(saved)))
+    with pytest.raises(UserError, match="the reflector's model reads at most 512 positions"):
+        Reflector(model, tokenizer, max_length=1024)
+    with pytest.raises(ConfigError, match=r"sft.max_length: 1024 positions, more than the tiny model reads "
+                                          r"\(model.n_positions: 512\)"):
+        load_config(recipe(model={"name": "tiny", "n_positions": 512}))
 
 
 def test_a_truncated_run_file_names_itself(capsys, recipe, tmp_path):

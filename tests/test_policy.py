@@ -291,7 +291,8 @@ def test_a_long_one_line_state_is_cut_from_its_start_after_the_reflection_and_ke
 
 
 def test_a_long_state_loses_old_history_then_long_output_never_the_task_line(tiny):
-    model, tokenizer = tiny
+    _, tokenizer = tiny
+    model, _ = load_model(ModelSpec(**{**SPEC.__dict__, "n_positions": 2048}), tokenizer=tokenizer)
     state = "\n".join(["Task: find the file that parses the config.", "Current working directory: repo",
                        "Command history:", *[f"cd folder_{i}" for i in range(12)],
                        "Execution result of the last command:", *[f"line {i} of a long file" for i in range(60)]])

@@ -334,6 +334,13 @@ class RunConfig:
                              "does not quote; it judges what was shown in its own words")
         if self.eval.endpoint is not None and self.eval.endpoint.quote_reads:
             raise ValueError("eval.endpoint.quote_reads: a setting of the oracle teacher, not of an endpoint")
+        for key, budget, spec in (("sft.max_length", self.sft.max_length, self.model),
+                                  ("reflector_sft.max_length" if self.reflector_sft is not None else "sft.max_length",
+                                   self.reflector_training.max_length, self.reflector_spec)):
+            if spec.name == TINY and budget > spec.n_positions:
+                model_key = "model" if spec is self.model else "reflector_model"
+                raise ValueError(f"{key}: {budget} positions, more than the tiny model reads ({model_key}.n_positions: "
+                                 f"{spec.n_positions}); lower it or raise {model_key}.n_positions")
         try:  # the reflector's one prompt budget, with the smallest special prefix (the tokenizer's is known later)
             reflection_prompt_budget(self.reflector_training.max_length, self.reflection_tokens, prefix=0)
         except UserError as error:

@@ -80,6 +80,26 @@ class ModelNotFoundError(UserError, FileNotFoundError):
     """A model name that is no preset, no local directory and no (reachable) Hugging Face model."""
 
 
+def max_positions(model: Any) -> int:
+    """How many positions the model reads (its config's ``n_positions`` or ``max_position_embeddings``)."""
+    config = model.config
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1024
+
+
+def check_positions(model: Any, max_length: int, player: str) -> None:
+    """A prompt budget the model cannot read is the recipe's to fix, named before any work: past its last
+    position a learned position table fails with an IndexError in the middle of a run."""
+    limit = max_positions(model)
+    if max_length > limit:
+        key = "reflector_sft.max_length (else sft.max_length)" if player == "reflector" else "sft.max_length"
+        raise UserError(f"the {player}'s model reads at most {limit} positions, fewer than its prompt budget "
+                        f"max_length={max_length}: set the recipe's {key} to {limit} or less")
+
+
 def autocast_dtype(dtype: str) -> torch.dtype | None:
     """The autocast dtype a ``ModelSpec.dtype`` string stands for (None: plain fp32); rejects unknown strings."""
     if dtype not in DTYPES:

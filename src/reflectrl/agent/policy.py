@@ -33,7 +33,7 @@ import torch
 from peft.helpers import disable_input_dtype_casting
 from transformers import PreTrainedTokenizerBase
 
-from reflectrl.agent.models import autocast, autocast_dtype, full_precision
+from reflectrl.agent.models import autocast, autocast_dtype, check_positions, full_precision, max_positions
 from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER, cut_start, fit_state
 from reflectrl.envs.action_parser import ACTION_IDS, EXTRA_ACTION_IDS, action_ids
 from reflectrl.errors import UserError
@@ -453,17 +453,20 @@ class ActionPolicy:
     ``ids_for`` labels a step's actions with ids it can emit (letter pairs past
     ``z``/``Z`` for a tokenizer that splits numbers into digits), under ``"text"``
     scoring any number of actions. ``scoring``: ``"id"`` or ``"text"`` (see the
-    module docstring); ``max_length`` bounds the prompt, under ``"text"`` the
-    prompt and its longest action (each action's positions follow the prompt's).
+    module docstring); ``max_length`` (default: every position the model reads)
+    bounds the prompt, under ``"text"`` the prompt and its longest action (each
+    action's positions follow the prompt's).
     """
 
-    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, max_length: int = 1024, dtype: str = "float32",
-                 value_head: torch.nn.Module | None = None, scoring: str = "id"):
+    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, max_length: int | None = None,
+                 dtype: str = "float32", value_head: torch.nn.Module | None = None, scoring: str = "id"):
+        max_length = max_positions(model) if max_length is None else max_length
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
         if scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
         autocast_dtype(dtype)
+        check_positions(model, max_length, "policy")
         self.model = model
         self.scoring = scoring
         head = ActionTextHead if scoring == "text" else ActionHead

@@ -18,7 +18,7 @@ from transformers import Cache, DynamicCache, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicLayer
 
 from reflectrl.agent.attention import CPU_ATTENTION
-from reflectrl.agent.models import ModelSpec, autocast_dtype, load_model
+from reflectrl.agent.models import ModelSpec, autocast_dtype, check_positions, load_model, max_positions
 from reflectrl.agent.policy import bos_prefix, fit_prompt, left_pad, positions_from_mask
 from reflectrl.agent.prompts import (
     ACTION_STOP,
@@ -88,15 +88,6 @@ def reflection_prompt_tokens(tokenizer: PreTrainedTokenizerBase, prompt: str, bu
     return fit_prompt(tokenizer, prompt, prompt.rfind(ANALYZE_MARKER), budget, "reflection prompt")
 
 
-def _max_positions(model: Any) -> int:
-    config = model.config
-    for name in ("n_positions", "max_position_embeddings"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 1024
-
-
 class Reflector:
     """Frozen reflection model.
 
@@ -143,7 +134,8 @@ class Reflector:
         self.probability = probability
         self.temperature = temperature
         self.dtype = dtype
-        self.max_length = max_length or _max_positions(model)
+        self.max_length = max_length or max_positions(model)
+        check_positions(model, self.max_length, "reflector")
         self.reseed(seed)
         self._prefix = bos_prefix(tokenizer)
         self._budget = reflection_prompt_budget(self.max_length, max_new_tokens, len(self._prefix))
