@@ -22,6 +22,7 @@ from reflectrl.agent.models import (
 )
 from reflectrl.agent.policy import ActionPolicy, ActionTokenError, check_action_tokens, usable_action_ids
 from reflectrl.agent.prompts import ACTION_MARKER, ANALYZE_MARKER, policy_prompt
+from reflectrl.config import ConfigError, load_config
 from reflectrl.envs.action_parser import ACTION_IDS, EXTRA_ACTION_IDS
 from reflectrl.errors import UserError
 
@@ -254,8 +255,6 @@ def _write_tiny_gguf(path, hidden: int = 32, layers: int = 2, heads: int = 4, kv
 
 
 def test_a_model_given_as_one_gguf_file_loads_trains_an_adapter_and_comes_back(tmp_path, monkeypatch):
-    from reflectrl.config import ConfigError, load_config
-
     monkeypatch.setenv("REFLECTRL_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "models").mkdir()
     gguf_file = _write_tiny_gguf(tmp_path / "models" / "my-llama.gguf")

@@ -24,7 +24,7 @@ def _recipe(tmp_path, run_seed: int, name: str, **model) -> RunConfig:
     return from_dict(RunConfig, {
         "name": name, "seed": run_seed, "out_dir": str(tmp_path / "runs"),
         "env": {"name": "taxi", "kwargs": {"max_steps": 20}}, "model": {"name": "tiny", **TINY, **model},
-        "data": {"episodes": 6}, "curriculum": {"levels": [{"stage": "pickup"}]},
+        "data": {"episodes": 6}, "sft": {"max_length": 512}, "curriculum": {"levels": [{"stage": "pickup"}]},
     })
 
 

@@ -156,7 +156,7 @@ def evaluate_model(
     greedy: bool = True,
     temperature: float = 1.0,
     dtype: str = "float32",
-    max_length: int = 1024,
+    max_length: int | None = None,
     reflection_tokens: int = 64,
     reflection_temperature: float = 0.0,
     desc: str = "eval",
@@ -170,8 +170,8 @@ def evaluate_model(
     ``greedy`` takes each step's most likely action; otherwise actions are sampled at
     ``temperature``. The reflector decodes greedily at ``reflection_temperature=0``.
     ``scoring``: how the policy scores actions, as it was trained (``ActionPolicy``).
-    ``max_length`` is the policy's prompt budget; ``reflector_dtype`` and ``reflector_max_length``
-    the reflector's (default: the policy's), as in its SFT. ``episodes``: a list that receives every
+    ``max_length`` is the policy's prompt budget (default: every position its model reads);
+    ``reflector_dtype`` and ``reflector_max_length`` the reflector's (default: the policy's), as in its SFT. ``episodes``: a list that receives every
     episode's transcript record (``eval.episodes``).
     """
     # the models' modules here: evaluating an agent (an endpoint, random, oracle) loads no transformers
