@@ -159,6 +159,9 @@ def test_bad_paths_on_the_command_line_are_named(capsys, recipe, tmp_path):
     assert out.read_text() == ""
     missing = tmp_path / "no-policy"
     assert str(missing) in _error(capsys, ["eval", "--config", recipe(), "--policy", str(missing)])
+    (tmp_path / "notes").mkdir()
+    assert f"the folder {tmp_path / 'notes'} holds no model: a model folder has a config.json" in \
+        _error(capsys, ["eval", "--config", recipe(), "--policy", str(tmp_path / "notes")])
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("{not json\n")
     assert f"{tasks}: line 1" in _error(capsys, ["play", "--env", "autoexplore", "--agent", "random",

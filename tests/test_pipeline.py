@@ -106,6 +106,10 @@ def test_run_writes_every_arm_and_skips_finished_steps(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "reflectrl.cli", "show", str(run), "--arm", "nosuch"],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "evaluated arms: " in missing.stderr
+    no_level = subprocess.run([sys.executable, "-m", "reflectrl.cli", "show", str(run), "--arm", "sft", "--level",
+                               "stage=lunch"], capture_output=True, text=True)
+    assert no_level.returncode == 2 and "--level 'stage=lunch': none of the episodes" in no_level.stderr
+    assert "they have: stage=" in no_level.stderr
     # Reflect-RL against each arm task by task, in the report and from the CLI, counted from the episodes
     assert "## Reflect-RL against each arm, task by task" in report
     compared = subprocess.run([sys.executable, "-m", "reflectrl.cli", "compare", str(run)],

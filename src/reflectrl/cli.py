@@ -292,6 +292,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
         raise UserError(f"{run / 'eval' / args.arm} holds no sampled episodes: the recipe played no sampled "
                         f"evaluation (eval.sampled_repeats)")
     records = read_episodes(path)
+    for flag, key, value in (("--level", "level", args.level), ("--outcome", "outcome", args.outcome)):
+        known = sorted({record[key] for record in records})
+        if value is not None and value not in known:
+            raise UserError(f"{flag} {value!r}: none of the episodes in {path} has that {key}; they have: "
+                            f"{', '.join(known) or 'nothing'}")
     chosen = [r for r in records if (not args.failed or not r["success"]) and (args.level in (None, r["level"]))
               and (args.outcome in (None, r["outcome"]))]
     print(f"{path}: {len(records)} episodes; {len(chosen)} shown; how they end: "

