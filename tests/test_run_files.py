@@ -154,6 +154,12 @@ def test_rl_resumes_only_from_checkpoints_of_its_policy_and_restart_clears_them(
     line = _error(capsys, _rl(tmp_path, other, "--set", "rl.iterations=4"))
     assert f"{out / 'checkpoint-4'} was made from {first}, not {other}" in line and "--restart" in line
 
+    # a restart deletes only what RL wrote: a folder of the user's where it would delete is refused, and kept
+    (out / "logs" / "notes.txt").write_text("mine")
+    line = _error(capsys, _rl(tmp_path, other, "--restart"))
+    assert f"a restart would delete {out / 'logs'} in {out}, which this RL did not write" in line
+    assert (out / "logs" / "notes.txt").read_text() == "mine" and _checkpoints(out) == ["checkpoint-3", "checkpoint-4"]
+    (out / "logs" / "notes.txt").unlink()
     assert main(_rl(tmp_path, other, "--restart")) == 0
     assert _checkpoints(out) == ["checkpoint-1", "checkpoint-2"]
     state = json.loads((out / "checkpoint-2" / "state.json").read_text())

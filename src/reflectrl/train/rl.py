@@ -38,7 +38,7 @@ from peft import PeftModel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from reflectrl.agent.models import ModelSpec, load_model, save_model
+from reflectrl.agent.models import RECORD_FILE, ModelSpec, load_model, save_model
 from reflectrl.agent.policy import ActionPolicy
 from reflectrl.agent.reflector import Reflector
 from reflectrl.agent.rollout import Episode, StepRecord, rollout
@@ -327,6 +327,19 @@ def _checkpoints(out_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
+def _not_written_by_rl(out_dir: Path) -> list[Path]:
+    """What a restart would delete (checkpoints, ``final/``, ``logs/``) that does not look like RL's own: a
+    checkpoint without its state, a ``final/`` without a saved model, a ``logs/`` with more than event files."""
+    foreign = [path for path in _checkpoints(out_dir) if not (path / "state.json").is_file()]
+    final, logs = out_dir / "final", out_dir / "logs"
+    if final.exists() and not (final / RECORD_FILE).is_file():
+        foreign.append(final)
+    if logs.exists() and (not logs.is_dir() or any(not entry.name.startswith("events.out.tfevents.")
+                                                   for entry in logs.iterdir())):
+        foreign.append(logs)
+    return foreign
+
+
 def _model_id(path: str | Path | None) -> dict[str, str] | None:
     """A model as a checkpoint records what it was made from: a directory by its weights' content (it can
     be filled again with another model), anything else (a hub model) by its name."""
@@ -397,6 +410,11 @@ def setup(config: RunConfig, policy_path: str | Path, out_dir: str | Path, refle
     checkpoints = _checkpoints(out_dir) if resume else []
     if checkpoints:
         _check_checkpoint(checkpoints[-1], made_from)
+    if not resume:
+        foreign = _not_written_by_rl(out_dir)
+        if foreign:
+            raise UserError(f"a restart would delete {', '.join(map(str, foreign))} in {out_dir}, which this RL did "
+                            f"not write; name an output folder of its own")
     start_from = checkpoints[-1] if checkpoints else Path(policy_path)
     model, tokenizer = load_model(ModelSpec(name=str(start_from), dtype=dtype))
     value_head = None
