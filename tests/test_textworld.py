@@ -255,3 +255,12 @@ def test_bad_configuration_is_reported():
         TextWorld(settings={"recipe": 2})
     with pytest.raises(ValueError, match="task is an int"):
         TextWorld(n_train=1).reset(task="kitchen")
+    # settings of the wrong type or out of range are named before any game is generated
+    for challenge, settings, problem in (
+            ("custom", {"nb_rooms": -1}, "custom setting nb_rooms=-1 must be at least 1"),
+            ("custom", {"nb_rooms": "x"}, "custom setting nb_rooms='x' must be an integer, like its default (3)"),
+            ("custom", {"quest_length": True}, "must be an integer"),
+            ("tw-simple", {"rewards": "lots"}, "rewards='lots' must be one of dense, balanced, sparse"),
+            ("tw-cooking", {"cook": 1}, "cook=1 must be true or false")):
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            TextWorld(challenge=challenge, settings=settings)

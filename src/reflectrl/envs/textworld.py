@@ -46,8 +46,12 @@ from reflectrl.envs.base import (
     TextEnv,
     seed_split_tasks,
 )
+from reflectrl.errors import UserError
 
 CHALLENGES = ("tw-simple", "tw-cooking", "custom")
+
+#: tw-simple's settings that take one of a few words (TextWorld's own choices)
+SETTING_CHOICES = {"rewards": ("dense", "balanced", "sparse"), "goal": ("detailed", "brief", "none")}
 
 #: Settings each challenge starts from; user settings override these keys.
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
@@ -217,6 +221,18 @@ class TextWorld(TextEnv):
                 f"textworld: unknown {challenge} settings {sorted(unknown)}; "
                 f"known: {sorted(DEFAULT_SETTINGS[challenge])}"
             )
+        for key, value in (settings or {}).items():
+            default = DEFAULT_SETTINGS[challenge][key]
+            if type(value) is not type(default):
+                kind = {bool: "true or false", int: "an integer", str: "a string"}[type(default)]
+                raise ValueError(f"textworld: {challenge} setting {key}={value!r} must be {kind}, like its default "
+                                 f"({default!r})")
+            if key in SETTING_CHOICES and value not in SETTING_CHOICES[key]:
+                raise ValueError(f"textworld: {challenge} setting {key}={value!r} must be one of "
+                                 f"{', '.join(SETTING_CHOICES[key])}")
+            if challenge == "custom" and value < (0 if key == "nb_objects" else 1):
+                raise ValueError(f"textworld: custom setting {key}={value} must be at least "
+                                 f"{0 if key == 'nb_objects' else 1}")
         for label, count in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
             if not 0 <= count <= _SPLIT_SPAN:
                 raise ValueError(f"textworld: {label}={count} must be between 0 and {_SPLIT_SPAN}")
@@ -286,7 +302,7 @@ class TextWorld(TextEnv):
                     break
                 problems.append(problem)
             else:
-                raise ValueError(
+                raise UserError(
                     f"textworld: {_MAX_ATTEMPTS} tries to generate a {self.challenge} game for task {task} "
                     f"with settings {self.settings} failed: {problems}"
                     + ("; lower quest_length or add rooms/objects" if self.challenge == "custom" else "")
