@@ -305,6 +305,11 @@ def test_make_env_builds_alfworld(cache):
     assert obs.actions[env.oracle_action()] == obs.info["oracle"]["next_command"]
     with pytest.raises(ValueError, match="source"):
         make_env("alfworld", source="internet")
+    for options, problem in (({"bogus": 1}, "generator_options: unknown bogus; known: room, min_distractors"),
+                             ({"object_type": "Apple"}, "object_type, receptacle_type are the env's own arguments"),
+                             ({"min_distractors": "x"}, "argument 'min_distractors' must be int, got \"x\"")):
+        with pytest.raises(UserError, match=re.escape(problem)):
+            make_env("alfworld", source="generated", cache_dir=cache, generator_options=options)
     with pytest.raises(ValueError, match="task type"):
         make_env("alfworld", task_type="pick_everything")
 

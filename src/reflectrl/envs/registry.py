@@ -76,7 +76,7 @@ def make_env(name: str, **kwargs: Any) -> TextEnv:
         except TypeError as error:
             accepted = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
             raise UserError(f"env {name!r}: {error} (its arguments: {', '.join(accepted) or 'none'})") from None
-        _check_argument_types(name, factory, kwargs)
+        check_argument_types(factory, kwargs, f"env {name!r}")
     try:
         return factory(**kwargs)
     except UserError:
@@ -85,7 +85,7 @@ def make_env(name: str, **kwargs: Any) -> TextEnv:
         raise UserError(f"env {name!r}: {error}") from error
 
 
-def _check_argument_types(name: str, factory: Callable[..., TextEnv], kwargs: dict[str, Any]) -> None:
+def check_argument_types(factory: Callable[..., Any], kwargs: dict[str, Any], where: str) -> None:
     """Each argument against the type its constructor declares (strictly: no ``"5"`` for an int, no bool for
     a number), so that a recipe's wrong type is named here rather than failing as a TypeError deep inside the
     env. An argument whose declared type cannot be read or checked is passed on unchecked; values are never
@@ -105,8 +105,7 @@ def _check_argument_types(name: str, factory: Callable[..., TextEnv], kwargs: di
             adapter.validate_python(value, strict=True)
         except ValidationError:
             shown = json.dumps(value, default=repr)
-            raise UserError(f"env {name!r}: argument {key!r} must be {_type_name(hints[key])}, got "
-                            f"{shown[:80]}") from None
+            raise UserError(f"{where}: argument {key!r} must be {_type_name(hints[key])}, got {shown[:80]}") from None
 
 
 def _adapter(hint: Any) -> TypeAdapter | None:

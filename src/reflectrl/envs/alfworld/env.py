@@ -23,6 +23,7 @@ then on it follows the planner.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 import os
@@ -58,6 +59,7 @@ from reflectrl.envs.alfworld.problems import (
     write_problem,
 )
 from reflectrl.envs.base import Observation, StepResult, TextEnv
+from reflectrl.envs.registry import check_argument_types
 from reflectrl.errors import UserError
 
 BANNER = "-= Welcome to TextWorld, ALFRED! =-"
@@ -167,9 +169,16 @@ class ALFWorld(TextEnv):
             raise FileNotFoundError(f"no official ALFWorld data (json_2.1.1) under {where}. {OFFICIAL_DATA_HINT}")
         self.generator: GeneratorSettings | None = None
         if self.data_root is None:
+            options = dict(generator_options or {})
+            own = ("task_type", "object_type", "receptacle_type")  # the env's own arguments
+            known = [field.name for field in dataclasses.fields(GeneratorSettings) if field.name not in own]
+            unknown = sorted(set(options) - set(known))
+            if unknown:
+                hint = f"; {', '.join(own)} are the env's own arguments" if set(unknown) & set(own) else ""
+                raise ValueError(f"generator_options: unknown {', '.join(unknown)}; known: {', '.join(known)}{hint}")
+            check_argument_types(GeneratorSettings, options, "alfworld generator_options")
             self.generator = GeneratorSettings(
-                task_type=task_type, object_type=object_type, receptacle_type=receptacle_type,
-                **(generator_options or {}),
+                task_type=task_type, object_type=object_type, receptacle_type=receptacle_type, **options,
             )
             for split, count in self._split_sizes.items():
                 split_seeds(split, count)
