@@ -84,7 +84,8 @@ def test_compare_refuses_files_that_are_not_transcripts_naming_the_file(tmp_path
                "action.jsonl": ({**whole, "transcript": [{**step, "action": 2}]},
                                 "step 1's 'action' is 2, not null or an index into its 2 actions"),
                "lacks.jsonl": ({**whole, "transcript": [{k: v for k, v in step.items() if k != "reward"}]},
-                               "step 1 lacks 'reward'")}
+                               "step 1 lacks 'reward'"),
+               "named.jsonl": ({**whole, "transcript": [{**step, "named": 0}]}, "step 1 lacks 'good'")}
     for name, (bad, _) in damaged.items():
         (tmp_path / name).write_text(json.dumps(whole) + "\n" + json.dumps(bad) + "\n")
     (tmp_path / "fake.jsonl.gz").write_bytes(b"not gzip")

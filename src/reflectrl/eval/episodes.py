@@ -171,9 +171,11 @@ def _record_fault(record: dict[str, Any]) -> str | None:
                 return f"step {number} lacks {key!r}"
             if not valid(step[key]):
                 return f"step {number}'s {key!r} is {json.dumps(step[key])[:60]}, not {expected}"
+        if "action" not in step or ("named" in step and "good" not in step):
+            return f"step {number} lacks {'action' if 'action' not in step else 'good'!r}"
         actions = len(step["actions"])
-        if step.get("action") is not None and not _is_index(step["action"], actions):
-            return f"step {number}'s 'action' is {json.dumps(step.get('action'))[:60]}, not null or an index " \
+        if step["action"] is not None and not _is_index(step["action"], actions):
+            return f"step {number}'s 'action' is {json.dumps(step['action'])[:60]}, not null or an index " \
                    f"into its {actions} actions"
         if step.get("probability") is not None and not _is_number(step["probability"]):
             return f"step {number}'s 'probability' is {json.dumps(step['probability'])[:60]}, not a number or null"
