@@ -23,12 +23,12 @@ from pydantic import AfterValidator, ConfigDict, Field, Strict, StrictBool, Type
 
 from reflectrl.agent.model_spec import (
     INT64_MAX,
-    MODEL_MARKERS,
     SMOLLM2,
     TINY,
     LoraSettings,
     ModelSpec,
     Seed,
+    local_model_problem,
     smollm2_gguf_path,
 )
 from reflectrl.agent.prompts import reflection_prompt_budget
@@ -76,17 +76,10 @@ def _findable_model(spec: ModelSpec) -> ModelSpec:
     if name == TINY:
         return spec
     local = Path(name).expanduser()
-    if local.is_dir():
-        if not any((local / marker).is_file() for marker in MODEL_MARKERS):
-            raise ValueError(f"the folder {name!r} holds no model: a Hugging Face model folder has a "
-                             f"{MODEL_MARKERS[0]}, a saved adapter an {MODEL_MARKERS[1]}")
-        return spec
-    if local.is_file():
-        if local.suffix.lower() != ".gguf":
-            raise ValueError(f"{name!r} is a file, not a model: name a model folder, or a model as one .gguf file")
-        with local.open("rb") as handle:
-            if handle.read(4) != b"GGUF":
-                raise ValueError(f"{name!r} is not a GGUF file (it does not start with the GGUF magic bytes)")
+    if local.is_dir() or local.is_file():
+        problem = local_model_problem(local, repr(name))
+        if problem is not None:
+            raise ValueError(problem)
         return spec
     if spec.allow_hub:
         return spec

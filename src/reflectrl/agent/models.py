@@ -56,13 +56,14 @@ from reflectrl.agent.model_spec import (  # noqa: F401  (re-exported: where mode
     DTYPES,
     EMULATED_BF16,
     MIN_TINY_VOCAB,
-    MODEL_MARKERS,
     PROMPT_MARKERS,
     SMOLLM2,
     SMOLLM2_PACKAGE,
     TINY,
     LoraSettings,
     ModelSpec,
+    is_gguf_file,
+    local_model_problem,
     native_bf16,
     smollm2_gguf_path,
 )
@@ -106,8 +107,6 @@ def autocast_dtype(dtype: str) -> torch.dtype | None:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     return torch.bfloat16 if dtype == "bfloat16" else None
-
-
 
 
 def default_device() -> torch.device:
@@ -248,19 +247,12 @@ def _build_tiny(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrain
         return GPT2LMHeadModel(config).eval()
 
 
-
-
 def cache_dir() -> Path:
     """Where converted checkpoints are kept: ``$REFLECTRL_CACHE_DIR``, else ``$XDG_CACHE_HOME/reflectrl`` (~/.cache)."""
     explicit = os.environ.get("REFLECTRL_CACHE_DIR")
     if explicit:
         return Path(explicit)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reflectrl"
-
-
-def is_gguf_file(path: Path) -> bool:
-    """A model given as one GGUF file (llama.cpp's format), as ``model.name: /path/to/model.gguf``."""
-    return path.suffix.lower() == ".gguf" and path.is_file()
 
 
 def _converted_gguf(path: Path, preset: bool = False) -> Path:
@@ -430,9 +422,9 @@ def load_model(
         tokenizer = _prepare_tokenizer(tokenizer)
         model = _build_tiny(spec, tokenizer)
     elif local.is_dir():
-        if not any((local / marker).is_file() for marker in MODEL_MARKERS):
-            raise UserError(f"the folder {local} holds no model: a model folder has a {MODEL_MARKERS[0]}, a saved "
-                            f"adapter an {MODEL_MARKERS[1]}")
+        problem = local_model_problem(local, str(local))
+        if problem is not None:
+            raise UserError(problem)
         with _naming_a_bad_directory(local):
             if (local / "adapter_config.json").is_file():
                 model, loaded_tokenizer = _load_adapter_dir(local, spec)

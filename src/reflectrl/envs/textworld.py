@@ -163,8 +163,9 @@ def cached_game_damage(story: Path) -> str | None:
     if len(header) < 0x1C or not 1 <= version <= 8:
         return "not a Z-machine story file"
     declared = int.from_bytes(header[0x1A:0x1C], "big") * (2 if version <= 3 else 4 if version <= 5 else 8)
-    if story.stat().st_size < declared:
-        return f"the story file has {story.stat().st_size} bytes of the {declared} its header declares"
+    size = story.stat().st_size
+    if size < declared:
+        return f"the story file has {size} bytes of the {declared} its header declares"
     try:
         description = json.loads(story.with_suffix(".json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -230,9 +231,9 @@ class TextWorld(TextEnv):
             if key in SETTING_CHOICES and value not in SETTING_CHOICES[key]:
                 raise ValueError(f"textworld: {challenge} setting {key}={value!r} must be one of "
                                  f"{', '.join(SETTING_CHOICES[key])}")
-            if challenge == "custom" and value < (0 if key == "nb_objects" else 1):
-                raise ValueError(f"textworld: custom setting {key}={value} must be at least "
-                                 f"{0 if key == 'nb_objects' else 1}")
+            least = 0 if key == "nb_objects" else 1
+            if challenge == "custom" and value < least:
+                raise ValueError(f"textworld: custom setting {key}={value} must be at least {least}")
         for label, count in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
             if not 0 <= count <= _SPLIT_SPAN:
                 raise ValueError(f"textworld: {label}={count} must be between 0 and {_SPLIT_SPAN}")

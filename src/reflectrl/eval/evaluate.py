@@ -171,8 +171,8 @@ def evaluate_model(
     ``temperature``. The reflector decodes greedily at ``reflection_temperature=0``.
     ``scoring``: how the policy scores actions, as it was trained (``ActionPolicy``).
     ``max_length`` is the policy's prompt budget (default: every position its model reads);
-    ``reflector_dtype`` and ``reflector_max_length`` the reflector's (default: the policy's), as in its SFT. ``episodes``: a list that receives every
-    episode's transcript record (``eval.episodes``).
+    ``reflector_dtype`` and ``reflector_max_length`` the reflector's (default: the policy's), as in its SFT.
+    ``episodes``: a list that receives every episode's transcript record (``eval.episodes``).
     """
     # the models' modules here: evaluating an agent (an endpoint, random, oracle) loads no transformers
     from reflectrl.agent.models import ModelSpec, default_device, load_model
